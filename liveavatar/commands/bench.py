@@ -1,0 +1,62 @@
+"""`liveavatar bench ...`: one sub-command per benchmark; `bench all` gathers them."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Benchmarks: medians and p95 after warm-up; results as a table and JSON.",
+                  no_args_is_help=True)
+
+JsonOpt = typer.Option(None, "--json", help="Also write the result as JSON to this file.")
+
+
+def _finish(res: dict, json_path: Optional[Path]) -> None:
+    from liveavatar.bench import report
+    report.print_table(res)
+    if json_path:
+        report.save(res, json_path)
+
+
+@app.command()
+def perception(seconds: float = typer.Option(20.0, help="Measured duration after warm-up."),
+               json_path: Optional[Path] = JsonOpt) -> None:
+    """Pose + face + hands at 640x480 on real media, and voice-analysis CPU cost."""
+    from liveavatar.bench import perception as b
+    _finish(b.run(seconds=seconds), json_path)
+
+
+@app.command()
+def generator(generator: str = typer.Option("rig2d", "--generator", "-g", help="Generator name."),
+              device: Optional[str] = typer.Option(None, help="cpu or cuda (default: best available)."),
+              batches: str = typer.Option("1,8", help="Comma-separated batch sizes (sessions)."),
+              size: Optional[int] = typer.Option(None, help="Output size (default: the generator's)."),
+              frames: int = typer.Option(120, help="Measured frames per batch size."),
+              json_path: Optional[Path] = JsonOpt) -> None:
+    """Frames per second of a generator at several batch sizes."""
+    from liveavatar.bench import generator as b
+    _finish(b.run(generator=generator, device=device, batches=[int(x) for x in batches.split(",")],
+                  size=size, frames=frames), json_path)
+
+
+@app.command()
+def conditioning(ticks: int = typer.Option(3000), json_path: Optional[Path] = JsonOpt) -> None:
+    """Cost of one conditioning tick (cues -> conditioning)."""
+    from liveavatar.bench import conditioning as b
+    _finish(b.run(ticks=ticks), json_path)
+
+
+@app.command()
+def e2e(seconds: float = typer.Option(20.0), json_path: Optional[Path] = JsonOpt) -> None:
+    """Glass-to-glass and trigger-to-pixel latency through `serve` with a real browser."""
+    from liveavatar.bench import e2e as b
+    _finish(b.run(seconds=seconds), json_path)
+
+
+@app.command()
+def render(seconds: float = typer.Option(10.0, help="Length of the generated 640x480 clip."),
+           json_path: Optional[Path] = JsonOpt) -> None:
+    """Offline render speed (fps) of a 640x480 clip of a real person with speech."""
+    from liveavatar.bench import render as b
+    _finish(b.run(seconds=seconds), json_path)

@@ -1,0 +1,35 @@
+"""Where shipped models and character packs live, and safe joining inside them."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from liveavatar.errors import UserError
+
+_PKG = Path(__file__).resolve().parent
+
+
+def models_dir() -> Path:
+    """$LIVEAVATAR_MODELS, else the repository's models/ folder (editable installs), else the
+    copy installed under <prefix>/share/liveavatar/models."""
+    env = os.environ.get("LIVEAVATAR_MODELS")
+    if env:
+        return Path(env)
+    repo = _PKG.parent / "models"
+    if repo.is_dir():
+        return repo
+    import sys
+    return Path(sys.prefix) / "share" / "liveavatar" / "models"
+
+
+def assets_dir() -> Path:
+    return _PKG / "assets"
+
+
+def safe_join(root: Path, rel: str, what: str = "path") -> Path:
+    """Join `rel` under `root`, refusing anything that escapes it (.., absolute, symlinks out)."""
+    root = root.resolve()
+    p = (root / rel).resolve()
+    if p != root and root not in p.parents:
+        raise UserError(f"{what} {rel!r} points outside {root}")
+    return p
