@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.media import ALSA_SOUNDS, CACHE, OPENCV_DATA, animate, load_rgb, speak, write_clip
+from tests.media import ALSA_SOUNDS, CACHE, OPENCV_DATA, animate, load_rgb, read_wav, speak, write_clip
 
 
 def _opencv_doc() -> None:
@@ -59,6 +59,8 @@ def main() -> int:
     }
     for name, (img, wav, motion, secs) in clips.items():
         if not (CACHE / name).exists():
+            if wav:  # the picture lasts as long as the speech, like a real recording
+                secs = max(secs, len(read_wav(CACHE / wav)[0]) / read_wav(CACHE / wav)[1])
             frames = animate(load_rgb(img), secs, motion=motion)
             write_clip(CACHE / name, frames, audio=CACHE / wav if wav else None)
     print(f"test media ready in {CACHE}")

@@ -1,0 +1,57 @@
+"""`liveavatar render INPUT -o OUTPUT`: a video file in, the avatar video out."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def render(
+    input: Path = typer.Argument(..., help="Video with (optional) audio, e.g. take3.mp4."),
+    output: Path = typer.Option(..., "--output", "-o",
+                                help="Output file: .webm (VP9 with alpha, transparent) or .mp4 (H.264)."),
+    size: int = typer.Option(512, help="Output width and height in pixels."),
+    fps: Optional[float] = typer.Option(None, help="Output frame rate (default: the input's)."),
+    character: str = typer.Option("nova", help="Character pack name."),
+    emotion: Optional[str] = typer.Option(None, help="Force one emotion for the whole clip."),
+    generator: str = typer.Option("rig2d", help="Generator name (rig2d, neural or a plug-in)."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
+    background: str = typer.Option("green", help="Background for formats without alpha (.mp4): name or #rrggbb."),
+    mapping: Optional[Path] = typer.Option(None, help="Mapping file (TOML) for keywords, hotkeys, thresholds."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+) -> None:
+    """Render the avatar for a recorded take, carrying its audio over."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from liveavatar.offline.render import RenderOptions, render_file
+    from liveavatar.output.video_file import parse_color
+
+    opts = RenderOptions(input=input, output=output, size=size, fps=fps, character=character,
+                         emotion=emotion, generator=generator, device=device,
+                         background=parse_color(background), mapping=mapping)
+    console = Console(stderr=True)
+    if quiet:
+        result = render_file(opts)
+    else:
+        with Progress(TextColumn("[bold]rendering"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[fps]:.1f} fps"), TimeRemainingColumn(),
+                      console=console, transient=False) as bar:
+            task = bar.add_task("render", total=None, fps=0.0)
+            import time
+            t0 = time.perf_counter()
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=max(total, done) or None,
+                           fps=done / max(time.perf_counter() - t0, 1e-6))
+            result = render_file(opts, progress)
+    if not quiet:
+        from rich.table import Table
+        t = Table(title=f"{result.output}: {result.frames} frames, {result.seconds:.2f} s of video, "
+                        f"{result.fps:.1f} fps overall")
+        for col in ("stage", "median ms", "p95 ms", "calls"):
+            t.add_column(col)
+        for stage, s in result.timings.items():
+            t.add_row(stage, f"{s['median_ms']:.2f}", f"{s['p95_ms']:.2f}", str(s["n"]))
+        console.print(t)

@@ -1,0 +1,1 @@
+"""Offline wiring: file in -> perception -> conditioning -> generator -> file out."""

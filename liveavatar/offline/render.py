@@ -1,0 +1,139 @@
+"""File-to-file avatar render. Every input frame is perceived (no dropping offline), the
+conditioner ticks at the output rate on the file's own timeline (a virtual clock), and the
+generator draws one frame per tick; the input's audio is carried over."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from liveavatar.clock import VirtualClock
+from liveavatar.errors import UserError
+from liveavatar.runtime.timing import StageTimer
+from liveavatar.types import AudioChunk, CapturedFrame, ControlEvent, ControlKind, EventSource, TriggerMode
+
+
+@dataclass
+class RenderOptions:
+    input: Path
+    output: Path
+    size: int = 512
+    fps: float | None = None            # None: the input's rate
+    character: str = "nova"
+    emotion: str | None = None          # force one emotion for the whole clip
+    generator: str = "rig2d"
+    device: str | None = None
+    background: tuple[int, int, int] = (0, 177, 64)
+    mapping: Path | None = None
+
+
+@dataclass
+class RenderResult:
+    output: Path
+    frames: int
+    seconds: float
+    wall_s: float
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def render_file(opts: RenderOptions, progress: Callable[[int, int], None] | None = None) -> RenderResult:
+    """Render opts.input to opts.output. UserError on bad input; never leaves a partial file."""
+    import time
+
+    from liveavatar.conditioning import Conditioner, load_mapping
+    from liveavatar.generation import registry
+    from liveavatar.output.video_file import VideoFileWriter
+    from liveavatar.perception import Perception
+    from liveavatar.sources.file import iter_media, probe
+
+    if not 64 <= opts.size <= 2048:
+        raise UserError(f"--size {opts.size}: use 64..2048")
+    if opts.fps is not None and not 1 <= opts.fps <= 120:
+        raise UserError(f"--fps {opts.fps}: use 1..120")
+    info = probe(opts.input)
+    fps = opts.fps or info.fps
+    if opts.output.resolve() == opts.input.resolve():
+        raise UserError(f"{opts.output}: output would overwrite the input")
+
+    mapping = load_mapping(opts.mapping)
+    clock = VirtualClock(0)
+    conditioner = Conditioner(mapping, rate_hz=fps, clock=clock)
+    if opts.emotion is not None:
+        if opts.emotion not in conditioner.emotions:
+            raise UserError(f"unknown emotion {opts.emotion!r}; known: {', '.join(conditioner.emotions)}")
+    gen = registry.create(opts.generator, opts.device, opts.size)
+    if opts.character not in gen.characters():
+        raise UserError(f"unknown character {opts.character!r} for generator {opts.generator}; "
+                        f"available: {', '.join(gen.characters())}")
+    gen.prepare_character(opts.character)
+    if opts.emotion is not None:
+        conditioner.push_event(ControlEvent(ControlKind.EMOTION, opts.emotion, EventSource.API,
+                                            TriggerMode.TOGGLE, t_ns=0))
+
+    perception = Perception(static=False, keywords=list(getattr(mapping, "keyword_words", lambda: [])()))
+    timer = StageTimer(window=1_000_000)
+    period_ns = 1e9 / fps
+    n_ticks_total = max(1, int(round(info.duration_s * fps))) if info.duration_s > 0 else 0
+    writer = VideoFileWriter(opts.output, gen.size, gen.size, fps,
+                             info.sample_rate if info.has_audio else 0, info.channels,
+                             background=opts.background)
+    tick = 0
+    video_end_ns = 0
+    t_start = time.perf_counter()
+    try:
+        items = iter_media(opts.input, start_ns=0)
+        while True:
+            with timer.measure("decode"):
+                item = next(items, None)
+            if item is None:
+                break
+            if isinstance(item, AudioChunk):
+                perception.process_audio(item)
+                with timer.measure("encode_audio"):
+                    writer.write_audio(item.samples, item.sample_rate)
+                continue
+            assert isinstance(item, CapturedFrame)
+            with timer.measure("perception"):
+                cues = perception.process_video(item)
+            conditioner.push_cues(cues)
+            video_end_ns = item.t_capture_ns + int(period_ns)
+            # Emit every output tick whose time this frame has reached.
+            while tick * period_ns <= item.t_capture_ns:
+                _emit(tick, clock, conditioner, gen, opts.character, writer, timer, period_ns)
+                tick += 1
+                if progress:
+                    progress(tick, n_ticks_total)
+        if tick == 0:
+            raise UserError(f"{opts.input}: contains no video frames")
+        # Fill ticks up to the end of the last input frame so the durations match.
+        end_ticks = int(math.ceil(video_end_ns / period_ns - 1e-6))
+        while tick < end_ticks:
+            _emit(tick, clock, conditioner, gen, opts.character, writer, timer, period_ns)
+            tick += 1
+            if progress:
+                progress(tick, n_ticks_total)
+        with timer.measure("finish"):
+            out = writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        perception.close()
+    wall = time.perf_counter() - t_start
+    return RenderResult(out, tick, tick / fps, wall, timer.summary())
+
+
+def _emit(tick, clock, conditioner, gen, character, writer, timer, period_ns) -> None:
+    t = int(tick * period_ns)
+    clock.sleep_until(t)
+    with timer.measure("conditioning"):
+        cond = conditioner.tick(t)
+    with timer.measure("generate"):
+        rgba = gen.render([cond], [character])[0]
+    with timer.measure("encode_video"):
+        writer.write_video(rgba)

@@ -1,0 +1,1 @@
+"""Media sources: turn files (and later cameras) into CapturedFrame / AudioChunk streams."""
