@@ -76,3 +76,21 @@ def print_table(res: dict) -> None:
 
 def save(res: dict | list[dict], path: Path) -> None:
     path.write_text(json.dumps(res, indent=2, default=float))
+
+
+def baseline_ms(repeats: int = 15) -> float:
+    """A fixed CPU workload (numpy matmul + a Python loop), median ms. Measured at the start and
+    end of a run so figures from a noisy shared machine can be read as ratios against it."""
+    import time
+    a = np.random.default_rng(0).standard_normal((192, 192)).astype(np.float32)
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        b = a
+        for _ in range(20):
+            b = np.tanh(b @ a * 0.01)
+        s = 0
+        for i in range(20000):
+            s += i * i
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(samples))

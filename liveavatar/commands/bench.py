@@ -60,3 +60,55 @@ def render(seconds: float = typer.Option(10.0, help="Length of the generated 640
     """Offline render speed (fps) of a 640x480 clip of a real person with speech."""
     from liveavatar.bench import render as b
     _finish(b.run(seconds=seconds), json_path)
+
+
+@app.command("all")
+def all_(out: Path = typer.Option(Path("bench-results"), help="Folder for bench.json and bench.md."),
+         quick: bool = typer.Option(False, help="Shorter runs (for a smoke check, not for the README)."),
+         skip: str = typer.Option("", help="Comma-separated benchmarks to leave out (e.g. e2e,neural).")) -> None:
+    """Every benchmark in one run: JSON + a markdown table (the README's performance table)."""
+    import importlib
+    import traceback
+
+    from liveavatar.bench import report
+
+    skipped = {s.strip() for s in skip.split(",") if s.strip()}
+    f = 0.25 if quick else 1.0
+    plan = [
+        ("perception", "perception", dict(seconds=20 * f)),
+        ("conditioning", "conditioning", dict(ticks=int(3000 * f))),
+        ("rig2d", "generator", dict(generator="rig2d", device=None, batches=[1, 8], size=None, frames=int(120 * f))),
+        ("neural", "generator", dict(generator="neural", device=None, batches=[1, 8], size=None, frames=int(120 * f))),
+        ("neural_quality", "neural_quality", {}),
+        ("render", "render", dict(seconds=10.0)),
+        ("e2e", "e2e", dict(seconds=20 * f)),
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    results, failures = [], {}
+    base_start = report.baseline_ms()
+    for label, module, kwargs in plan:
+        if label in skipped:
+            continue
+        typer.echo(f"== bench {label}")
+        try:
+            res = importlib.import_module(f"liveavatar.bench.{module}").run(**kwargs)
+        except Exception as e:  # one broken benchmark must not lose the others' figures
+            failures[label] = f"{type(e).__name__}: {e}"
+            traceback.print_exc()
+            continue
+        res["benchmark"] = label
+        report.print_table(res)
+        results.append(res)
+    base_end = report.baseline_ms()
+    doc = {"machine": report.machine(), "baseline_ms": {"start": base_start, "end": base_end},
+           "results": results, "failures": failures}
+    report.save(doc, out / "bench.json")
+    md = report.markdown(results) + (
+        f"\nBaseline workload (fixed CPU task, for comparing runs): {base_start:.1f} ms at start, "
+        f"{base_end:.1f} ms at end.\n")
+    if failures:
+        md += "\nFailed: " + "; ".join(f"{k}: {v}" for k, v in failures.items()) + "\n"
+    (out / "bench.md").write_text(md)
+    typer.echo(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
+    if failures:
+        raise typer.Exit(1)
