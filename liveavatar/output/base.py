@@ -1,0 +1,137 @@
+"""`FrameSink`: the contract every output sink implements.
+
+The render loop calls `send(frame)` at the output rate; it must never wait on a slow encoder or
+device. So each sink owns one thread fed by a LatestSlot: a frame not yet taken when the next
+arrives is replaced and counted as dropped, and latency stays bounded at one frame.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from liveavatar.runtime import LatestSlot, StageTimer
+from liveavatar.types import RenderedFrame
+
+log = logging.getLogger(__name__)
+
+
+class FrameSink(ABC):
+    """Subclasses implement `_open` (runs in `start()`, in the caller's thread, so a missing
+    backend or a bad URL raises there as a UserError), `_write(frame)` (the sink thread) and
+    `_close` (the sink thread, after the last write)."""
+
+    kind = "sink"
+
+    def __init__(self) -> None:
+        self._slot: LatestSlot[RenderedFrame] = LatestSlot()
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._timer = StageTimer(window=600)
+        self.written = 0
+        self.errors = 0
+        self.last_error = ""
+
+    # -- public API -----------------------------------------------------------------------------
+    def start(self) -> "FrameSink":
+        if self._thread is not None:
+            return self
+        self._open()
+        self._thread = threading.Thread(target=self._run, name=f"liveavatar-{self.kind}", daemon=True)
+        self._thread.start()
+        return self
+
+    def send(self, frame: RenderedFrame) -> None:
+        """Hand over a frame without blocking; an untaken older frame is dropped and counted."""
+        self._slot.put(frame)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread is None:
+            return
+        self._stopping.set()
+        self._slot.close()
+        self._thread.join(timeout)
+        self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stats(self) -> dict:
+        write = self._timer.summary().get("write", {})
+        return {"kind": self.kind, "running": self.running, "received": self._slot.put_count,
+                "written": self.written, "dropped": self._slot.dropped, "errors": self.errors,
+                "last_error": self.last_error, "write_ms_median": write.get("median_ms"),
+                "write_ms_p95": write.get("p95_ms")}
+
+    def __enter__(self) -> "FrameSink":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- for subclasses ---------------------------------------------------------------------------
+    @abstractmethod
+    def _open(self) -> None: ...
+
+    @abstractmethod
+    def _write(self, frame: RenderedFrame) -> None: ...
+
+    @abstractmethod
+    def _close(self) -> None: ...
+
+    def _run(self) -> None:
+        try:
+            while True:
+                frame = self._slot.take(timeout=0.5)
+                if frame is None:
+                    if self._stopping.is_set():
+                        break
+                    continue
+                try:
+                    with self._timer.measure("write"):
+                        self._write(frame)
+                    self.written += 1
+                except Exception as e:  # one bad frame or a network hiccup must not end the feed
+                    self.errors += 1
+                    if self.last_error != str(e):
+                        log.warning("%s sink: %s", self.kind, e)
+                    self.last_error = str(e)
+        finally:
+            try:
+                self._close()
+            except Exception as e:
+                log.warning("%s sink: closing failed: %s", self.kind, e)
+
+
+class Compositor:
+    """Straight-alpha RGBA over a solid background colour, into a reused RGB buffer.
+
+    Integer maths on preallocated buffers: out = bg + (rgb - bg) * alpha / 255."""
+
+    def __init__(self, background: tuple[int, int, int]) -> None:
+        if len(background) != 3 or not all(0 <= int(c) <= 255 for c in background):
+            raise ValueError(f"background must be three 0..255 values, got {background!r}")
+        self.background = np.asarray(background, np.int32)
+        self._shape: tuple[int, int] | None = None
+
+    def _alloc(self, h: int, w: int) -> None:
+        self._work = np.empty((h, w, 3), np.int32)
+        self._out = np.empty((h, w, 3), np.uint8)
+        self._shape = (h, w)
+
+    def over(self, rgba: np.ndarray) -> np.ndarray:
+        """RGB uint8 (H, W, 3); the returned buffer is reused by the next call."""
+        h, w = rgba.shape[:2]
+        if self._shape != (h, w):
+            self._alloc(h, w)
+        work = self._work
+        np.subtract(rgba[..., :3], self.background, out=work)
+        np.multiply(work, rgba[..., 3:4], out=work)
+        work += 127  # round to nearest instead of towards -inf
+        np.floor_divide(work, 255, out=work)
+        work += self.background
+        np.copyto(self._out, work, casting="unsafe")
+        return self._out
