@@ -31,7 +31,7 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 def _write_config(home: Path, port: int, password: str, width: int, height: int,
-                  scripts: list[Path], extra_scenes: list[str]) -> None:
+                  scripts: list[Path], settings: dict[Path, dict], extra_scenes: list[str]) -> None:
     cfg = home / ".config" / "obs-studio"
     (cfg / "basic" / "profiles" / PROFILE).mkdir(parents=True, exist_ok=True)
     (cfg / "basic" / "scenes").mkdir(parents=True, exist_ok=True)
@@ -54,7 +54,8 @@ def _write_config(home: Path, port: int, password: str, width: int, height: int,
         "scene_order": [{"name": s} for s in scenes],
         "sources": [{"id": "scene", "versioned_id": "scene", "name": s, "settings": {}}
                     for s in scenes],
-        "modules": {"scripts-tool": [{"path": str(p), "settings": {}} for p in scripts]},
+        "modules": {"scripts-tool": [{"path": str(p), "settings": settings.get(p, {})}
+                                     for p in scripts]},
     }
     (cfg / "basic" / "scenes" / f"{COLLECTION}.json").write_text(json.dumps(collection))
 
@@ -66,6 +67,8 @@ class HeadlessObs:
     width: int = 1280
     height: int = 720
     scripts: list[Path] = field(default_factory=list)
+    #: per script: its saved settings (what script_load receives), e.g. hotkey bindings
+    script_settings: dict[Path, dict] = field(default_factory=dict)
     extra_scenes: list[str] = field(default_factory=list)
     port: int = 0
     password: str = ""
@@ -80,6 +83,11 @@ class HeadlessObs:
     def log_dir(self) -> Path:
         return self.home / ".config" / "obs-studio" / "logs"
 
+    def collection(self) -> dict:
+        """The scene collection file as OBS last saved it."""
+        path = self.home / ".config" / "obs-studio" / "basic" / "scenes" / f"{COLLECTION}.json"
+        return json.loads(path.read_text())
+
     def log_text(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.txt")))
 
@@ -87,7 +95,7 @@ class HeadlessObs:
         self.port = free_port()
         self.password = secrets.token_urlsafe(16)
         _write_config(self.home, self.port, self.password, self.width, self.height,
-                      self.scripts, self.extra_scenes)
+                      self.scripts, self.script_settings, self.extra_scenes)
         # -displayfd lets Xvfb pick a free display number and tell us which.
         read_fd, write_fd = os.pipe()
         self.xvfb = subprocess.Popen(
