@@ -1,0 +1,507 @@
+"""The Conditioner: perception cues and control events in, one Conditioning per output tick out.
+
+Threads: `push_cues` (perception worker) and `push_event` (server / hotkeys) may be called from
+any thread; `tick` from the generator's clock. A short lock guards the shared state; events wait
+in a small bounded lane that the next tick drains, so a trigger shows on the very next frame.
+
+Timing: the output rate is fixed and independent of the input rate. For each tick the pose is
+sampled at `tick time - perception latency - interpolation delay` in capture time: between the
+two newest perception results it interpolates, past the newest it extrapolates for at most
+`max_extrapolation_ms` and then holds; after `lost_after_s` without a body or face it eases into
+the idle behaviour.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from liveavatar.clock import CLOCK, Clock
+from liveavatar.errors import ConfigError, UserError
+from liveavatar.types import (ACTIONS, BONES, FACE_FEATURES, FACE_PARAMS, FP, VISEMES, ControlEvent, ControlKind,
+                              Cues, Conditioning, EventSource, TriggerMode, VoiceFeatures)
+
+from .actions import ActionEngine
+from .emotion import EmotionEngine
+from .gestures import GestureRecognizer
+from .idle import idle_pose
+from .mapping import Mapping, TriggerSpec, load_mapping
+from .retarget import PoseRetargeter, face_params, head_angles, wrap_angle
+
+log = logging.getLogger(__name__)
+
+# Layout of one retargeted sample (a flat vector so interpolation is one vectorised step).
+NB, NF = len(BONES), len(FACE_PARAMS)
+S_BONES = slice(0, NB)
+S_ROOT = slice(NB, NB + 3)
+S_HEAD = slice(NB + 3, NB + 6)
+S_FACE = slice(NB + 6, NB + 6 + NF)
+SAMPLE = NB + 6 + NF
+_ANGLES = np.zeros(SAMPLE, bool)
+_ANGLES[S_BONES] = True          # wrap-aware arithmetic for bone directions
+
+HEAD_LIMIT = 0.8
+DEFAULT_ASPECT = 4 / 3           # when perception did not say the frame size
+BASELINE_TAU_S = 5.0             # the hips' "home" position and size adapt over this long
+EVENT_LANE = 32                  # bounded: a burst of hotkeys beyond this drops the oldest
+RELOAD_CHECK_S = 1.0
+_MOUTH_OPEN, _MOUTH_WIDTH = FP["mouth_open"], FP["mouth_width"]
+
+
+def _lerp_sample(a: np.ndarray, b: np.ndarray, u: float, out: np.ndarray,
+                 angles: np.ndarray = _ANGLES) -> np.ndarray:
+    """a + (b - a) * u, taking the short way round for angles (u may exceed 1: extrapolation)."""
+    d = b - a
+    d[angles] = wrap_angle(d[angles])
+    np.multiply(d, u, out=d)
+    np.add(a, d, out=out)
+    return out
+
+
+class Conditioner:
+    def __init__(self, mapping: Mapping | None = None, rate_hz: float = 30.0, clock: Clock = CLOCK,
+                 mapping_path: Path | None = None) -> None:
+        if rate_hz <= 0:
+            raise UserError(f"conditioning rate must be > 0 Hz (got {rate_hz})")
+        if mapping is None:
+            mapping = load_mapping(mapping_path)
+        self.mapping = mapping
+        self.mapping_path = Path(mapping_path) if mapping_path is not None else mapping.path
+        self.rate_hz = float(rate_hz)
+        self.period_s = 1.0 / self.rate_hz
+        self.clock = clock
+        self.mirror = mapping.tracking.mirror
+        self.actions: tuple[str, ...] = ACTIONS
+        self._lock = threading.Lock()
+        self._events: deque[ControlEvent] = deque(maxlen=EVENT_LANE)
+        self.events_dropped = 0
+        self._retarget = PoseRetargeter()
+        self._mtime = self._stat()
+        self._next_reload_check = 0.0
+        self._build_engines(mapping)
+        self._reset_tracking()
+        self.seq = 0
+        self.cues_seen = 0
+        self._last_tick_s: float | None = None
+
+    # -- setup ------------------------------------------------------------------------------
+
+    @property
+    def emotions(self) -> tuple[str, ...]:
+        return self.emotion.names
+
+    def _build_engines(self, mapping: Mapping) -> None:
+        self.emotion = EmotionEngine(mapping)
+        self.action = ActionEngine(mapping)
+        g = mapping.gestures
+        self.gestures = GestureRecognizer(g.window_s, g.cooldown_s)
+
+    def _reset_tracking(self) -> None:
+        # The two newest retargeted samples (capture time, vector), for interpolation.
+        self._prev = np.zeros(SAMPLE, np.float32)
+        self._last = np.zeros(SAMPLE, np.float32)
+        self._t_prev = self._t_last = None
+        self._live = np.zeros(SAMPLE, np.float32)
+        self._smooth = np.zeros(SAMPLE, np.float32)
+        self._smooth_init = False
+        self._idle = np.zeros(SAMPLE, np.float32)
+        self._out = np.zeros(SAMPLE, np.float32)
+        self._scratch = np.zeros(SAMPLE, np.float32)
+        self._sample = np.zeros(SAMPLE, np.float32)
+        self._body_conf_last = 0.0
+        self._face_conf_last = 0.0
+        self._body_seen_s = -1e9     # clock time of the newest cues with a body / a face
+        self._face_seen_s = -1e9
+        self.body_present = 0.0
+        self.face_present = 0.0
+        self._home = None            # (hips x, hips y, body height) baseline, frame heights
+        self._latency_s = 0.0
+        self._t_capture_ns = 0
+        self._expr = None
+        self._expr_buf = None
+        self._voice = VoiceFeatures()
+        self._voice_t_s = -1e9
+        self._visemes = np.zeros(len(VISEMES), np.float32)
+        self._visemes[0] = 1.0
+        self._speaking = 0.0
+        self._keyword_seen: dict[str, int] = {}
+
+    def _stat(self) -> tuple[float, int] | None:
+        if self.mapping_path is None:
+            return None
+        try:
+            st = os.stat(self.mapping_path)
+            return st.st_mtime, st.st_size
+        except OSError:
+            return None
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def push_cues(self, cues: Cues) -> None:
+        """Take one perception result (newest wins). Thread-safe."""
+        with self._lock:
+            self._push_cues(cues)
+
+    def _push_cues(self, cues: Cues) -> None:
+        now = self.clock.now_ns()
+        now_s = now / 1e9
+        t_cap = cues.t_capture_ns
+        if self._t_last is not None and t_cap / 1e9 <= self._t_last:
+            return  # out of order or repeated: the newer result is already in
+        self.cues_seen += 1
+        if t_cap > 0 and now >= t_cap:
+            # Perception latency, smoothed: where in capture time "now" is.
+            lat = (now - t_cap) / 1e9
+            self._latency_s += (lat - self._latency_s) * (0.1 if self.cues_seen > 1 else 1.0)
+        self._t_capture_ns = max(self._t_capture_ns, t_cap)
+        t_s = t_cap / 1e9
+        tr = self.mapping.tracking
+        w, h = cues.image_size
+        aspect = w / h if w > 0 and h > 0 else DEFAULT_ASPECT
+
+        s = self._sample
+        s[:] = self._last if self._t_last is not None else self._idle_now(t_s)
+        body_conf = 0.0
+        pose = cues.pose
+        if pose.present and pose.landmarks.shape[0] >= 33:
+            hx, hy, body_h, body_conf = self._retarget.run(pose.landmarks, aspect, self.mirror,
+                                                           tr.min_visibility)
+            if body_conf > 0:
+                s[S_BONES] = self._retarget.bones
+                s[S_ROOT] = self._root(hx, hy, body_h, t_s)
+                self._body_seen_s = now_s
+        face_conf = 0.0
+        expr = cues.expression
+        if cues.expression_present and expr.shape[0] >= len(FACE_FEATURES) and np.isfinite(expr).all():
+            head_angles(expr, self.mirror, s[S_HEAD])
+            face_params(expr, self.mirror, s[S_FACE])
+            self._face_seen_s = now_s
+            face_conf = 1.0
+            if self._expr_buf is None or self._expr_buf.shape != expr.shape:
+                self._expr_buf = np.zeros_like(expr, dtype=np.float32)
+            self._expr_buf[:] = expr
+            self._expr = self._expr_buf
+        else:
+            self._expr = None
+        self._body_conf_last, self._face_conf_last = body_conf, face_conf
+
+        self._prev, self._last = self._last, self._prev
+        self._last[:] = s
+        if self._t_last is None:
+            self._prev[:] = s
+        self._t_prev, self._t_last = (self._t_last if self._t_last is not None else t_s), t_s
+
+        v = cues.voice
+        if v.present:
+            self._voice = v
+            self._voice_t_s = now_s
+        self.emotion.push_loudness(v, v.speaking_prob)
+
+        # Gestures and keywords become events on the same lane as hotkeys.
+        for g in self.gestures.push(t_s, pose.landmarks if pose.present else None, aspect,
+                                    cues.expression if cues.expression_present else None):
+            spec = self.mapping.gestures.trigger_for(g)
+            if spec is not None:
+                self._queue_spec(spec, EventSource.GESTURE, now)
+        for hit in cues.keywords:
+            spec = self.mapping.keywords.get(hit.word.lower())
+            if spec is None or self._keyword_seen.get(hit.word) == hit.t_ns:
+                continue
+            self._keyword_seen[hit.word] = hit.t_ns   # perception may repeat a hit in later cues
+            self._queue_spec(spec, EventSource.VOICE, now, hit.confidence)
+
+    def _root(self, hx: float, hy: float, body_h: float, t_s: float) -> np.ndarray:
+        """Hips offset from their slowly adapting home position, in body heights, and scale."""
+        if self._home is None:
+            self._home = np.array([hx, hy, body_h], np.float64)
+        else:
+            dt = max(0.0, t_s - (self._t_last or t_s))
+            self._home += (np.array([hx, hy, body_h]) - self._home) * min(1.0, dt / BASELINE_TAU_S)
+        x = (hx - self._home[0]) / self._home[2]
+        y = (hy - self._home[1]) / self._home[2]
+        return np.array([-x if self.mirror else x, y, body_h / self._home[2]], np.float32)
+
+    def _queue_spec(self, spec: TriggerSpec, source: EventSource, t_ns: int,
+                    intensity: float = 1.0) -> None:
+        for ev in self._events_for(spec, source, t_ns, intensity):
+            self._enqueue(ev)
+
+    def _events_for(self, spec: TriggerSpec, source: EventSource, t_ns: int = 0,
+                    intensity: float = 1.0) -> list[ControlEvent]:
+        hold = spec.hold_s if spec.hold_s is not None else self.mapping.emotion.hold_s
+        out = []
+        if spec.action is not None:
+            out.append(ControlEvent(ControlKind.ACTION, spec.action, source, spec.mode, hold,
+                                    spec.intensity * intensity, t_ns))
+        if spec.emotion is not None:
+            out.append(ControlEvent(ControlKind.EMOTION, spec.emotion, source, spec.mode, hold,
+                                    spec.intensity * intensity, t_ns))
+        return out
+
+    def _enqueue(self, ev: ControlEvent) -> None:
+        if len(self._events) == self._events.maxlen:
+            self.events_dropped += 1
+        self._events.append(ev)
+
+    def push_event(self, ev: ControlEvent) -> None:
+        """A control event on the priority lane; the very next tick reflects it. Unknown emotion
+        or action names raise UserError (the caller's mistake). Thread-safe."""
+        if ev.kind is ControlKind.EMOTION and self.emotion.index(ev.name) is None:
+            raise UserError(f"unknown emotion {ev.name!r} (known: {', '.join(self.emotions)})")
+        if ev.kind is ControlKind.ACTION and ev.name not in ACTIONS:
+            raise UserError(f"unknown action {ev.name!r} (known: {', '.join(ACTIONS)})")
+        if not np.isfinite(ev.hold_s) or ev.hold_s <= 0 or ev.hold_s > 3600:
+            raise UserError(f"hold_s must be between 0 and 3600 seconds (got {ev.hold_s})")
+        if not np.isfinite(ev.intensity) or not 0.0 <= ev.intensity <= 1.0:
+            raise UserError(f"intensity must be between 0 and 1 (got {ev.intensity})")
+        with self._lock:
+            self._enqueue(ev)
+
+    def hotkey(self, name: str) -> ControlEvent | None:
+        """The event a hotkey name stands for: a key of the mapping's [hotkeys] (e.g. "F2"), or
+        "liveavatar.emotion.<emotion>" / "liveavatar.action.<action>". A hotkey that sets both an
+        action and an emotion yields the action here; `hotkey_events` gives both."""
+        evs = self.hotkey_events(name)
+        return evs[0] if evs else None
+
+    def hotkey_events(self, name: str) -> list[ControlEvent]:
+        hotkeys = self.mapping.hotkeys
+        spec = hotkeys.get(name)
+        if spec is None:
+            folded = {k.lower(): v for k, v in hotkeys.items()}
+            spec = folded.get(name.lower())
+        if spec is not None:
+            return self._events_for(spec, EventSource.HOTKEY)
+        parts = name.split(".")
+        if len(parts) == 3 and parts[0] == "liveavatar":
+            if parts[1] == "emotion" and self.emotion.index(parts[2]) is not None:
+                return [ControlEvent(ControlKind.EMOTION, parts[2], EventSource.HOTKEY,
+                                     TriggerMode.HOLD, self.mapping.emotion.hold_s)]
+            if parts[1] == "action" and parts[2] in ACTIONS[1:]:
+                return [ControlEvent(ControlKind.ACTION, parts[2], EventSource.HOTKEY)]
+        return []
+
+    def set_mirror(self, mirror: bool) -> None:
+        with self._lock:
+            if bool(mirror) != self.mirror:
+                self.mirror = bool(mirror)
+                self._home = None
+                # Older samples were retargeted with the other handedness: keep only the newest
+                # once it is re-made, i.e. hold until the next cues arrive.
+                self._prev[:] = self._last
+
+    # -- hot reload -------------------------------------------------------------------------
+
+    def reload_if_changed(self) -> bool:
+        """Re-read `mapping_path` if it changed. A bad file keeps the old mapping and logs the
+        one-line error. Returns True when a new mapping was applied."""
+        st = self._stat()
+        if st is None or st == self._mtime:
+            return False
+        self._mtime = st
+        try:
+            mapping = load_mapping(self.mapping_path)
+        except ConfigError as e:
+            log.error("mapping not reloaded, keeping the previous one: %s", e)
+            self.last_reload_error = str(e)
+            return False
+        with self._lock:
+            self._apply_mapping(mapping)
+        self.last_reload_error = None
+        log.info("mapping reloaded from %s", self.mapping_path)
+        return True
+
+    last_reload_error: str | None = None
+
+    def _apply_mapping(self, mapping: Mapping) -> None:
+        old = self.mapping
+        self.mapping = mapping
+        if mapping.emotion.names != old.emotion.names:
+            self.emotion = EmotionEngine(mapping)
+        else:
+            self.emotion.mapping = mapping
+        self.action.mapping = mapping
+        self.gestures.window_s = mapping.gestures.window_s
+        self.gestures.cooldown_s = mapping.gestures.cooldown_s
+        if mapping.tracking.mirror != old.tracking.mirror:
+            self.mirror = mapping.tracking.mirror
+            self._home = None
+
+    # -- output -----------------------------------------------------------------------------
+
+    def _idle_now(self, t_s: float) -> np.ndarray:
+        i = self._idle
+        idle_pose(t_s, i[S_BONES], i[S_ROOT], i[S_HEAD], i[S_FACE])
+        return i
+
+    def _apply_event(self, ev: ControlEvent, t_s: float) -> None:
+        # The event happened between the previous tick and this one: count it from there, so the
+        # very next tick already shows it partly blended in.
+        start = t_s - self.period_s
+        intensity = float(np.clip(ev.intensity, 0.0, 1.0))
+        if ev.kind is ControlKind.EMOTION:
+            if self.emotion.index(ev.name) is not None:
+                self.emotion.trigger(ev.name, ev.mode, ev.hold_s, intensity, ev.source, start)
+        elif ev.kind is ControlKind.ACTION:
+            if ev.name == "none":
+                self.action.stop(t_s)
+            elif ev.name in ACTIONS:
+                self.action.trigger(ev.name, ev.mode, ev.hold_s, intensity, ev.source, start)
+        elif ev.kind is ControlKind.CALIBRATE:
+            self._home = None   # the current position becomes the new home
+
+    def tick(self, t_ns: int | None = None) -> Conditioning:
+        """The conditioning for the output frame at `t_ns` (default: now)."""
+        if t_ns is None:
+            t_ns = self.clock.now_ns()
+        t_s = t_ns / 1e9
+        if self.mapping_path is not None and t_s >= self._next_reload_check:
+            self._next_reload_check = t_s + RELOAD_CHECK_S
+            self.reload_if_changed()
+        with self._lock:
+            return self._tick(t_ns, t_s)
+
+    def _tick(self, t_ns: int, t_s: float) -> Conditioning:
+        dt = 0.0 if self._last_tick_s is None else min(max(t_s - self._last_tick_s, 0.0), 0.5)
+        self._last_tick_s = t_s
+        while self._events:
+            self._apply_event(self._events.popleft(), t_s)
+        tr = self.mapping.tracking
+
+        idle = self._idle_now(t_s)
+        live = self._live
+        if self._t_last is None:
+            live[:] = idle
+        else:
+            # Where in capture time this tick looks.
+            tau = t_s - self._latency_s - tr.interpolation_delay_ms / 1e3
+            span = self._t_last - self._t_prev
+            if tau >= self._t_last:
+                ahead = min(tau - self._t_last, tr.max_extrapolation_ms / 1e3)
+                u = 1.0 + ahead / span if 0 < span < 0.5 else 1.0
+            elif tau <= self._t_prev or span <= 0:
+                u = 0.0 if tau <= self._t_prev else 1.0
+            else:
+                u = (tau - self._t_prev) / span
+            _lerp_sample(self._prev, self._last, u, live)
+            if tr.smoothing_s > 0 and self._smooth_init:
+                a = 1.0 - np.exp(-dt / tr.smoothing_s) if dt > 0 else 1.0
+                _lerp_sample(self._smooth, live, a, self._smooth)
+            else:
+                self._smooth[:] = live
+                self._smooth_init = True
+            live = self._smooth
+
+        # Presence eases in and out, so losing the user drifts into idle instead of snapping.
+        step = dt / tr.idle_blend_s
+        body_target = 1.0 if t_s - self._body_seen_s < tr.lost_after_s and self._body_conf_last > 0 else 0.0
+        face_target = 1.0 if t_s - self._face_seen_s < tr.lost_after_s and self._face_conf_last > 0 else 0.0
+        if self._t_last is None:
+            body_target = face_target = 0.0
+        self.body_present = float(np.clip(self.body_present + np.clip(body_target - self.body_present, -step, step), 0, 1))
+        self.face_present = float(np.clip(self.face_present + np.clip(face_target - self.face_present, -step, step), 0, 1))
+
+        out = self._out
+        out[:] = idle
+        body, head = slice(0, S_HEAD.start), slice(S_HEAD.start, SAMPLE)
+        _lerp_sample(idle[body], live[body], self.body_present, out[body], _ANGLES[body])
+        _lerp_sample(idle[head], live[head], self.face_present, out[head], _ANGLES[head])
+
+        # Voice: speaking and visemes follow the newest voice features, fading when audio stops.
+        voice = self._voice
+        voice_live = voice.present and t_s - self._voice_t_s < tr.lost_after_s
+        speak_target = float(np.clip(voice.speaking_prob, 0, 1)) if voice_live else 0.0
+        k = 1.0 - np.exp(-dt / (0.03 if speak_target > self._speaking else 0.15)) if dt > 0 else 0.0
+        self._speaking += (speak_target - self._speaking) * k
+        vis = self._visemes
+        vis_target = voice.visemes if voice_live and voice.visemes.shape == vis.shape else None
+        kv = 1.0 - np.exp(-dt / 0.04) if dt > 0 else 0.0
+        if vis_target is not None and np.isfinite(vis_target).all():
+            vis += (np.clip(vis_target, 0, None) - vis) * kv
+        else:
+            vis *= 1.0 - kv
+            vis[0] += kv
+        vis_sum = float(vis.sum())
+        if not np.isfinite(vis_sum) or vis_sum <= 1e-6:
+            vis[:] = 0.0
+            vis[0] = 1.0
+        else:
+            vis /= vis_sum
+        # Lip sync without a tracked face: open the mouth from the visemes.
+        face = out[S_FACE]
+        mouth_from_voice = (1.0 - vis[0]) * 0.7
+        face[_MOUTH_OPEN] += (1.0 - self.face_present) * (mouth_from_voice - face[_MOUTH_OPEN])
+
+        emo, intensity = self.emotion.update(t_s, dt, self._expr, self.face_present, voice,
+                                             self._speaking)
+        self.action.update(t_s)
+        self.seq += 1
+        return self._build(t_ns, out, vis, emo, intensity)
+
+    def _build(self, t_ns: int, out: np.ndarray, vis: np.ndarray, emo: np.ndarray,
+               intensity: float) -> Conditioning:
+        # Fresh arrays per tick: the Conditioning is handed to another thread and may be kept.
+        bones = np.nan_to_num(out[S_BONES], nan=0.0, posinf=0.0, neginf=0.0)
+        bones = wrap_angle(bones).astype(np.float32)
+        root = np.nan_to_num(out[S_ROOT], nan=0.0)
+        root = np.array([np.clip(root[0], -1, 1), np.clip(root[1], -1, 1),
+                         np.clip(root[2] if root[2] > 0 else 1.0, 0.5, 2.0)], np.float32)
+        head = np.clip(np.nan_to_num(out[S_HEAD]), -HEAD_LIMIT, HEAD_LIMIT).astype(np.float32)
+        face = np.clip(np.nan_to_num(out[S_FACE]), 0.0, 1.0).astype(np.float32)
+        gaze = np.nan_to_num(out[S_FACE][[FP["gaze_x"], FP["gaze_y"]]])
+        face[[FP["gaze_x"], FP["gaze_y"]]] = np.clip(gaze, -1.0, 1.0)
+        emotion = np.nan_to_num(emo, nan=0.0).astype(np.float32)
+        total = float(emotion.sum())
+        if total <= 1e-6:
+            emotion[:] = 0.0
+            emotion[0] = 1.0
+        else:
+            emotion /= total
+        return Conditioning(
+            seq=self.seq, t_tick_ns=int(t_ns), t_capture_ns=int(self._t_capture_ns),
+            bone_angles=bones, root=root, head=head, face=face, visemes=vis.astype(np.float32),
+            emotion=emotion, emotion_intensity=float(np.clip(intensity, 0.0, 1.0)),
+            action=self.action.name, action_phase=float(np.clip(self.action.phase, 0.0, 1.0)),
+            action_weight=float(np.clip(self.action.weight, 0.0, 1.0)),
+            speaking=float(np.clip(self._speaking, 0.0, 1.0)),
+            body_present=float(np.clip(self.body_present, 0.0, 1.0)))
+
+    # -- introspection ----------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """What the conditioner is doing now, JSON-able (for the HTTP API and the studio)."""
+        with self._lock:
+            t = self._last_tick_s if self._last_tick_s is not None else self.clock.now_ns() / 1e9
+            e = self.mapping.emotion
+            names = self.emotion.names
+            dist = {n: round(float(w), 4) for n, w in zip(names, self.emotion.output)}
+            triggers = [{"emotion": names[tr.emotion], "mode": tr.mode.value,
+                         "source": tr.source.value,
+                         "strength": round(tr.strength(t, e.decay_s, e.release_s), 4),
+                         "remaining_s": (None if (r := tr.remaining_s(t, e.decay_s, e.release_s)) is None
+                                         else round(r, 3))}
+                        for tr in self.emotion.triggers]
+            last = self.gestures.last
+            return {
+                "emotion": {"dominant": names[self.emotion.dominant], "distribution": dist,
+                            "sources": {k: round(v, 4) for k, v in self.emotion.strengths.items()}},
+                "triggers": triggers,
+                "action": self.action.state(t),
+                "gesture": None if last is None else {"name": last[0],
+                                                      "age_s": round(max(0.0, t - last[1]), 3)},
+                "mirror": self.mirror,
+                "body_present": round(self.body_present, 4),
+                "face_present": round(self.face_present, 4),
+                "speaking": round(self._speaking, 4),
+                "latency_ms": round(self._latency_s * 1e3, 2),
+                "ticks": self.seq,
+                "cues": self.cues_seen,
+                "events_dropped": self.events_dropped,
+                "mapping": str(self.mapping_path) if self.mapping_path else "default",
+                "mapping_error": self.last_reload_error,
+            }
+
