@@ -1,0 +1,510 @@
+"""rig2d: a layered 2D character on a skeleton, rendered with torch on CPU or GPU.
+
+Per batch (all sessions drawing the same character together):
+1. Conditionings -> clamped numpy arrays; idle motion, action clips and live tracking blended;
+   forward kinematics gives joints and one affine per part (numpy, vectorised over sessions).
+2. The face is composed in head space: emotion-weighted eyes/brows/mouths/extras are one matmul
+   each; blinks, gaze, brow raise, mouth opening and head turn are small grid_samples.
+3. Every body part of every session is sampled in ONE grid_sample from the character's atlas
+   into a fixed-size tile (tiles of all parts are flattened into one long row), the head in one
+   more from the per-session face canvas; tiles are composited in depth order.
+Tiles only cover the part, so cost scales with the character's area, not the canvas.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from liveavatar.errors import NotFoundError, UserError
+from liveavatar.generation import characters as packs
+from liveavatar.generation.rig2d import motion
+from liveavatar.types import ACTIONS, BONE_INDEX, EMOTIONS, FACE_PARAMS, FP, VISEMES, Conditioning
+
+log = logging.getLogger(__name__)
+
+N_E, N_V, N_F = len(EMOTIONS), len(VISEMES), len(FACE_PARAMS)
+HAPPY = EMOTIONS.index("happy")
+JOINT_INDEX = {name: i for i, name in enumerate(packs.JOINTS)}
+HEAD_BONE = len(BONE_INDEX)   # pseudo-bone index for parts that turn with the head
+# Tile sizes are chosen from scale buckets (x1.2 apart) so shapes (and buffers) stay fixed.
+SCALE_BUCKETS = 0.5 * 1.2 ** np.arange(9)
+SLOT_FACTOR = 1.8             # atlas slot side / part diagonal: room for the largest tile overshoot
+YAW_SHIFT, PITCH_SHIFT = 16.0, 12.0   # face-canvas px the features move at 1 rad of yaw/pitch
+GAZE_X, GAZE_Y = 5.0, 3.0              # pupil travel (px) at gaze +-1
+
+
+@dataclass
+class _Part:
+    name: str
+    joint: int
+    bone: int           # index into BONES, or HEAD_BONE
+    pivot: np.ndarray   # (2,) texture px
+    centre: np.ndarray  # (2,) texture centre px
+    rest: float
+    diag: float         # texture diagonal (px)
+    slot: np.ndarray    # (2,) texture top-left inside the atlas (body parts)
+    is_head: bool
+    stretch: bool       # follows the spine length (bow)
+
+
+class _Character:
+    """A pack turned into device tensors: body atlas, face stacks, rig numbers."""
+
+    def __init__(self, pack: packs.CharacterPack, device: torch.device):
+        m = pack.manifest
+        self.name = pack.name
+        rig = m.rig
+        self.ref = float(rig.reference_size)
+        self.hips = np.array(rig.hips, np.float32)
+        self.body_height = float(rig.body_height)
+        self.sw, self.hw = float(rig.shoulder_half_width), float(rig.hip_half_width)
+        L = rig.bone_lengths
+        self.lengths = L
+        parts: list[_Part] = []
+        slots, x_cursor, atlas_h = [], 0, 0
+        for spec in sorted(m.parts, key=lambda p: p.depth):
+            is_head = spec.joint == "head"
+            img = pack.head if is_head else pack.part_images[spec.name]
+            h, w = img.shape[1:]
+            diag = math.hypot(w, h)
+            slot_side = int(math.ceil(diag * SLOT_FACTOR)) + 4
+            slot = np.array([x_cursor + (slot_side - w) / 2, (slot_side - h) / 2], np.float32).round()
+            if not is_head:
+                slots.append((img, int(slot[0]), int(slot[1])))
+                x_cursor += slot_side
+                atlas_h = max(atlas_h, slot_side)
+            parts.append(_Part(spec.name, JOINT_INDEX[spec.joint],
+                               HEAD_BONE if spec.bone == "head" else BONE_INDEX[spec.bone],
+                               np.array(spec.pivot, np.float32), np.array([w / 2, h / 2], np.float32),
+                               float(spec.rest_angle), diag, slot, is_head, spec.bone == "spine"))
+        self.parts = parts
+        self.body_parts = [p for p in parts if not p.is_head]
+        atlas = np.zeros((4, max(atlas_h, 1), max(x_cursor, 1)), np.float32)
+        for img, x, y in slots:
+            atlas[:, y:y + img.shape[1], x:x + img.shape[2]] = img
+        self.atlas = torch.from_numpy(atlas)[None].to(device)
+        self.atlas_wh = np.array([atlas.shape[2], atlas.shape[1]], np.float32)
+
+        f = m.face
+        self.F = f.canvas
+        self.face_pivot = np.array(f.pivot, np.float32)
+        self.eyes_box, self.brows_box, self.mouth_box = f.eyes_box, f.brows_box, f.mouth_box
+        ex = [pack.expressions[e] for e in EMOTIONS]
+
+        def stack(arrays):
+            return torch.from_numpy(np.stack([a.reshape(-1) for a in arrays])).to(device)
+
+        self.head = torch.from_numpy(pack.head).to(device)
+        self.pupils = torch.from_numpy(pack.pupils).to(device)
+        self.eyes = stack([e.eyes for e in ex])
+        self.eye_mask = stack([e.eye_mask for e in ex])
+        self.brows = stack([e.brows for e in ex])
+        self.mouth_closed = stack([e.mouth["closed"] for e in ex])
+        self.mouth_open = stack([e.mouth[v] for e in ex for v in VISEMES[1:]])   # (E*5, ...)
+        self.extras_back = stack([e.extras_back for e in ex])
+        self.extras_front = stack([e.extras_front for e in ex])
+        self.has_back = bool(self.extras_back.abs().sum() > 0)
+        self._tiles: dict[tuple[int, int], tuple] = {}
+
+    def tiles(self, bucket: int, size: int) -> tuple:
+        """Per scale bucket: tile side per part, flat pixel-centre coords and slices (cached)."""
+        key = (bucket, size)
+        if key not in self._tiles:
+            k = size / self.ref * SCALE_BUCKETS[bucket]
+            sides = [int(math.ceil(p.diag * k)) + 2 for p in self.parts]
+            locals_, slices, start = [], [], 0
+            for side in sides:
+                c = torch.arange(side, dtype=torch.float32) + 0.5
+                yy, xx = torch.meshgrid(c, c, indexing="ij")
+                locals_.append(torch.stack([xx.reshape(-1), yy.reshape(-1)], 1))
+                slices.append((start, start + side * side))
+                start += side * side
+            self._tiles[key] = (sides, locals_, slices)
+        return self._tiles[key]
+
+
+class Rig2DGenerator:
+    """The built-in layered 2D generator (see module doc)."""
+
+    name = "rig2d"
+
+    def __init__(self, device: str = "cpu", size: int = 512, default_character: str = "nova"):
+        if device not in ("cpu", "cuda"):
+            raise UserError(f"rig2d: unknown device {device!r}; use cpu or cuda")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise UserError("rig2d: --device cuda asked for, but torch sees no CUDA GPU")
+        if not 64 <= int(size) <= 2048:
+            raise UserError(f"rig2d: size {size} out of range (64..2048)")
+        self.device = device
+        self.size = int(size)
+        self.default_character = default_character
+        self._dev = torch.device(device)
+        self._chars: dict[str, _Character] = {}
+        self._lock = threading.Lock()      # guards loading only; renders read a stable dict
+        self._canvas: dict[tuple[int, int], torch.Tensor] = {}
+        self._face_grids: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ protocol: setup
+    def load(self) -> None:
+        self.prepare_character(self.default_character)
+
+    def warmup(self) -> None:
+        if not self._chars:
+            self.load()
+        name = next(iter(self._chars))
+        conds = [Conditioning.neutral(seq=i, t_tick_ns=i * 33_000_000) for i in range(2)]
+        for n in (1, 2):
+            self.render(conds[:n], [name] * n)
+
+    def characters(self) -> list[str]:
+        return packs.list_characters()
+
+    def prepare_character(self, name: str) -> None:
+        if name in self._chars:
+            return
+        with self._lock:
+            if name in self._chars:
+                return
+            char = _Character(packs.load_pack(name), self._dev)
+            # Publish a new dict: renders in flight keep iterating the old one untouched.
+            self._chars = {**self._chars, name: char}
+
+    def reset(self) -> None:
+        """rig2d keeps no temporal state between frames (motion is a function of the tick)."""
+
+    def info(self) -> dict:
+        return {"generator": self.name, "device": self.device, "size": self.size,
+                "torch": torch.__version__, "threads": torch.get_num_threads(),
+                "characters_loaded": sorted(self._chars), "characters_dir": str(packs.characters_dir())}
+
+    # ------------------------------------------------------------------ protocol: render
+    def render(self, conds: Sequence[Conditioning], characters: Sequence[str]) -> np.ndarray:
+        n = len(conds)
+        if n != len(characters):
+            raise UserError(f"rig2d.render: {n} conditionings but {len(characters)} character names")
+        if n == 0:
+            return np.zeros((0, self.size, self.size, 4), np.uint8)
+        for name in set(characters):
+            if name not in self._chars:
+                log.warning("rig2d: character %r was not prepared; loading it now", name)
+                self.prepare_character(name)
+        chars = self._chars
+        # A fresh array per call: callers may keep frames (slots, encoders) while we render on.
+        if all(c == characters[0] for c in characters):
+            return self._render_group(chars[characters[0]], conds)
+        out = np.empty((n, self.size, self.size, 4), np.uint8)
+        for name in dict.fromkeys(characters):
+            idx = [i for i, c in enumerate(characters) if c == name]
+            out[idx] = self._render_group(chars[name], [conds[i] for i in idx])
+        return out
+
+    # ------------------------------------------------------------------ internals
+    @staticmethod
+    def _gather(conds: Sequence[Conditioning]) -> dict[str, np.ndarray]:
+        """Conditionings -> clamped arrays (one row per session). NaN/inf become neutral values."""
+        n = len(conds)
+        bones = np.empty((n, len(BONE_INDEX)), np.float32)
+        root = np.empty((n, 3), np.float32)
+        head = np.empty((n, 3), np.float32)
+        face = np.zeros((n, N_F), np.float32)
+        vis = np.zeros((n, N_V), np.float32)
+        emo = np.zeros((n, N_E), np.float32)
+        scal = np.empty((n, 5), np.float64)    # phase, weight, body_present, t_s, speaking
+        action = np.zeros(n, np.int64)
+        for i, c in enumerate(conds):
+            bones[i] = _fit(c.bone_angles, len(BONE_INDEX))
+            root[i] = _fit(c.root, 3)
+            head[i] = _fit(c.head, 3)
+            face[i] = _fit(c.face, N_F)
+            vis[i] = _fit(c.visemes, N_V)
+            e = np.asarray(c.emotion, np.float32).reshape(-1)
+            e = np.nan_to_num(e, nan=0.0, posinf=0.0, neginf=0.0).clip(0, None)
+            emo[i, :min(N_E, e.size)] = e[:N_E]
+            emo[i, 0] += e[N_E:].sum()          # unknown extra emotions count as neutral
+            action[i] = motion.ACTION_INDEX.get(c.action, 0)
+            scal[i] = (c.action_phase, c.action_weight, c.body_present, c.t_tick_ns * 1e-9, c.speaking)
+        scal = np.nan_to_num(scal, nan=0.0, posinf=0.0, neginf=0.0)
+        bad = ~np.isfinite(bones)
+        bones[bad] = np.broadcast_to(motion.REST_BONE_ANGLES, bones.shape)[bad]
+        root[:, :2] = np.nan_to_num(root[:, :2], nan=0.0, posinf=0.0, neginf=0.0).clip(-1, 1)
+        root[:, 2] = np.nan_to_num(root[:, 2], nan=1.0, posinf=2.0, neginf=0.5).clip(0.5, 2.0)
+        head = np.nan_to_num(head, nan=0.0, posinf=0.8, neginf=-0.8).clip(-0.8, 0.8)
+        lo = np.zeros(N_F, np.float32)
+        lo[[FP["gaze_x"], FP["gaze_y"]]] = -1.0       # gaze is -1..1, the rest 0..1
+        face = np.clip(np.nan_to_num(face, nan=0.0, posinf=1.0, neginf=-1.0), lo, 1.0)
+        vis = np.nan_to_num(vis, nan=0.0, posinf=1.0, neginf=0.0).clip(0, None)
+        vsum = vis.sum(1, keepdims=True)
+        vis = np.where(vsum > 1e-6, vis / np.maximum(vsum, 1e-6), np.eye(N_V, dtype=np.float32)[0])
+        esum = emo.sum(1, keepdims=True)
+        emo = np.where(esum > 1e-6, emo / np.maximum(esum, 1e-6), np.eye(N_E, dtype=np.float32)[0])
+        return {"bones": motion.wrap(bones), "root": root, "head": head, "face": face, "vis": vis,
+                "emo": emo.astype(np.float32), "action": action,
+                "phase": np.mod(scal[:, 0], 1.0), "weight": scal[:, 1].clip(0, 1),
+                "present": scal[:, 2].clip(0, 1), "t": scal[:, 3], "speaking": scal[:, 4].clip(0, 1)}
+
+    def _pose(self, g: dict) -> np.ndarray:
+        """Motion channels (n, N_CHANNELS): idle <- live (by body_present) <- clip (by weight)."""
+        n = len(g["t"])
+        live = motion.rest_channels(n)
+        live[:, :motion.N_BONES] = g["bones"]
+        live[:, motion.YAW:motion.ROLL + 1] = g["head"]
+        idle = motion.idle(g["t"])
+        idle[:, motion.YAW:motion.ROLL + 1] += g["head"]     # a tracked face still turns the head
+        pres = g["present"]
+        ch = motion.blend(idle, live, pres)  # live acts as the "clip" over idle here
+        ch[:, motion.N_BONES:] = idle[:, motion.N_BONES:] + (live[:, motion.N_BONES:] - idle[:, motion.N_BONES:]) * pres[:, None]
+        ch = motion.blend(ch, motion.clip_channels(g["action"], g["phase"]), g["weight"])
+        ch += motion.breathing(g["t"])
+        return ch
+
+    def _skeleton(self, ch: dict | np.ndarray, root: np.ndarray, c: _Character):
+        """Joint positions (n, J, 2) in reference px and per-part 2x2 maps texture->output px."""
+        n = ch.shape[0]
+        ang = ch[:, :motion.N_BONES]
+        d = np.stack([np.sin(ang), np.cos(ang)], -1)            # (n, bones, 2) unit directions
+        s = root[:, 2:3]
+        L = c.lengths
+        J = np.zeros((n, len(JOINT_INDEX), 2), np.float32)
+        ji = JOINT_INDEX
+        hips = c.hips + (root[:, :2] + ch[:, [motion.DX, motion.DY]]) * c.body_height
+        spine_len = L.spine * np.clip(ch[:, motion.SPINE_SCALE:motion.SPINE_SCALE + 1], 0.3, 1.5)
+        J[:, ji["hips"]] = hips
+        sh = hips + s * spine_len * d[:, 0]
+        J[:, ji["shoulders"]] = sh
+        perp = np.stack([-d[:, 0, 1], d[:, 0, 0]], -1)          # character's left, across the chest
+        B = BONE_INDEX
+        for side, sgn in (("l", 1.0), ("r", -1.0)):
+            shoulder = sh + sgn * s * c.sw * perp
+            elbow = shoulder + s * L.upper_arm * d[:, B[f"upper_arm_{side}"]]
+            hip = hips + np.array([sgn * c.hw, 0.0], np.float32) * s
+            knee = hip + s * L.upper_leg * d[:, B[f"upper_leg_{side}"]]
+            J[:, ji[f"shoulder_{side}"]], J[:, ji[f"elbow_{side}"]] = shoulder, elbow
+            J[:, ji[f"wrist_{side}"]] = elbow + s * L.lower_arm * d[:, B[f"lower_arm_{side}"]]
+            J[:, ji[f"hip_{side}"]], J[:, ji[f"knee_{side}"]] = hip, knee
+            J[:, ji[f"ankle_{side}"]] = knee + s * L.lower_leg * d[:, B[f"lower_leg_{side}"]]
+        J[:, ji["head"]] = sh + s * L.neck * d[:, B["neck"]]
+        xs = ch[:, motion.XSCALE]
+        xs = np.where(np.abs(xs) < 0.05, np.where(xs < 0, -0.05, 0.05), xs).astype(np.float32)
+        J[..., 0] = hips[:, None, 0] + (J[..., 0] - hips[:, None, 0]) * xs[:, None]
+        return J, xs
+
+    def _render_group(self, c: _Character, conds: Sequence[Conditioning]) -> np.ndarray:
+        n, S, dev = len(conds), self.size, self._dev
+        g = self._gather(conds)
+        ch = self._pose(g)
+        root = g["root"]
+        J, xs = self._skeleton(ch, root, c)
+        k = S / c.ref
+        scale = root[:, 2]
+        bucket = int(np.searchsorted(SCALE_BUCKETS, scale.max() - 1e-6))
+        bucket = min(bucket, len(SCALE_BUCKETS) - 1)
+        sides, locals_, slices = c.tiles(bucket, S)
+
+        # ---- per-part affine: output = joint + M (tex - pivot); M = k s X R(delta) diag(cx, sy)
+        head_angle = ch[:, BONE_INDEX["neck"]] - np.pi + ch[:, motion.ROLL]
+        yaw = np.clip(ch[:, motion.YAW], -0.8, 0.8)
+        spine_scale = np.clip(ch[:, motion.SPINE_SCALE], 0.3, 1.5)
+        P = len(c.parts)
+        Minv = np.empty((n, P, 2, 2), np.float32)
+        origin = np.empty((n, P, 2), np.int64)
+        bias = np.empty((n, P, 2), np.float32)
+        for pi_, p in enumerate(c.parts):
+            if p.bone == HEAD_BONE:
+                delta = head_angle - p.rest
+                sx, sy = 1.0 - 0.15 * np.abs(yaw), np.ones(n, np.float32)
+            else:
+                delta = ch[:, p.bone] - p.rest
+                sx = np.ones(n, np.float32)
+                sy = spine_scale if p.stretch else np.ones(n, np.float32)
+            cs, sn = np.cos(delta), np.sin(delta)
+            ks = k * scale
+            # M = ks * [[xs,0],[0,1]] @ [[c, s],[-s, c]] @ [[sx,0],[0,sy]]
+            m00, m01 = ks * xs * cs * sx, ks * xs * sn * sy
+            m10, m11 = -ks * sn * sx, ks * cs * sy
+            det = m00 * m11 - m01 * m10
+            inv = np.stack([np.stack([m11, -m01], -1), np.stack([-m10, m00], -1)], -2) / det[:, None, None]
+            joint = J[:, p.joint] * k
+            off = p.centre - p.pivot
+            centre = joint + np.stack([m00 * off[0] + m01 * off[1], m10 * off[0] + m11 * off[1]], -1)
+            o = np.floor(centre - sides[pi_] / 2).astype(np.int64)
+            origin[:, pi_] = o
+            Minv[:, pi_] = inv
+            # tex = pivot + Minv (origin + local - joint)
+            rel = o - joint
+            bias[:, pi_] = p.pivot + np.einsum("nij,nj->ni", inv, rel)
+        # atlas-normalised sampling: g = (tex + slot) * 2 / wh - 1
+        face_norm = 2.0 / c.F
+        norm = np.empty((P, 2), np.float32)
+        shift = np.empty((P, 2), np.float32)
+        for pi_, p in enumerate(c.parts):
+            if p.is_head:
+                norm[pi_] = face_norm
+                shift[pi_] = 0.0
+            else:
+                norm[pi_] = 2.0 / c.atlas_wh
+                shift[pi_] = p.slot
+        A = Minv.transpose(0, 1, 3, 2) * norm[None, :, None, :]        # local @ A
+        bvec = (bias + shift[None]) * norm[None] - 1.0
+        A_t = torch.from_numpy(np.ascontiguousarray(A)).to(dev)
+        b_t = torch.from_numpy(np.ascontiguousarray(bvec)).to(dev)
+
+        body_idx = [i for i, p in enumerate(c.parts) if not p.is_head]
+        head_idx = [i for i, p in enumerate(c.parts) if p.is_head][0]
+        total_body = sum(sides[i] ** 2 for i in body_idx)
+        grid = torch.empty((n, total_body, 2), device=dev)
+        body_slices = {}
+        start = 0
+        for i in body_idx:
+            end = start + sides[i] ** 2
+            loc = locals_[i].to(dev) if locals_[i].device != dev else locals_[i]
+            grid[:, start:end] = torch.baddbmm(b_t[:, i, None, :], loc.expand(n, -1, -1), A_t[:, i])
+            body_slices[i] = (start, end)
+            start = end
+        body = F.grid_sample(c.atlas.expand(n, -1, -1, -1), grid.view(n, 1, total_body, 2),
+                             mode="bilinear", padding_mode="zeros", align_corners=False)[:, :, 0]
+
+        face = self._face(c, g, ch)
+        loc = locals_[head_idx].to(dev)
+        hgrid = torch.baddbmm(b_t[:, head_idx, None, :], loc.expand(n, -1, -1), A_t[:, head_idx])
+        head = F.grid_sample(face, hgrid.view(n, 1, -1, 2), mode="bilinear", padding_mode="zeros",
+                             align_corners=False)[:, :, 0]
+
+        # ---- composite tiles in depth order (premultiplied "over")
+        canvas = self._canvas.get((n, S))
+        if canvas is None:
+            canvas = self._canvas[(n, S)] = torch.empty((n, 4, S, S), device=dev)
+        canvas.zero_()
+        org = origin.tolist()
+        for pi_ in range(P):
+            side = sides[pi_]
+            if pi_ == head_idx:
+                tiles = head.view(n, 4, side, side)
+            else:
+                s0, s1 = body_slices[pi_]
+                tiles = body[:, :, s0:s1].view(n, 4, side, side)
+            for b in range(n):
+                ox, oy = org[b][pi_]
+                x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + side, S), min(oy + side, S)
+                if x0 >= x1 or y0 >= y1:
+                    continue
+                t = tiles[b, :, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+                dst = canvas[b, :, y0:y1, x0:x1]
+                dst.mul_(1.0 - t[3:4]).add_(t)
+        # ---- straight alpha uint8, channels last
+        alpha = canvas[:, 3:4]
+        canvas[:, :3].div_(alpha.clamp(min=1e-4))
+        canvas.mul_(255.0).add_(0.5).clamp_(0.0, 255.0)
+        res = canvas.permute(0, 2, 3, 1).to(torch.uint8)
+        return (res.cpu() if res.device.type != "cpu" else res).numpy()
+
+    def _face_base(self, key: str, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixel-centre coordinates (x of width w, y of height h) for a face box (cached)."""
+        t = self._face_grids.get(key)
+        if t is None:
+            t = self._face_grids[key] = (torch.arange(w, dtype=torch.float32, device=self._dev) + 0.5,
+                                         torch.arange(h, dtype=torch.float32, device=self._dev) + 0.5)
+        return t
+
+    def _face(self, c: _Character, g: dict, ch: np.ndarray) -> torch.Tensor:
+        """Compose each session's face canvas (n, 4, F, F) premultiplied."""
+        n, dev, Fc = len(g["t"]), self._dev, c.F
+        face = g["face"]
+        emo = torch.from_numpy(g["emo"]).to(dev)
+        # Blinks: tracked, or automatic while nobody is tracked.
+        auto = motion.auto_blink(g["t"]) * (1.0 - g["present"])
+        blink_l = np.maximum(face[:, FP["blink_left"]], auto)
+        blink_r = np.maximum(face[:, FP["blink_right"]], auto)
+        open_l = np.clip(1.0 - blink_l, 0.06, 1.0).astype(np.float32)
+        open_r = np.clip(1.0 - blink_r, 0.06, 1.0).astype(np.float32)
+        shx = (np.clip(ch[:, motion.YAW], -0.8, 0.8) * YAW_SHIFT).astype(np.float32)
+        shy = (np.clip(ch[:, motion.PITCH], -0.8, 0.8) * PITCH_SHIFT).astype(np.float32)
+        T = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(dev)  # noqa: E731
+        shx_t, shy_t = T(shx)[:, None, None], T(shy)[:, None, None]
+
+        # ---- eyes: blended eyes + mask squashed by blink; pupils moved by gaze, masked
+        ex, ey, ew, eh = c.eyes_box
+        xs, ys = self._face_base(f"e{ew}x{eh}", eh, ew)
+        eyes = (emo @ c.eyes).view(n, 4, eh, ew)
+        mask = (emo @ c.eye_mask).view(n, 1, eh, ew)
+        opening = torch.where(xs[None, None, :] < ew / 2, T(open_r)[:, None, None], T(open_l)[:, None, None])
+        cy = eh / 2
+        gy = cy + (ys[None, :, None] - cy - shy_t) / opening
+        gx = (xs[None, None, :] - shx_t).expand(n, eh, ew)
+        gaze_x = T(face[:, FP["gaze_x"]] * GAZE_X)[:, None, None]
+        gaze_y = T(face[:, FP["gaze_y"]] * GAZE_Y)[:, None, None]
+        grid = torch.stack([torch.stack([gx, gy], -1),
+                            torch.stack([gx - gaze_x, gy - gaze_y / opening], -1)], 0)
+        grid = grid.view(2 * n, eh, ew, 2) * torch.tensor([2.0 / ew, 2.0 / eh], device=dev) - 1.0
+        src = torch.cat([torch.cat([eyes, mask], 1),
+                         torch.cat([c.pupils.expand(n, -1, -1, -1), torch.zeros((n, 1, eh, ew), device=dev)], 1)], 0)
+        both = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        eyes_w, mask_w, pupils_w = both[:n, :4], both[:n, 4:5], both[n:, :4] * both[:n, 4:5]
+        eye_layer = pupils_w + eyes_w * (1.0 - pupils_w[:, 3:4])
+
+        # ---- brows: raise (per side) and furrow move them
+        bx, by, bw, bh = c.brows_box
+        xs_b, ys_b = self._face_base(f"b{bw}x{bh}", bh, bw)
+        raise_ = torch.where(xs_b[None, None, :] < bw / 2, T(face[:, FP["brow_raise_right"]])[:, None, None],
+                             T(face[:, FP["brow_raise_left"]])[:, None, None])
+        furrow = T(face[:, FP["brow_furrow"]])[:, None, None]
+        gy_b = ys_b[None, :, None] + 6.0 * raise_ - 3.0 * furrow - shy_t
+        gx_b = (xs_b[None, None, :] - shx_t).expand(n, bh, bw)
+        grid_b = torch.stack([gx_b, gy_b.expand(n, bh, bw)], -1) * torch.tensor([2.0 / bw, 2.0 / bh], device=dev) - 1.0
+        brows = F.grid_sample((emo @ c.brows).view(n, 4, bh, bw), grid_b, mode="bilinear",
+                              padding_mode="zeros", align_corners=False)
+
+        # ---- mouth: emotion's resting mouth cross-fades into viseme shapes opened by the jaw
+        mx, my, mw, mh = c.mouth_box
+        xs_m, ys_m = self._face_base(f"m{mw}x{mh}", mh, mw)
+        vis = g["vis"]
+        smile = face[:, FP["smile"]][:, None]
+        emo_m = g["emo"] * (1.0 - smile) + smile * np.eye(N_E, dtype=np.float32)[HAPPY]
+        jaw = np.clip(np.maximum(face[:, FP["mouth_open"]], 1.0 - vis[:, 0]), 0.0, 1.0)
+        shapes = vis[:, 1:]
+        ssum = shapes.sum(1, keepdims=True)
+        shapes = np.where(ssum > 1e-4, shapes / np.maximum(ssum, 1e-4), np.eye(N_V - 1, dtype=np.float32)[0])
+        w_open = (emo_m[:, :, None] * shapes[:, None, :]).reshape(n, -1)
+        closed = (T(emo_m) @ c.mouth_closed).view(n, 4, mh, mw)
+        opened = (T(w_open) @ c.mouth_open).view(n, 4, mh, mw)
+        jaw_t = T(np.maximum(jaw, 0.04))[:, None, None]
+        width = T(0.9 + 0.2 * face[:, FP["mouth_width"]])[:, None, None]
+        mcx, mcy = mw / 2, mh / 2
+        gx_c = (xs_m[None, None, :] - shx_t).expand(n, mh, mw)
+        gy_c = (ys_m[None, :, None] - shy_t).expand(n, mh, mw)
+        gx_o = mcx + (xs_m[None, None, :] - mcx - shx_t) / width
+        gy_o = mcy + (ys_m[None, :, None] - mcy - shy_t) / jaw_t
+        grid_m = torch.cat([torch.stack([gx_c, gy_c], -1), torch.stack([gx_o.expand(n, mh, mw), gy_o.expand(n, mh, mw)], -1)], 0)
+        grid_m = grid_m * torch.tensor([2.0 / mw, 2.0 / mh], device=dev) - 1.0
+        mouths = F.grid_sample(torch.cat([closed, opened], 0), grid_m, mode="bilinear",
+                               padding_mode="zeros", align_corners=False)
+        a_open = T(np.clip(3.0 * jaw, 0, 1))[:, None, None, None]
+        o_layer = mouths[n:] * a_open
+        mouth_layer = o_layer + mouths[:n] * (1.0 - a_open) * (1.0 - o_layer[:, 3:4])
+
+        # ---- canvas: head, extras behind the features, features, extras in front
+        fc = c.head.expand(n, -1, -1, -1).clone()
+        if c.has_back:
+            back = (emo @ c.extras_back).view(n, 4, Fc, Fc)
+            fc = back + fc * (1.0 - back[:, 3:4])
+        for layer, (x, y, w, h) in ((eye_layer, c.eyes_box), (brows, c.brows_box), (mouth_layer, c.mouth_box)):
+            dst = fc[:, :, y:y + h, x:x + w]
+            dst.mul_(1.0 - layer[:, 3:4]).add_(layer)
+        front = (emo @ c.extras_front).view(n, 4, Fc, Fc)
+        return front + fc * (1.0 - front[:, 3:4])
+
+
+def _fit(a, n: int) -> np.ndarray:
+    """Any array-ish to exactly n float32 values (missing -> NaN, so the caller's fallback applies)."""
+    v = np.asarray(a, np.float32).reshape(-1)
+    if v.size == n:
+        return v
+    out = np.full(n, np.nan, np.float32)
+    out[:min(n, v.size)] = v[:n]
+    return out
