@@ -81,3 +81,37 @@ class RecordingService:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def run_cli(env: dict, *args: str, timeout: float = 60):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "liveavatar.cli", *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def screenshot(client, source: str, timeout: float = 20.0, width: int | None = None):
+    """RGBA array of what OBS renders for `source`. OBS answers 702 until the source has a
+    frame (a media source's first frame takes ~2 s), so retry until then."""
+    import base64
+    import time
+
+    import cv2
+    import numpy as np
+    from obsws_python.error import OBSSDKRequestError
+
+    data = {"sourceName": source, "imageFormat": "png"}
+    if width:
+        data["imageWidth"] = width
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            shot = client.send("GetSourceScreenshot", data, raw=True)
+            break
+        except OBSSDKRequestError as e:
+            if e.code != 702 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.25)
+    png = base64.b64decode(shot["imageData"].split(",", 1)[1])
+    bgra = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    return cv2.cvtColor(bgra, cv2.COLOR_BGRA2RGBA)
