@@ -49,6 +49,7 @@ DEFAULT_ASPECT = 4 / 3           # when perception did not say the frame size
 BASELINE_TAU_S = 5.0             # the hips' "home" position and size adapt over this long
 EVENT_LANE = 32                  # bounded: a burst of hotkeys beyond this drops the oldest
 RELOAD_CHECK_S = 1.0
+KEYWORD_REFRACTORY_NS = 1_000_000_000
 _MOUTH_OPEN, _MOUTH_WIDTH = FP["mouth_open"], FP["mouth_width"]
 
 
@@ -208,11 +209,13 @@ class Conditioner:
             if spec is not None:
                 self._queue_spec(spec, EventSource.GESTURE, now)
         for hit in cues.keywords:
-            spec = self.mapping.keywords.get(hit.word.lower())
-            if spec is None or self._keyword_seen.get(hit.word) == hit.t_ns:
+            word = hit.word.lower()
+            spec = self.mapping.keywords.get(word)
+            # Perception may report one utterance in several cues: one trigger per word a second.
+            if spec is None or hit.t_ns - self._keyword_seen.get(word, -(1 << 62)) < KEYWORD_REFRACTORY_NS:
                 continue
-            self._keyword_seen[hit.word] = hit.t_ns   # perception may repeat a hit in later cues
-            self._queue_spec(spec, EventSource.VOICE, now, hit.confidence)
+            self._keyword_seen[word] = hit.t_ns
+            self._queue_spec(spec, EventSource.VOICE, now)
 
     def _root(self, hx: float, hy: float, body_h: float, t_s: float) -> np.ndarray:
         """Hips offset from their slowly adapting home position, in body heights, and scale."""

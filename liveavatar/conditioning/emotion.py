@@ -94,6 +94,7 @@ class EmotionEngine:
         self.dominant = 0
         self._dominant_since = -1e9
         self._fresh_trigger = False
+        self._happy, self._excited = self._index.get("happy"), self._index.get("excited")
 
     def index(self, name: str) -> int | None:
         return self._index.get(name)
@@ -174,11 +175,13 @@ class EmotionEngine:
         depth = np.ptp(env)
         self.laughter = float(np.clip(2.0 * band / total, 0, 1)) if depth > 8.0 else 0.0
 
-    @staticmethod
-    def _strength(margin: np.ndarray, active: np.ndarray, out: np.ndarray) -> float:
+    def _strength(self, margin: np.ndarray, active: np.ndarray, out: np.ndarray) -> float:
         """Active emotions -> a distribution in `out`; returns the source's strength."""
-        s = np.where(active, np.clip(0.6 + 2.0 * margin, 0.4, 1.0), 0.0)
+        s = np.where(active, np.clip(0.75 + 2.0 * margin, 0.7, 1.0), 0.0)
         s[0] = 0.0
+        # A big open-mouthed smile also meets "happy": the more specific reading wins.
+        if self._excited is not None and self._happy is not None and s[self._excited] > 0:
+            s[self._happy] *= 0.25
         total = float(s.sum())
         if total <= 0:
             out[:] = 0.0
