@@ -142,6 +142,18 @@ def find_input(obs: ObsClient, name: str) -> dict | None:
     return None
 
 
+def remove_input(obs: ObsClient, name: str, timeout: float = 5.0) -> None:
+    """RemoveInput, then wait until OBS has really let go: a media source is destroyed only
+    after its decoder thread stops, and until then its name is still taken."""
+    import time
+    obs.call("RemoveInput", {"inputName": name})
+    deadline = time.monotonic() + timeout
+    while find_input(obs, name) is not None:
+        if time.monotonic() > deadline:
+            raise UserError(f"OBS did not remove '{name}' within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
 def scene_item_id(obs: ObsClient, scene: str, source: str) -> int | None:
     try:
         return int(obs.call("GetSceneItemId", {"sceneName": scene, "sourceName": source})["sceneItemId"])
@@ -166,7 +178,7 @@ def setup(obs: ObsClient, opts: SetupOptions) -> SetupReport:
     existing = find_input(obs, name)
     if existing is not None and existing.get("unversionedInputKind", existing.get("inputKind")) != kind:
         # Same name, other kind (e.g. OBS gained a browser source): replace, do not duplicate.
-        obs.call("RemoveInput", {"inputName": name})
+        remove_input(obs, name)
         report.warnings.append(f"replaced the {existing.get('inputKind')} '{name}' by a {kind}")
         existing = None
 
@@ -242,7 +254,7 @@ def remove(obs: ObsClient, session: str, service: Service | None = None) -> Remo
     existing = find_input(obs, name)
     report = RemoveReport(source=name, removed=existing is not None)
     if existing is not None:
-        obs.call("RemoveInput", {"inputName": name})  # removes its scene items and filters too
+        remove_input(obs, name)  # removes its scene items and filters too
     if service is not None and (existing is None or existing.get("unversionedInputKind") == MEDIA):
         try:
             service.stop_feed(session)

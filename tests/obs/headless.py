@@ -108,13 +108,17 @@ class HeadlessObs:
         if not display:
             self.stop()
             raise RuntimeError("Xvfb did not report a display number")
-        env = {**os.environ, "DISPLAY": f":{display}", "HOME": str(self.home),
+        # opencv-python, once imported, points QT_QPA_PLATFORM_PLUGIN_PATH at its own Qt
+        # plugins, which crash OBS's Qt: give OBS none of our process's Qt settings.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("QT_")}
+        env = {**inherited, "DISPLAY": f":{display}", "HOME": str(self.home),
                "XDG_CONFIG_HOME": str(self.home / ".config"), "LIBGL_ALWAYS_SOFTWARE": "1",
                "QT_QPA_PLATFORM": "xcb"}
         self.obs = subprocess.Popen(
             ["obs", "--multi", "--disable-missing-files-check", "--collection", COLLECTION,
              "--profile", PROFILE, "--scene", SCENE],
-            env=env, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            env=env, cwd=self.workdir, stdout=subprocess.DEVNULL,
+            stderr=open(self.workdir / "obs-stderr.txt", "wb"))
         self._wait_ready(ready_timeout)
         return self
 
@@ -124,7 +128,10 @@ class HeadlessObs:
         deadline = time.monotonic() + timeout
         while True:
             if self.obs.poll() is not None:
-                raise RuntimeError(f"OBS exited with {self.obs.returncode}:\n{self.log_text()[-3000:]}")
+                stderr = (self.workdir / "obs-stderr.txt").read_text(errors="replace")
+                self.stop()
+                raise RuntimeError(f"OBS exited with {self.obs.returncode}:\n{stderr[-2000:]}"
+                                   f"\n{self.log_text()[-2000:]}")
             try:
                 with obsws.ReqClient(host="127.0.0.1", port=self.port, password=self.password,
                                      timeout=3) as c:
