@@ -1,7 +1,150 @@
-"""`liveavatar serve`: owned by issue 6 (server). Placeholder until that lands."""
-from liveavatar.errors import UserError
+"""`liveavatar serve`: the live service (studio, viewer, WHIP/WHEP, control API)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
 
 
-def serve() -> None:
-    """Not built yet."""
-    raise UserError("`liveavatar serve` is not available in this build yet")
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to bind. Beyond localhost a token is required."),
+    port: int = typer.Option(8080, help="TCP port."),
+    generator: str = typer.Option("rig2d", "--generator", "-g", help="Generator plug-in name."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: best available)."),
+    size: int = typer.Option(512, help="Avatar frame size in pixels (square)."),
+    fps: int = typer.Option(30, help="Output frame rate."),
+    max_sessions: int = typer.Option(4, help="Streamers served at once (admission limit)."),
+    token: Optional[str] = typer.Option(None, help="Control/ingest token (default: generated and stored "
+                                                   "when binding beyond localhost)."),
+    viewer_token: Optional[str] = typer.Option(None, help="Read-only token for viewers and WHEP."),
+    ice_server: List[str] = typer.Option([], "--ice-server", help="STUN/TURN URL for remote use "
+                                                                  "(repeatable); none by default."),
+    ice_username: Optional[str] = typer.Option(None, help="TURN username."),
+    ice_credential: Optional[str] = typer.Option(None, help="TURN credential."),
+    source: Optional[Path] = typer.Option(None, help="Drive the default session from this video file "
+                                                     "(looped) until a camera connects."),
+    demo: bool = typer.Option(True, "--demo/--no-demo", help="Play the bundled demo clip when no camera "
+                                                             "connects within --demo-after seconds."),
+    demo_after: float = typer.Option(5.0, help="Seconds to wait for a camera before the demo starts."),
+    obs_feed: Optional[str] = typer.Option(None, help="Also send the avatar as low-latency MPEG-TS to "
+                                                      "this URL (e.g. udp://127.0.0.1:5600) for OBS."),
+    virtualcam: bool = typer.Option(False, help="Also send the avatar to a virtual camera."),
+    mapping: Optional[Path] = typer.Option(None, help="Conditioning mapping file (TOML)."),
+    allow_origin: List[str] = typer.Option([], "--allow-origin", help="Extra web origin allowed to call "
+                                                                      "the API (CORS); repeatable."),
+    timecode: bool = typer.Option(False, help="Draw the debug timecode into the WHEP feed too."),
+    log_level: str = typer.Option("info", help="debug, info, warning or error."),
+) -> None:
+    """Run the live service: open the printed studio URL, pick your camera, and watch the viewer."""
+    import asyncio
+    import logging
+
+    from liveavatar.errors import UserError
+    from liveavatar.server import config as config_mod
+
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        raise UserError(f"--log-level {log_level!r}: use debug, info, warning or error")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("aioice", "aiortc", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if source is not None:
+        from liveavatar.sources.file import probe
+        probe(source)  # missing / not a video: one line now, not a dead session later
+    if mapping is not None and not mapping.is_file():
+        raise UserError(f"--mapping {mapping}: no such file")
+
+    cfg = config_mod.build(host=host, port=port, generator=generator, device=device, size=size, fps=fps,
+                           max_sessions=max_sessions, token=token, viewer_token=viewer_token,
+                           ice_servers=list(ice_server), ice_username=ice_username,
+                           ice_credential=ice_credential, source=source, demo=demo,
+                           demo_after_s=demo_after, timecode=timecode, allow_origins=list(allow_origin),
+                           mapping=mapping)
+    created = False
+    if cfg.token is None and not cfg.loopback_only:
+        stored_token, stored_viewer, created = config_mod.load_or_create_tokens()
+        cfg.token = stored_token
+        cfg.viewer_token = cfg.viewer_token or stored_viewer
+    feeds = []
+    if obs_feed:
+        feeds.append(("mpegts", obs_feed))
+    if virtualcam:
+        feeds.append(("virtualcam", ""))
+    try:
+        asyncio.run(_run(cfg, feeds, created))
+    except KeyboardInterrupt:
+        pass
+
+
+def _urls(cfg, show_tokens: bool) -> list[tuple[str, str]]:
+    shown_host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
+    if ":" in shown_host:
+        shown_host = f"[{shown_host}]"
+    base = f"http://{shown_host}:{cfg.port}"
+    ctl = vw = ""
+    if cfg.token:
+        ctl = f"?token={cfg.token if show_tokens else '<token>'}"
+        vw = f"?token={(cfg.viewer_token or cfg.token) if show_tokens else '<viewer-token>'}"
+    transparent = (vw + "&" if vw else "?") + "transparent=1"
+    return [("Studio (camera, mic, controls)", f"{base}/studio{ctl}"),
+            ("Viewer", f"{base}/viewer{vw}"),
+            ("OBS browser source (transparent)", f"{base}/viewer{transparent}"),
+            ("WHIP ingest (OBS 30+ WHIP output, ffmpeg)", f"{base}/whip/default"),
+            ("WHEP playback", f"{base}/whep/default"),
+            ("Control API (OpenAPI)", f"{base}/api/openapi.json")]
+
+
+async def _run(cfg, feeds, tokens_created: bool) -> None:
+    import asyncio
+    import errno
+
+    from aiohttp import web
+    from rich.console import Console
+
+    from liveavatar.errors import UserError
+    from liveavatar.server import config as config_mod
+    from liveavatar.server.app import ENGINE, STATE, create_app
+
+    console = Console()
+    app = create_app(cfg, feeds=feeds)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.host, cfg.port)
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        if e.errno == errno.EADDRINUSE:
+            raise UserError(f"port {cfg.port} on {cfg.host} is in use; pick another with --port") from None
+        raise UserError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") from None
+    if cfg.port == 0:  # tests and benchmarks ask for any free port
+        cfg.port = site._server.sockets[0].getsockname()[1]
+    console.print(f"[bold]LiveAvatar[/bold] serving on {cfg.host}:{cfg.port}")
+    show = tokens_created or bool(cfg.token and cfg.loopback_only)
+    for label, url in _urls(cfg, show):
+        console.print(f"  {label}: [cyan]{url}[/cyan]")
+    if cfg.token and not cfg.loopback_only:
+        if tokens_created:
+            console.print(f"  [yellow]Tokens generated and stored in {config_mod.tokens_path()}; "
+                          "they are printed only this once.[/yellow]")
+        else:
+            console.print(f"  Tokens: stored in {config_mod.tokens_path()}")
+    if cfg.host in ("0.0.0.0", "::"):
+        console.print("  From other machines use this machine's address instead of 127.0.0.1.")
+    console.print(f"  Warming up {cfg.generator}... (/health answers 503 until ready)", highlight=False)
+    engine = app[ENGINE]
+    try:
+        while not engine.ready and engine.warmup_error is None:
+            await asyncio.sleep(0.1)
+        if engine.warmup_error:
+            raise UserError(f"generator {cfg.generator!r} failed to start: {engine.warmup_error}")
+        console.print(f"  Ready: generator {engine.generator.name} on {engine.generator.device}. "
+                      "Press Ctrl-C to stop.", highlight=False)
+        await asyncio.sleep(0.5)
+        for err in app[STATE]["startup_errors"]:
+            console.print(f"  [red]{err}[/red]")
+        while True:
+            await asyncio.sleep(3600)
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,708 @@
+"""The live engine: sessions, their input pumps, and the one render thread.
+
+Per session:  ingest (WebRTC / WHIP / file) -> InputPump thread (decode to RGB, read the camera
+timecode, feed audio to perception) -> LatestSlot[CapturedFrame] -> PerceptionWorker thread ->
+LatestSlot[Cues] -> Conditioner. One RenderLoop thread (the device worker) ticks every session's
+conditioner at the fixed output rate and renders all sessions in ONE generator call, then packs
+each session's frame for WebRTC and hands it to the asyncio side through a FramePublisher.
+The asyncio loop only does signalling and WebRTC; everything heavy is on these threads.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import av
+import numpy as np
+
+from liveavatar.clock import Ticker
+from liveavatar.errors import NotFoundError, UserError
+from liveavatar.runtime import LatestSlot, StageTimer
+from liveavatar.server import timecode
+from liveavatar.server.config import ServerConfig
+from liveavatar.types import (AudioChunk, CapturedFrame, ControlEvent, ControlKind, Cues,
+                              EventSource, RenderedFrame)
+
+log = logging.getLogger("liveavatar.server")
+
+#: Rows of the timecode strip under the avatar in packed frames (viewers never show it).
+STRIP_ROWS = 16
+#: Perception gets at most this width; bigger cameras are scaled down in the input pump.
+MAX_INPUT_WIDTH = 640
+VOICE_RATE = 48000
+
+
+class AdmissionError(UserError):
+    """The service is at its session limit (or still warming up): try again later."""
+    http_status = 503
+
+    def __init__(self, message: str, code: str, **details) -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage factories: the only place the server names the stages. Tests swap in fakes.
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Stages:
+    generator: Callable[[], Any]                           # -> Generator (loaded, warmed up)
+    perception: Callable[[], Any]                          # -> Perception
+    worker: Callable[[Any, LatestSlot, LatestSlot], Any]   # -> PerceptionWorker
+    conditioner: Callable[[], Any]                         # -> Conditioner
+    iter_media: Callable[..., Any] | None = None           # sources.file.iter_media
+
+
+def real_stages(cfg: ServerConfig) -> Stages:
+    from liveavatar.conditioning import load_mapping
+    mapping = load_mapping(cfg.mapping)  # bad file: ConfigError naming it, before we bind
+    keywords = list(getattr(mapping, "keyword_words", lambda: cfg.keywords)())
+
+    def generator():
+        from liveavatar.generation import registry
+        return registry.create(cfg.generator, cfg.device, cfg.size)
+
+    def perception():
+        from liveavatar.perception import Perception
+        return Perception(static=False, keywords=keywords)
+
+    def worker(perception, frames_in, cues_out):
+        from liveavatar.perception import PerceptionWorker
+        return PerceptionWorker(perception, frames_in, cues_out)
+
+    def conditioner():
+        from liveavatar.conditioning import Conditioner
+        return Conditioner(load_mapping(cfg.mapping), rate_hz=cfg.fps, mapping_path=cfg.mapping)
+
+    def iter_media(path, realtime=True, loop=True):
+        from liveavatar.sources.file import iter_media as f
+        return f(path, realtime=realtime, loop=loop)
+
+    return Stages(generator, perception, worker, conditioner, iter_media)
+
+
+# ---------------------------------------------------------------------------------------------
+# Frames handed from the render thread to the asyncio side
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Published:
+    seq: int
+    frame: RenderedFrame
+    packed: av.VideoFrame | None   # colour|alpha side by side + timecode strip, yuv420p
+    flat: av.VideoFrame | None     # composited over the flat background, yuv420p
+
+
+class FramePublisher:
+    """Newest published frame plus wake-ups for coroutines waiting on the loop. `publish` is
+    called from the render thread; waiters never block the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.latest: Published | None = None
+        self._waiters: list[asyncio.Future] = []
+
+    def publish(self, item: Published) -> None:
+        self.latest = item
+        self.loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for f in waiters:
+            if not f.done():
+                f.set_result(None)
+
+    async def wait_newer(self, seq: int) -> Published:
+        while self.latest is None or self.latest.seq <= seq:
+            fut = self.loop.create_future()
+            self._waiters.append(fut)
+            await fut
+        return self.latest
+
+
+class Packer:
+    """RGBA -> the two WebRTC layouts, into buffers allocated once per session."""
+
+    def __init__(self, size: int, flat_bg: tuple[int, int, int], flat_strip: bool) -> None:
+        self.size = size
+        self.packed = np.zeros((size + STRIP_ROWS, 2 * size, 3), np.uint8)
+        self.flat = np.zeros((size + (STRIP_ROWS if flat_strip else 0), size, 3), np.uint8)
+        self._mul = np.empty((size, size, 3), np.uint16)
+        self._bg = np.asarray(flat_bg, np.uint16)
+        self.flat_strip = flat_strip
+
+    def _premultiply(self, rgba: np.ndarray) -> np.ndarray:
+        np.multiply(rgba[..., :3], rgba[..., 3:4], out=self._mul, dtype=np.uint16)
+        return self._mul
+
+    def pack(self, rgba: np.ndarray, stamp: tuple[int, int, int]) -> av.VideoFrame:
+        s = self.size
+        m = self._premultiply(rgba)
+        m += 127
+        m //= 255
+        self.packed[:s, :s] = m
+        self.packed[:s, s:] = rgba[..., 3:4]
+        timecode.draw(self.packed[s:], stamp, timecode.AVATAR_FIELDS)
+        return av.VideoFrame.from_ndarray(self.packed, format="rgb24").reformat(format="yuv420p")
+
+    def compose_flat(self, rgba: np.ndarray, stamp: tuple[int, int, int]) -> av.VideoFrame:
+        s = self.size
+        m = self._premultiply(rgba)
+        m += (255 - rgba[..., 3:4]).astype(np.uint16) * self._bg
+        m += 127
+        m //= 255
+        self.flat[:s] = m
+        if self.flat_strip:
+            timecode.draw(self.flat[s:], stamp, timecode.AVATAR_FIELDS)
+        return av.VideoFrame.from_ndarray(self.flat, format="rgb24").reformat(format="yuv420p")
+
+
+# ---------------------------------------------------------------------------------------------
+# Session
+# ---------------------------------------------------------------------------------------------
+
+class RateMeter:
+    """Counts events; `rate()` gives events/s since the previous call (called at ~1 Hz)."""
+    __slots__ = ("count", "_last_count", "_last_t")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._last_count = 0
+        self._last_t = time.monotonic()
+
+    def rate(self) -> float:
+        now = time.monotonic()
+        dt = now - self._last_t
+        r = (self.count - self._last_count) / dt if dt > 0 else 0.0
+        self._last_count, self._last_t = self.count, now
+        return r
+
+
+class InputPump(threading.Thread):
+    """Per-session input thread: raw video (av frames from WebRTC, or CapturedFrames from a file)
+    becomes RGB CapturedFrames for perception, latest wins; audio chunks go to perception in
+    order through a bounded buffer that drops the oldest (counted)."""
+
+    def __init__(self, session: "Session") -> None:
+        super().__init__(name=f"input-{session.sid}", daemon=True)
+        self.session = session
+        self.raw_video: LatestSlot[tuple[Any, int]] = LatestSlot()
+        self.audio: collections.deque[AudioChunk] = collections.deque(maxlen=50)
+        self.audio_dropped = 0
+        self.stamped_frames = 0
+        self._wake = threading.Event()
+        self._halt = False
+        self._seq = 0
+
+    def put_video(self, frame: Any, t_arrival_ns: int) -> None:
+        self.raw_video.put((frame, t_arrival_ns))
+        self._wake.set()
+
+    def put_audio(self, chunk: AudioChunk) -> None:
+        if len(self.audio) == self.audio.maxlen:
+            self.audio_dropped += 1
+        self.audio.append(chunk)
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._halt = True
+        self._wake.set()
+
+    def run(self) -> None:
+        s = self.session
+        while not self._halt:
+            self._wake.wait(0.25)
+            self._wake.clear()
+            while self.audio and not self._halt:
+                chunk = self.audio.popleft()
+                try:
+                    s.perception.process_audio(chunk)
+                except Exception:  # a bad chunk must not kill the session's input
+                    log.exception("session %s: audio analysis failed", s.sid)
+            item = self.raw_video.take_nowait()
+            if item is None:
+                continue
+            raw, t_arrival = item
+            with s.timer.measure("decode"):
+                captured = self._to_captured(raw, t_arrival)
+            s.frames_in.put(captured)
+
+    def _to_captured(self, raw: Any, t_arrival: int) -> CapturedFrame:
+        if isinstance(raw, CapturedFrame):
+            return raw
+        frame: av.VideoFrame = raw
+        if frame.width > MAX_INPUT_WIDTH:
+            h = int(round(frame.height * MAX_INPUT_WIDTH / frame.width / 2)) * 2
+            image = frame.to_ndarray(format="rgb24", width=MAX_INPUT_WIDTH, height=h)
+        else:
+            image = frame.to_ndarray(format="rgb24")
+        t_capture = t_arrival
+        strip_h = timecode.camera_strip_height(image.shape[0])
+        stamp = timecode.read(image[-strip_h:], timecode.CAMERA_FIELDS)
+        if stamp is not None:
+            mapped = self.session.engine.wallclock.capture_ns_from_stamp(stamp[0], t_arrival)
+            if mapped is not None:
+                t_capture = mapped
+                self.stamped_frames += 1
+        self._seq += 1
+        return CapturedFrame(image, self._seq, t_capture)
+
+
+class FileDriver(threading.Thread):
+    """Feeds a session from a media file (real-time paced, looping): the demo / --source."""
+
+    def __init__(self, session: "Session", path: Path, iter_media: Callable[..., Any]) -> None:
+        super().__init__(name=f"file-{session.sid}", daemon=True)
+        self.session, self.path, self._iter_media = session, path, iter_media
+        self._halt = threading.Event()
+        self.error: str | None = None
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def run(self) -> None:
+        s = self.session
+        resampler = None
+        try:
+            for item in self._iter_media(self.path, realtime=True, loop=True):
+                if self._halt.is_set():
+                    break
+                if isinstance(item, CapturedFrame):
+                    s.input.put_video(item, item.t_capture_ns)
+                    s.frames_received.count += 1
+                elif isinstance(item, AudioChunk):
+                    s.input.put_audio(item)
+                    resampler = resampler or av.AudioResampler(format="s16", layout="mono", rate=VOICE_RATE)
+                    s.push_voice_threadsafe(chunk_to_voice_frames(item, resampler))
+        except Exception as e:  # a broken demo file must not take the service down
+            self.error = f"{self.path}: {e}"
+            log.error("session %s: file source stopped: %s", s.sid, self.error)
+
+
+def chunk_to_voice_frames(chunk: AudioChunk, resampler: av.AudioResampler) -> list[av.AudioFrame]:
+    samples = chunk.samples if chunk.samples.ndim == 1 else chunk.samples.mean(axis=1)
+    pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)[None, :]
+    frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+    frame.sample_rate = chunk.sample_rate
+    return resampler.resample(frame)
+
+
+class Session:
+    """One streamer's pipeline. Created on the loop; its threads own the heavy work."""
+
+    def __init__(self, sid: str, engine: "Engine", perception: Any, conditioner: Any,
+                 character: str) -> None:
+        self.sid = sid
+        self.engine = engine
+        self.perception = perception
+        self.conditioner = conditioner
+        self.character = character
+        self.frames_in: LatestSlot[CapturedFrame] = LatestSlot()
+        self.cues: LatestSlot[Cues] = LatestSlot()
+        self.worker = engine.stages.worker(perception, self.frames_in, self.cues)
+        self.input = InputPump(self)
+        # Guards the conditioner: control events arrive on the loop, ticks on the render thread.
+        self.lock = threading.Lock()
+        self.timer = StageTimer(window=600)
+        self.publisher = FramePublisher(engine.loop)
+        self.packer = Packer(engine.cfg.size, engine.flat_bg, engine.cfg.timecode)
+        self.want_packed = 0          # live packed / flat consumers (render thread packs only then)
+        self.want_flat = 0
+        self.latest: RenderedFrame | None = None
+        self.last_cues: Cues | None = None
+        self.events_applied = 0
+        self.frames_received = RateMeter()
+        self.cues_meter = RateMeter()
+        self.rendered = RateMeter()
+        self._last_capture_ns = 0
+        self.latency_ms = 0.0         # capture -> rendered, smoothed (delays the voice to match)
+        self.ingest: Any = None       # the RTCPeerConnection feeding us, if any
+        self.ingest_kind = ""
+        self.ever_had_camera = False
+        self.file_driver: FileDriver | None = None
+        self.viewers = 0
+        self.sinks: dict[str, Any] = {}
+        self.subscribers: set[asyncio.Queue] = set()
+        self.cue_subscribers = 0
+        self.last_used = time.monotonic()
+        self.voice = None             # media.VoiceTrack, set by the app
+        self.out_tracks: dict[str, Any] = {}   # layout -> media.AvatarTrack (relayed to viewers)
+        self._seq = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.input.start()
+        self.worker.start()
+
+    def close(self) -> None:
+        if self.file_driver:
+            self.file_driver.stop()
+        self.input.stop()
+        self.frames_in.close()
+        try:
+            self.worker.stop()
+        finally:
+            for sink in self.sinks.values():
+                sink.stop()
+            self.sinks.clear()
+            if hasattr(self.perception, "close"):
+                self.perception.close()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.ingest or self.viewers or self.subscribers or self.file_driver or self.sinks)
+
+    # -- control (loop side) ------------------------------------------------------------------
+    def control(self, event: ControlEvent) -> dict:
+        """Apply a control event; raises UserError for unknown names. Returns the new state."""
+        event.t_ns = time.monotonic_ns()
+        if event.kind is ControlKind.CALIBRATE and hasattr(self.perception, "start_calibration"):
+            self.perception.start_calibration(3.0)
+        with self.lock:
+            self.conditioner.push_event(event)
+            self.events_applied += 1
+            state = self.conditioner.state()
+        self.publish_event({"type": "control", "session": self.sid, "kind": event.kind.value,
+                            "name": event.name, "source": event.source.value,
+                            "mode": event.mode.value})
+        return state
+
+    def state(self) -> dict:
+        with self.lock:
+            cond_state = self.conditioner.state()
+        return {"session": self.sid, "character": self.character, "camera": bool(self.ingest),
+                "ingest": self.ingest_kind or ("file" if self.file_driver else ""),
+                "viewers": self.viewers, "conditioning": cond_state}
+
+    def publish_event(self, event: dict) -> None:
+        """Fan an event out to WebSocket subscribers (loop thread); a slow client loses its
+        oldest events, never blocks us."""
+        for q in self.subscribers:
+            if q.full():
+                q.get_nowait()
+            q.put_nowait(event)
+
+    def push_voice_threadsafe(self, frames: list[av.AudioFrame]) -> None:
+        if self.voice is not None and frames:
+            self.engine.loop.call_soon_threadsafe(self.voice.push_many, frames)
+
+    # -- render thread ------------------------------------------------------------------------
+    def tick(self, t_ns: int):
+        cues = self.cues.take_nowait()
+        if cues is not None and cues.t_capture_ns:
+            self.timer.record("capture_to_cues", (time.monotonic_ns() - cues.t_capture_ns) / 1e6)
+        with self.lock:
+            if cues is not None:
+                self.conditioner.push_cues(cues)
+                self.last_cues = cues
+                self.cues_meter.count += 1
+            with self.timer.measure("condition"):
+                cond = self.conditioner.tick(t_ns)
+            events = self.events_applied
+        if cues is not None and cues.keywords:
+            words = [k.word for k in cues.keywords]
+            self.engine.loop.call_soon_threadsafe(
+                self.publish_event, {"type": "voice", "session": self.sid, "keywords": words})
+        return cond, events
+
+    def publish(self, rgba: np.ndarray, cond: Any, events: int, t_rendered: int) -> None:
+        self._seq += 1
+        frame = RenderedFrame(rgba.copy(), self._seq, int(cond.t_capture_ns), t_rendered)
+        self.latest = frame
+        self.rendered.count += 1
+        if frame.t_capture_ns and frame.t_capture_ns != self._last_capture_ns:
+            self._last_capture_ns = frame.t_capture_ns
+            ms = (t_rendered - frame.t_capture_ns) / 1e6
+            if 0 <= ms < 5000:
+                self.timer.record("capture_to_render", ms)
+                self.latency_ms += 0.1 * (ms - self.latency_ms)
+        wc = self.engine.wallclock
+        stamp = (wc.to_wall_ms(frame.t_capture_ns) if frame.t_capture_ns else 0,
+                 wc.to_wall_ms(t_rendered), events & 0xFF)
+        packed = flat = None
+        with self.timer.measure("pack"):
+            if self.want_packed:
+                packed = self.packer.pack(frame.rgba, stamp)
+            if self.want_flat:
+                flat = self.packer.compose_flat(frame.rgba, stamp)
+        for sink in self.sinks.values():
+            sink.send(frame)
+        self.publisher.publish(Published(self._seq, frame, packed, flat))
+
+    # -- stats (loop, ~1 Hz) ------------------------------------------------------------------
+    def stats(self) -> dict:
+        timings = self.timer.summary()
+        pstats = {}
+        if hasattr(self.perception, "stats"):
+            try:
+                pstats = self.perception.stats()
+            except Exception:
+                pstats = {}
+        worker_dropped = int(getattr(self.worker, "dropped", 0) or 0)
+        return {
+            "type": "stats", "session": self.sid,
+            "fps_in": round(self.frames_received.rate(), 1),
+            "fps_perceived": round(self.cues_meter.rate(), 1),
+            "fps_out": round(self.rendered.rate(), 1),
+            "ms": {k: round(v["median_ms"], 1) for k, v in timings.items()},
+            "ms_p95": {k: round(v["p95_ms"], 1) for k, v in timings.items()},
+            "render_ms": round(self.engine.render_ms(), 1),
+            "capture_to_render_ms": round(timings.get("capture_to_render", {}).get("median_ms", 0.0), 1),
+            "dropped": {"ingest": self.input.raw_video.dropped,
+                        "perception": self.frames_in.dropped + worker_dropped,
+                        "cues": self.cues.dropped,
+                        "audio": self.input.audio_dropped},
+            "render_skipped": self.engine.ticker_skipped(),
+            "camera": bool(self.ingest), "ingest": self.ingest_kind,
+            "viewers": self.viewers, "perception": pstats,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine: generator + render thread + session table
+# ---------------------------------------------------------------------------------------------
+
+class RenderLoop(threading.Thread):
+    """The device worker: one generator call per output tick for all live sessions."""
+
+    def __init__(self, engine: "Engine") -> None:
+        super().__init__(name="render", daemon=True)
+        self.engine = engine
+        self.ticker = Ticker(engine.cfg.fps)
+        self._halt = threading.Event()
+        self.frames = 0
+        self.error: str | None = None
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def run(self) -> None:
+        eng = self.engine
+        gen = eng.generator
+        conds: list[Any] = []
+        chars: list[str] = []
+        events: list[int] = []
+        last_reload = time.monotonic()
+        while not self._halt.is_set():
+            t = self.ticker.wait()
+            sessions = eng.live
+            if not sessions:
+                continue
+            conds.clear()
+            chars.clear()
+            events.clear()
+            try:
+                for s in sessions:
+                    cond, ev = s.tick(t)
+                    conds.append(cond)
+                    chars.append(s.character)
+                    events.append(ev)
+                t0 = time.perf_counter()
+                frames = gen.render(conds, chars)
+                eng.timer.record("render", (time.perf_counter() - t0) * 1e3)
+                t_rendered = time.monotonic_ns()
+                for i, s in enumerate(sessions):
+                    s.publish(frames[i], conds[i], events[i], t_rendered)
+                self.frames += 1
+            except Exception as e:  # keep the clock running; say what broke once per second
+                self.error = f"{type(e).__name__}: {e}"
+                log.exception("render tick failed")
+                time.sleep(1.0)
+            now = time.monotonic()
+            if now - last_reload > 1.0:
+                last_reload = now
+                for s in sessions:
+                    if hasattr(s.conditioner, "reload_if_changed"):
+                        try:
+                            with s.lock:
+                                s.conditioner.reload_if_changed()
+                        except UserError as e:
+                            log.error("session %s: %s", s.sid, e)
+
+
+class Engine:
+    def __init__(self, cfg: ServerConfig, stages: Stages, loop: asyncio.AbstractEventLoop | None,
+                 flat_bg: tuple[int, int, int] = (0, 255, 0)) -> None:
+        self.cfg = cfg
+        self.stages = stages
+        self.loop = loop
+        self.flat_bg = flat_bg
+        self.wallclock = timecode.WallClockMap()
+        self.timer = StageTimer(window=600)
+        self.generator: Any = None
+        self.ready = False
+        self.warmup_error: str | None = None
+        self.sessions: dict[str, Session] = {}
+        self.live: tuple[Session, ...] = ()   # snapshot read by the render thread
+        self.render_loop: RenderLoop | None = None
+        # Setup work that must stay off the loop and out of aiortc's default executor.
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="setup")
+        self._creating: dict[str, asyncio.Future] = {}
+        self.started_at = time.monotonic()
+
+    # -- startup / shutdown -------------------------------------------------------------------
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        try:
+            self.generator = await self.loop.run_in_executor(self.pool, self.stages.generator)
+        except UserError as e:
+            self.warmup_error = str(e)
+            raise
+        except Exception as e:
+            self.warmup_error = f"{type(e).__name__}: {e}"
+            raise
+        self.render_loop = RenderLoop(self)
+        self.render_loop.start()
+        self.ready = True
+
+    async def stop(self) -> None:
+        if self.render_loop:
+            self.render_loop.stop()
+            await self.loop.run_in_executor(None, self.render_loop.join, 2.0)
+        for s in list(self.sessions.values()):
+            await self.remove(s.sid)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def characters(self) -> list[str]:
+        return list(self.generator.characters()) if self.generator else []
+
+    def default_character(self) -> str:
+        chars = self.characters()
+        return "nova" if "nova" in chars or not chars else chars[0]
+
+    # -- sessions -----------------------------------------------------------------------------
+    def get(self, sid: str) -> Session:
+        s = self.sessions.get(sid)
+        if s is None:
+            raise NotFoundError(f"no session {sid!r}; sessions: {', '.join(sorted(self.sessions)) or 'none'}")
+        s.last_used = time.monotonic()
+        return s
+
+    async def get_or_create(self, sid: str) -> Session:
+        if not self.ready:
+            raise AdmissionError("the service is still warming up; retry in a few seconds",
+                                 "warming_up", retry_after_s=2)
+        s = self.sessions.get(sid)
+        if s is not None:
+            s.last_used = time.monotonic()
+            return s
+        pending = self._creating.get(sid)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        if len(self.sessions) + len(self._creating) >= self.cfg.max_sessions:
+            raise AdmissionError(
+                f"session limit reached ({self.cfg.max_sessions} live sessions); "
+                "end one or start the service with a higher --max-sessions",
+                "session_limit", limit=self.cfg.max_sessions, active=len(self.sessions),
+                retry_after_s=10)
+        fut = self.loop.create_future()
+        self._creating[sid] = fut
+        try:
+            perception, conditioner = await self.loop.run_in_executor(self.pool, self._make_stages)
+            s = Session(sid, self, perception, conditioner, self.default_character())
+            s.start()
+            self.sessions[sid] = s
+            self.live = tuple(self.sessions.values())
+            fut.set_result(s)
+            log.info("session %s created", sid)
+            return s
+        except BaseException as e:
+            fut.set_exception(e)
+            fut.exception()  # mark retrieved: concurrent waiters re-raise it themselves
+            raise
+        finally:
+            del self._creating[sid]
+
+    def _make_stages(self):
+        return self.stages.perception(), self.stages.conditioner()
+
+    async def remove(self, sid: str) -> None:
+        s = self.sessions.pop(sid, None)
+        if s is None:
+            return
+        self.live = tuple(self.sessions.values())
+        if s.ingest is not None:
+            await s.ingest.close()
+        await self.loop.run_in_executor(self.pool, s.close)
+        log.info("session %s closed", sid)
+
+    async def reap_idle(self) -> None:
+        """Forget sessions (other than 'default') nobody has used for `session_idle_s`."""
+        now = time.monotonic()
+        for sid, s in list(self.sessions.items()):
+            if sid != "default" and not s.busy and now - s.last_used > self.cfg.session_idle_s:
+                await self.remove(sid)
+
+    # -- sources ------------------------------------------------------------------------------
+    def drive_from_file(self, s: Session, path: Path) -> None:
+        if self.stages.iter_media is None:
+            raise UserError("file sources are not available in this build (liveavatar.sources missing)")
+        if s.file_driver:
+            s.file_driver.stop()
+        s.file_driver = FileDriver(s, path, self.stages.iter_media)
+        s.file_driver.start()
+
+    def stop_file(self, s: Session) -> None:
+        if s.file_driver:
+            s.file_driver.stop()
+            s.file_driver = None
+
+    # -- character ----------------------------------------------------------------------------
+    async def set_character(self, s: Session, name: str, source: EventSource) -> dict:
+        known = self.characters()
+        if name not in known:
+            raise NotFoundError(f"unknown character {name!r}; available: {', '.join(known)}")
+        await self.loop.run_in_executor(self.pool, self.generator.prepare_character, name)
+        s.character = name
+        with s.lock:
+            s.events_applied += 1
+        s.publish_event({"type": "control", "session": s.sid, "kind": "character", "name": name,
+                         "source": source.value, "mode": "momentary"})
+        return s.state()
+
+    # -- stats --------------------------------------------------------------------------------
+    def render_ms(self) -> float:
+        return self.timer.summary().get("render", {}).get("median_ms", 0.0)
+
+    def ticker_skipped(self) -> int:
+        return self.render_loop.ticker.skipped if self.render_loop else 0
+
+    def health(self) -> dict:
+        info: dict = {}
+        if self.generator is not None:
+            try:
+                info = self.generator.info()
+            except Exception as e:
+                info = {"error": str(e)}
+        perception = {}
+        for s in self.sessions.values():
+            if hasattr(s.perception, "stats"):
+                try:
+                    st = s.perception.stats()
+                    perception = {k: v for k, v in st.items() if k in ("providers", "device", "models", "delegate")} or st
+                except Exception:
+                    pass
+                break
+        render = self.render_loop
+        return {
+            "status": "ok" if self.ready else ("error" if self.warmup_error else "warming_up"),
+            "error": self.warmup_error or (render.error if render else None),
+            "generator": getattr(self.generator, "name", self.cfg.generator),
+            "device": getattr(self.generator, "device", None),
+            "generator_info": info,
+            "perception": perception or {"device": "cpu", "runtime": "mediapipe (CPU, TFLite XNNPACK)"},
+            "webrtc": {"library": "aiortc", "video_codec": "VP8 (software)", "audio_codec": "Opus"},
+            "sessions": len(self.sessions), "max_sessions": self.cfg.max_sessions,
+            "fps": self.cfg.fps, "size": self.cfg.size,
+            "render_fps_target": self.cfg.fps,
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+        }

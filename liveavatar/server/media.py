@@ -1,0 +1,188 @@
+"""aiortc glue: ingest readers, the avatar and voice output tracks, SDP helpers."""
+from __future__ import annotations
+
+import asyncio
+import collections
+import fractions
+import re
+import time
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError
+
+from liveavatar.server.config import ServerConfig
+from liveavatar.server.engine import VOICE_RATE, Session
+from liveavatar.types import AudioChunk
+
+VIDEO_CLOCK = 90000
+VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
+#: Cap on how far the voice is held back to line up with the (slower) avatar video.
+MAX_VOICE_DELAY_MS = 400.0
+
+
+def new_peer_connection(cfg: ServerConfig) -> RTCPeerConnection:
+    """No ICE servers unless configured: aiortc's default public STUN server would stall
+    offline machines (see notes/webrtc-browser-tests.md)."""
+    servers = []
+    if cfg.ice_servers:
+        servers = [RTCIceServer(urls=cfg.ice_servers, username=cfg.ice_username,
+                                credential=cfg.ice_credential)]
+    return RTCPeerConnection(RTCConfiguration(iceServers=servers))
+
+
+# ---------------------------------------------------------------------------------------------
+# Ingest
+# ---------------------------------------------------------------------------------------------
+
+async def drain_video(track: MediaStreamTrack, session: Session) -> None:
+    """Read the camera continuously: aiortc's receive queue is unbounded, so we never let it
+    fill; the newest frame goes to the session's input pump (latest wins, drops counted)."""
+    try:
+        while True:
+            frame = await track.recv()
+            session.frames_received.count += 1
+            session.input.put_video(frame, time.monotonic_ns())
+    except MediaStreamError:
+        pass
+
+
+async def drain_audio(track: MediaStreamTrack, session: Session) -> None:
+    """Microphone: to perception (voice features, keywords) and on to viewers (the voice)."""
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=VOICE_RATE)
+    seq = 0
+    try:
+        while True:
+            frame = await track.recv()
+            t = time.monotonic_ns()
+            out = resampler.resample(frame)
+            if session.voice is not None:
+                session.voice.push_many(out)
+            for f in out:
+                seq += 1
+                samples = f.to_ndarray().reshape(-1).astype(np.float32) * (1.0 / 32768.0)
+                session.input.put_audio(AudioChunk(samples, VOICE_RATE, seq, t))
+    except MediaStreamError:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Output tracks (one source per session and layout, fanned out to viewers by MediaRelay)
+# ---------------------------------------------------------------------------------------------
+
+class AvatarTrack(MediaStreamTrack):
+    """The session's avatar video. `layout` is 'packed' (colour|alpha side by side plus the
+    timecode strip, for our pages) or 'flat' (composited over a background, for WHEP players).
+    recv() awaits the render thread's next frame; it never blocks the loop."""
+
+    kind = "video"
+
+    def __init__(self, session: Session, layout: str) -> None:
+        super().__init__()
+        self.session = session
+        self.layout = layout
+        self._seq = 0
+        self._t0: int | None = None
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        while True:
+            pub = await self.session.publisher.wait_newer(self._seq)
+            self._seq = pub.seq
+            vf = pub.packed if self.layout == "packed" else pub.flat
+            if vf is not None:
+                break
+        if self._t0 is None:
+            self._t0 = pub.frame.t_rendered_ns
+        vf.pts = (pub.frame.t_rendered_ns - self._t0) * VIDEO_CLOCK // 1_000_000_000
+        vf.time_base = VIDEO_TIME_BASE
+        return vf
+
+
+class VoiceTrack(MediaStreamTrack):
+    """The streamer's voice for viewers, held back by the session's current capture-to-render
+    latency so it stays in sync with the avatar's lips. Bounded: at most 2 s buffered."""
+
+    kind = "audio"
+
+    def __init__(self, session: Session) -> None:
+        super().__init__()
+        self.session = session
+        self._frames: collections.deque[tuple[av.AudioFrame, int]] = collections.deque(maxlen=100)
+        self._wake = asyncio.Event()
+        self._samples = 0
+        self.dropped = 0
+
+    def push_many(self, frames: list[av.AudioFrame]) -> None:
+        now = time.monotonic_ns()
+        for f in frames:
+            if len(self._frames) == self._frames.maxlen:
+                self.dropped += 1
+            self._frames.append((f, now))
+        self._wake.set()
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        while True:
+            if self._frames:
+                frame, t_arrival = self._frames[0]
+                delay_ms = min(self.session.latency_ms, MAX_VOICE_DELAY_MS)
+                wait = (t_arrival + delay_ms * 1e6 - time.monotonic_ns()) / 1e9
+                if wait > 0.001:
+                    await asyncio.sleep(wait)
+                    continue
+                self._frames.popleft()
+                frame.pts = self._samples
+                frame.time_base = fractions.Fraction(1, frame.sample_rate)
+                self._samples += frame.samples
+                return frame
+            self._wake.clear()
+            await self._wake.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# SDP
+# ---------------------------------------------------------------------------------------------
+
+_RTPMAP = re.compile(r"a=rtpmap:(\d+) (VP8|VP9|H264)/90000", re.I)
+_FMTP = re.compile(r"a=fmtp:(\d+) (.*)")
+
+
+def add_bitrate_hints(sdp: str, min_kbps: int = 800, start_kbps: int = 1000, max_kbps: int = 2500) -> str:
+    """Tell Chromium (the sender) to keep a usable bitrate: aiortc's REMB otherwise holds it at
+    300-700 kbps and the camera drops to 320x240, which hurts tracking."""
+    hint = f"x-google-min-bitrate={min_kbps};x-google-start-bitrate={start_kbps};x-google-max-bitrate={max_kbps}"
+    lines = sdp.replace("\r\n", "\n").split("\n")
+    video_pts = {m.group(1) for line in lines if (m := _RTPMAP.match(line))}
+    with_fmtp = set()
+    out = []
+    for line in lines:
+        m = _FMTP.match(line)
+        if m and m.group(1) in video_pts:
+            line = f"{line};{hint}"
+            with_fmtp.add(m.group(1))
+        out.append(line)
+    final = []
+    for line in out:
+        final.append(line)
+        m = _RTPMAP.match(line)
+        if m and m.group(1) not in with_fmtp:
+            final.append(f"a=fmtp:{m.group(1)} {hint}")
+    return "\r\n".join(final)
+
+
+def check_offer(sdp: str) -> None:
+    """Cheap structural checks before aiortc sees the offer, so garbage gets a clear 400."""
+    from liveavatar.errors import UserError
+    text = sdp.strip()
+    if not text.startswith("v=0"):
+        raise UserError("malformed SDP offer: it must start with 'v=0'")
+    if "\nm=" not in text.replace("\r\n", "\n"):
+        raise UserError("malformed SDP offer: no media section (m=audio / m=video)")
+    if "a=fingerprint:" not in text:
+        raise UserError("malformed SDP offer: no DTLS fingerprint (a=fingerprint)")
+    if "a=ice-ufrag:" not in text:
+        raise UserError("malformed SDP offer: no ICE credentials (a=ice-ufrag)")

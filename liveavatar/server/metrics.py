@@ -1,0 +1,64 @@
+"""Prometheus metrics, read from the engine at scrape time (nothing is added to the hot path)."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from liveavatar.server.engine import Engine
+
+
+class EngineCollector:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self):
+        eng = self.engine
+        up = GaugeMetricFamily("liveavatar_ready", "1 once the generator is warmed up",
+                               labels=["generator", "device"])
+        up.add_metric([str(getattr(eng.generator, "name", eng.cfg.generator)),
+                       str(getattr(eng.generator, "device", "none"))], 1.0 if eng.ready else 0.0)
+        yield up
+        yield GaugeMetricFamily("liveavatar_sessions", "Live sessions", value=len(eng.sessions))
+        render = eng.timer.summary().get("render")
+        g = GaugeMetricFamily("liveavatar_render_batch_ms", "Generator batch render time (ms)",
+                              labels=["quantile"])
+        if render:
+            g.add_metric(["0.5"], render["median_ms"])
+            g.add_metric(["0.95"], render["p95_ms"])
+        yield g
+        yield CounterMetricFamily("liveavatar_render_ticks_skipped", "Output ticks skipped because rendering fell behind",
+                                  value=eng.ticker_skipped())
+
+        frames_in = CounterMetricFamily("liveavatar_frames_received", "Camera frames received", labels=["session"])
+        frames_out = CounterMetricFamily("liveavatar_frames_rendered", "Avatar frames rendered", labels=["session"])
+        cues = CounterMetricFamily("liveavatar_cues", "Perception results consumed", labels=["session"])
+        dropped = CounterMetricFamily("liveavatar_dropped_frames", "Frames dropped (latest wins)", labels=["session", "stage"])
+        stage = GaugeMetricFamily("liveavatar_stage_ms", "Per-stage time (ms)", labels=["session", "stage", "quantile"])
+        viewers = GaugeMetricFamily("liveavatar_viewers", "Connected viewers", labels=["session"])
+        camera = GaugeMetricFamily("liveavatar_camera_connected", "1 while a camera feeds the session", labels=["session"])
+        events = CounterMetricFamily("liveavatar_control_events", "Control events applied", labels=["session"])
+        for sid, s in list(eng.sessions.items()):
+            frames_in.add_metric([sid], s.frames_received.count)
+            frames_out.add_metric([sid], s.rendered.count)
+            cues.add_metric([sid], s.cues_meter.count)
+            dropped.add_metric([sid, "ingest"], s.input.raw_video.dropped)
+            dropped.add_metric([sid, "perception"], s.frames_in.dropped)
+            dropped.add_metric([sid, "cues"], s.cues.dropped)
+            dropped.add_metric([sid, "audio"], s.input.audio_dropped)
+            for name, v in s.timer.summary().items():
+                stage.add_metric([sid, name, "0.5"], v["median_ms"])
+                stage.add_metric([sid, name, "0.95"], v["p95_ms"])
+            viewers.add_metric([sid], s.viewers)
+            camera.add_metric([sid], 1.0 if s.ingest else 0.0)
+            events.add_metric([sid], s.events_applied)
+        yield from (frames_in, frames_out, cues, dropped, stage, viewers, camera, events)
+
+
+def make_registry(engine: Engine) -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(EngineCollector(engine))
+    return reg
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

@@ -1,0 +1,229 @@
+// Studio: camera + microphone to the service (WHIP), the avatar preview (WHEP, packed),
+// emotion/action controls with keyboard shortcuts, calibration, character picker, stats.
+"use strict";
+(async () => {
+  const $ = (id) => document.getElementById(id);
+  const camVideo = $("camera-video"), overlay = $("overlay-canvas"), statusEl = $("status");
+  const meter = new LA.LatencyMeter();
+  const useTimecode = LA.params.get("timecode") !== "0";
+  const S = window.__studio = { publishing: false, previewing: false, error: null, stats: null,
+                                presses: [], controls: null, meter, acks: 0, lastCues: null };
+  const message = (text) => { $("message").textContent = text || ""; };
+  const setStatus = (text, ok) => { statusEl.textContent = text; statusEl.className = "pill " + (ok ? "ok" : "bad"); };
+
+  // ---- event stream -----------------------------------------------------------------------
+  let ws = null;
+  function openSocket() {
+    ws = LA.eventsSocket(onEvent);
+    ws.onopen = () => { if ($("overlay").checked) ws.send(JSON.stringify({ type: "subscribe", cues: true })); };
+    ws.onclose = () => setTimeout(openSocket, 2000);
+  }
+  function onEvent(ev) {
+    if (ev.type === "hello") buildControls(ev.state);
+    else if (ev.type === "stats") { S.stats = ev; renderStats(); }
+    else if (ev.type === "control") flash(ev.kind, ev.name);
+    else if (ev.type === "cues") { S.lastCues = ev; drawOverlay(ev); }
+    else if (ev.type === "ack") S.acks++;
+    else if (ev.type === "error") message(ev.error);
+  }
+
+  // ---- controls ---------------------------------------------------------------------------
+  const keyMap = {};
+  function buildControls(state) {
+    S.controls = state.controls;
+    const mk = (parent, kind, item) => {
+      const b = document.createElement("button");
+      b.dataset.kind = kind; b.dataset.name = item.name;
+      b.innerHTML = item.name + (item.key ? "<kbd>" + item.key.toUpperCase() + "</kbd>" : "");
+      b.onclick = () => trigger(kind, item.name);
+      parent.appendChild(b);
+      if (item.key) keyMap[item.key] = [kind, item.name];
+    };
+    $("emotions").innerHTML = ""; $("actions").innerHTML = "";
+    state.controls.emotions.forEach((e) => mk($("emotions"), "emotion", e));
+    state.controls.actions.forEach((a) => mk($("actions"), "action", a));
+    const sel = $("character");
+    sel.innerHTML = "";
+    state.characters.forEach((c) => { const o = new Option(c, c, false, c === state.character); sel.add(o); });
+  }
+  function trigger(kind, name) {
+    const msg = { type: kind, name, source: "studio" };
+    if (kind === "emotion") {
+      msg.mode = $("mode").value;
+      msg.hold_s = parseFloat($("hold").value) || 3;
+    }
+    S.presses.push({ t: Date.now(), kind, name });
+    if (ws && ws.readyState === 1) ws.send(JSON.stringify(msg));
+    else LA.api(LA.sessionPath(kind), msg).catch((e) => message(e.message));
+  }
+  function flash(kind, name) {
+    document.querySelectorAll(`button[data-kind="${kind}"][data-name="${name}"]`).forEach((b) => {
+      b.classList.add("flash"); setTimeout(() => b.classList.remove("flash"), 300);
+    });
+  }
+  document.addEventListener("keydown", (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey || ["INPUT", "SELECT", "TEXTAREA"].includes(e.target.tagName)) return;
+    const hit = keyMap[e.key.toLowerCase()];
+    if (hit) { e.preventDefault(); trigger(hit[0], hit[1]); }
+  });
+  $("calibrate").onclick = () => {
+    LA.api(LA.sessionPath("calibrate"), { source: "studio" })
+      .then(() => message("Calibrating: look at the camera with a neutral face for 3 seconds"))
+      .catch((e) => message(e.message));
+  };
+  $("character").onchange = (e) => LA.api(LA.sessionPath("character"), { name: e.target.value, source: "studio" }).catch((err) => message(err.message));
+  $("overlay").onchange = (e) => {
+    if (ws && ws.readyState === 1) ws.send(JSON.stringify({ type: "subscribe", cues: e.target.checked }));
+    if (!e.target.checked) overlay.getContext("2d").clearRect(0, 0, overlay.width, overlay.height);
+  };
+
+  // ---- tracking overlay -------------------------------------------------------------------
+  function drawOverlay(c) {
+    if (!$("overlay").checked) return;
+    const w = camVideo.videoWidth || 640, h = camVideo.videoHeight || 480;
+    if (overlay.width !== w) { overlay.width = w; overlay.height = h; }
+    const ctx = overlay.getContext("2d");
+    ctx.clearRect(0, 0, w, h);
+    const dots = (pts, color, r) => {
+      if (!pts) return;
+      ctx.fillStyle = color;
+      for (const [x, y] of pts) ctx.fillRect(x * w - r / 2, y * h - r / 2, r, r);
+    };
+    dots(c.pose, "#4cf", 6); dots(c.face, "#9f9", 2); dots(c.hand_left, "#fc4", 4); dots(c.hand_right, "#f7c", 4);
+  }
+
+  // ---- stats line -------------------------------------------------------------------------
+  function renderStats() {
+    const st = S.stats || {};
+    const ms = st.ms || {};
+    const g2g = meter.recent();
+    const dropped = st.dropped ? Object.values(st.dropped).reduce((a, b) => a + b, 0) : 0;
+    const parts = [
+      `in ${st.fps_in ?? "-"} fps`, `perceived ${st.fps_perceived ?? "-"} fps`, `out ${st.fps_out ?? "-"} fps`,
+      `decode ${ms.decode ?? "-"} ms`, `capture→cues ${ms.capture_to_cues ?? "-"} ms`,
+      `condition ${ms.condition ?? "-"} ms`, `render ${st.render_ms ?? "-"} ms`, `pack ${ms.pack ?? "-"} ms`,
+      `capture→render ${st.capture_to_render_ms ?? "-"} ms`,
+      `glass-to-glass ${isNaN(g2g) ? "-" : Math.round(g2g)} ms`, `dropped ${dropped}`,
+    ];
+    $("stats").textContent = parts.join(" · ");
+  }
+
+  // ---- camera + microphone -> WHIP --------------------------------------------------------
+  let media = null, pc = null, resource = null, stampCanvas = null, sendTrack = null;
+  async function openMedia() {
+    const camId = $("camera").value, micId = $("mic").value;
+    const m = await navigator.mediaDevices.getUserMedia({
+      video: Object.assign({ width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } },
+                           camId ? { deviceId: { exact: camId } } : {}),
+      audio: Object.assign({ echoCancellation: true, noiseSuppression: true }, micId ? { deviceId: { exact: micId } } : {}),
+    });
+    if (media) media.getTracks().forEach((t) => t.stop());
+    media = m;
+    camVideo.srcObject = new MediaStream(m.getVideoTracks());
+    await camVideo.play().catch(() => {});
+    sendTrack = useTimecode ? stampedTrack() : m.getVideoTracks()[0];
+    await fillDevices();
+  }
+  // The camera is redrawn onto a canvas with a timecode strip (capture time) along the bottom,
+  // so the service and viewers can measure glass-to-glass latency.
+  function stampedTrack() {
+    if (!stampCanvas) {
+      stampCanvas = document.createElement("canvas");
+      const ctx = stampCanvas.getContext("2d");
+      const draw = (now, meta) => {
+        const w = camVideo.videoWidth, h = camVideo.videoHeight;
+        if (w && h) {
+          if (stampCanvas.width !== w) { stampCanvas.width = w; stampCanvas.height = h; }
+          ctx.drawImage(camVideo, 0, 0, w, h);
+          const t = meta && meta.captureTime ? performance.timeOrigin + meta.captureTime : Date.now();
+          const sh = LA.cameraStripHeight(h);
+          LA.drawStamp(ctx, 0, h - sh, w, sh, [Math.round(t) % LA.MS_MOD], LA.CAMERA_FIELDS);
+        }
+        camVideo.requestVideoFrameCallback(draw);
+      };
+      camVideo.requestVideoFrameCallback(draw);
+      stampCanvas.width = 640; stampCanvas.height = 480;
+      S.stampStream = stampCanvas.captureStream(30);
+    }
+    return S.stampStream.getVideoTracks()[0];
+  }
+  async function fillDevices() {
+    const devs = await navigator.mediaDevices.enumerateDevices();
+    for (const [id, kind, track] of [["camera", "videoinput", media.getVideoTracks()[0]], ["mic", "audioinput", media.getAudioTracks()[0]]]) {
+      const sel = $(id), current = track && track.getSettings().deviceId;
+      sel.innerHTML = "";
+      devs.filter((d) => d.kind === kind).forEach((d, i) => sel.add(new Option(d.label || `${kind} ${i + 1}`, d.deviceId, false, d.deviceId === current)));
+    }
+  }
+  async function publish() {
+    const cfg = await LA.config();
+    pc = new RTCPeerConnection({ iceServers: cfg.ice_servers });
+    const vt = pc.addTransceiver(sendTrack, { direction: "sendonly" });
+    const at = media.getAudioTracks()[0];
+    if (at) pc.addTransceiver(at, { direction: "sendonly" });
+    resource = await LA.negotiate(pc, "/whip/" + encodeURIComponent(LA.session));
+    try {  // hold 640x480 instead of letting bandwidth estimation shrink the camera
+      const p = vt.sender.getParameters();
+      p.degradationPreference = "maintain-resolution";
+      await vt.sender.setParameters(p);
+    } catch (e) { /* older browsers */ }
+    pc.onconnectionstatechange = () => {
+      S.publishing = pc.connectionState === "connected";
+      setStatus(S.publishing ? "live" : pc.connectionState, S.publishing);
+      if (["failed", "closed"].includes(pc.connectionState)) setTimeout(startPublishing, 2000);
+    };
+  }
+  async function startPublishing() {
+    try {
+      if (pc) { pc.close(); LA.hangup(resource); }
+      await publish();
+      message("");
+    } catch (e) {
+      S.error = String(e.message || e);
+      setStatus("offline", false);
+      message("Cannot connect the camera: " + S.error + " (retrying)");
+      setTimeout(startPublishing, 3000);
+    }
+  }
+  async function switchDevice() {
+    try {
+      await openMedia();
+      if (pc) {
+        const senders = pc.getSenders();
+        const v = senders.find((s) => s.track && s.track.kind === "video");
+        const a = senders.find((s) => s.track && s.track.kind === "audio");
+        if (v) await v.replaceTrack(sendTrack);
+        if (a && media.getAudioTracks()[0]) await a.replaceTrack(media.getAudioTracks()[0]);
+      }
+    } catch (e) { message("Cannot open that device: " + e.message); }
+  }
+  $("camera").onchange = switchDevice;
+  $("mic").onchange = switchDevice;
+
+  // ---- avatar preview ---------------------------------------------------------------------
+  async function startPreview() {
+    const feed = $("preview-feed");
+    const r = new LA.PackedRenderer($("avatar"), feed);
+    r.onFrame = (info) => meter.frame(info);
+    S.renderer = r;
+    try {
+      const conn = await LA.watch(feed);
+      S.previewPc = conn.pc;
+      conn.pc.onconnectionstatechange = () => { S.previewing = conn.pc.connectionState === "connected"; };
+      window.addEventListener("pagehide", () => LA.hangup(conn.resource));
+    } catch (e) { message("Cannot show the avatar: " + e.message); }
+  }
+
+  window.addEventListener("pagehide", () => LA.hangup(resource));
+  openSocket();
+  try {
+    await openMedia();
+  } catch (e) {
+    setStatus("no camera", false);
+    message("Camera/microphone unavailable: " + e.message + ". The avatar idles (or plays the demo) until one connects.");
+    await startPreview();
+    return;
+  }
+  await Promise.all([startPublishing(), startPreview()]);
+  setInterval(renderStats, 1000);
+})();
