@@ -1,0 +1,62 @@
+"""The perception worker thread: newest frame in, Cues out, never stops on an error."""
+from __future__ import annotations
+
+import logging
+import threading
+
+from liveavatar.runtime import LatestSlot
+from liveavatar.types import CapturedFrame, Cues
+
+log = logging.getLogger(__name__)
+
+
+class PerceptionWorker:
+    """Daemon thread: takes the newest frame from `frames_in` (older untaken ones were dropped by
+    the slot and are counted there), runs `perception.process_video`, puts Cues in `cues_out`.
+    Exceptions from perception are counted and skipped; the thread keeps going."""
+
+    def __init__(self, perception, frames_in: LatestSlot[CapturedFrame], cues_out: LatestSlot[Cues]) -> None:
+        self.perception = perception
+        self.frames_in = frames_in
+        self.cues_out = cues_out
+        self.processed = 0
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def dropped(self) -> int:
+        return self.frames_in.dropped
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> "PerceptionWorker":
+        if not self.alive:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="perception-worker", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            frame = self.frames_in.take(timeout=0.1)
+            if frame is None:
+                if self.frames_in.closed:
+                    return
+                continue
+            try:
+                cues = self.perception.process_video(frame)
+            except Exception:
+                self.errors += 1
+                log.warning("perception worker: frame %s failed", getattr(frame, "seq", "?"),
+                            exc_info=self.errors <= 3)
+                continue
+            self.cues_out.put(cues)
+            self.processed += 1
