@@ -113,8 +113,6 @@ class Conditioner:
         self._out = np.zeros(SAMPLE, np.float32)
         self._scratch = np.zeros(SAMPLE, np.float32)
         self._sample = np.zeros(SAMPLE, np.float32)
-        self._body_conf_last = 0.0
-        self._face_conf_last = 0.0
         self._body_seen_s = -1e9     # clock time of the newest cues with a body / a face
         self._face_seen_s = -1e9
         self.body_present = 0.0
@@ -175,20 +173,17 @@ class Conditioner:
                 s[S_BONES] = self._retarget.bones
                 s[S_ROOT] = self._root(hx, hy, body_h, t_s)
                 self._body_seen_s = now_s
-        face_conf = 0.0
         expr = cues.expression
         if cues.expression_present and expr.shape[0] >= len(FACE_FEATURES) and np.isfinite(expr).all():
             head_angles(expr, self.mirror, s[S_HEAD])
             face_params(expr, self.mirror, s[S_FACE])
             self._face_seen_s = now_s
-            face_conf = 1.0
             if self._expr_buf is None or self._expr_buf.shape != expr.shape:
                 self._expr_buf = np.zeros_like(expr, dtype=np.float32)
             self._expr_buf[:] = expr
             self._expr = self._expr_buf
         else:
             self._expr = None
-        self._body_conf_last, self._face_conf_last = body_conf, face_conf
 
         self._prev, self._last = self._last, self._prev
         self._last[:] = s
@@ -401,8 +396,9 @@ class Conditioner:
 
         # Presence eases in and out, so losing the user drifts into idle instead of snapping.
         step = dt / tr.idle_blend_s
-        body_target = 1.0 if t_s - self._body_seen_s < tr.lost_after_s and self._body_conf_last > 0 else 0.0
-        face_target = 1.0 if t_s - self._face_seen_s < tr.lost_after_s and self._face_conf_last > 0 else 0.0
+        # A short detection dropout (a frame or two) holds the last pose rather than idling.
+        body_target = 1.0 if t_s - self._body_seen_s < tr.lost_after_s else 0.0
+        face_target = 1.0 if t_s - self._face_seen_s < tr.lost_after_s else 0.0
         if self._t_last is None:
             body_target = face_target = 0.0
         self.body_present = float(np.clip(self.body_present + np.clip(body_target - self.body_present, -step, step), 0, 1))
