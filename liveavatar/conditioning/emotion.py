@@ -127,7 +127,7 @@ class EmotionEngine:
         f = self.mapping.face
         smile, mouth = expr[FF["smile"]], expr[FF["mouth_open"]]
         brows = 0.5 * (expr[FF["brow_raise_left"]] + expr[FF["brow_raise_right"]])
-        furrow, gaze_down = expr[FF["brow_furrow"]], expr[FF["gaze_y"]]
+        furrow, gaze_down = expr[FF["brow_furrow"]], -expr[FF["gaze_y"]]   # gaze_y: + = up
         m = self._face_margin
         m[:] = -1.0
         self._set(m, "happy", smile - f.smile_happy)

@@ -49,7 +49,7 @@ def idle_pose(t: float, bones: np.ndarray, root: np.ndarray, head: np.ndarray,
     root[2] = 1.0 + 0.006 * breath
     gaze = _glance(t)
     head[0] = 0.25 * gaze[0]
-    head[1] = 0.03 * np.sin(2 * np.pi * 0.09 * t) - 0.1 * gaze[1]
+    head[1] = 0.03 * np.sin(2 * np.pi * 0.09 * t) + 0.1 * gaze[1]     # pitch and gaze_y: + = up
     head[2] = 0.03 * sway
     face[:] = 0.0
     blink = _blink(t)

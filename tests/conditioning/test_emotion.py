@@ -29,7 +29,7 @@ FACES = {
     "angry": expression(brow_furrow=0.8),
     "sad": expression(brow_raise_left=0.5, brow_raise_right=0.5),
     "excited": expression(smile=0.9, mouth_open=0.8),
-    "shy": expression(gaze_y=0.7, smile=0.25),
+    "shy": expression(gaze_y=-0.7, smile=0.25),      # looking down, a little smile
 }
 
 
