@@ -423,12 +423,13 @@ async def whip(request: web.Request) -> web.Response:
     def setup(pc, s: Session):
         if not any(t.kind in ("video", "audio") for t in pc.getTransceivers()):
             raise UserError("the offer sends no audio or video")
+        # aiortc made the remote tracks while applying the offer; read them from now on.
         tasks = []
-
-        @pc.on("track")
-        def on_track(track):
-            drain = drain_video if track.kind == "video" else drain_audio
-            tasks.append(asyncio.ensure_future(drain(track, s)))
+        for t in pc.getTransceivers():
+            track = t.receiver.track if t.receiver else None
+            if track is not None:
+                drain = drain_video if track.kind == "video" else drain_audio
+                tasks.append(asyncio.ensure_future(drain(track, s)))
 
         old = s.ingest
         s.ingest, s.ingest_kind, s.ever_had_camera = pc, "webrtc", True
