@@ -27,7 +27,8 @@ from liveavatar.types import (FACE_FEATURES, FF, AudioChunk, CapturedFrame, Cues
 from liveavatar.perception.expression import NEUTRAL_FEATURES, Calibration, raw_metrics
 from liveavatar.perception.filters import ExpressionFilter, PartFilter
 from liveavatar.perception.trackers import (N_FACE, N_HAND, N_POSE, POSE_LEFT_WRIST, POSE_RIGHT_WRIST,
-                                            FaceTracker, HandsObservation, HandTracker, PoseTracker)
+                                            FaceTracker, HandsObservation, HandTracker, PoseTracker,
+                                            assign_hands_to_wrists)
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,8 @@ class Perception:
         self.bad_frames = 0
         self.errors = 0
         self.hands_gated = 0
+        self.pose_updates = 0         # new pose results used (the rate pose keeps up at)
+        self.hands_updates = 0
         self._frame_times: deque[float] = deque(maxlen=61)
         self._keyword_hits: deque[KeywordHit] = deque(maxlen=32)
 
@@ -195,12 +198,15 @@ class Perception:
         self._last_audio_ns = 0
         self._audio_q: queue.Queue = queue.Queue(maxsize=audio_queue)
         self._voice_thread = None
+        self._voice_inline = self.sync      # offline: analyse audio in order, on the caller's thread
         if enable_voice:
             from liveavatar.perception.voice import VoiceAnalyzer
             self.voice_analyzer = VoiceAnalyzer(keywords, keyword_threshold)
+        if enable_voice and not self._voice_inline:
             self._voice_thread = threading.Thread(target=self._voice_loop, name="perception-voice",
                                                   daemon=True)
             self._voice_thread.start()
+        self._inline_lock = threading.Lock()
         self._closed = False
 
     # ------------------------------------------------------------------------------------------
@@ -273,6 +279,7 @@ class Perception:
         if n <= self._pose_used_n:
             return                      # nothing new: keep holding
         self._pose_used_n = n
+        self.pose_updates += 1
         if res is None:
             self._pose_f.lose(t)
         else:
@@ -286,13 +293,34 @@ class Perception:
         if n <= self._hands_used_n:
             return
         self._hands_used_n = n
+        self.hands_updates += 1
         res = res if isinstance(res, HandsObservation) else HandsObservation(None, None)
+        res = self._assign_sides(res)
         for f, lm, conf in ((self._left_f, res.left, res.left_confidence),
                             (self._right_f, res.right, res.right_confidence)):
             if lm is None:
                 f.lose(t)
             else:
                 f.observe(lm, conf, t)
+
+    def _assign_sides(self, obs: HandsObservation) -> HandsObservation:
+        """Side by the pose's wrists (the hand model's own left/right guess is near chance on
+        unmirrored frames), using the pose of this frame when it was waited for."""
+        pose = self._last_pose_raw
+        hands = [h for h in (obs.left, obs.right) if h is not None]
+        if pose is None or not hands:
+            return obs
+        sides = assign_hands_to_wrists(hands, pose)
+        if sides is None:
+            return obs
+        confs = [c for h, c in ((obs.left, obs.left_confidence), (obs.right, obs.right_confidence)) if h is not None]
+        out = HandsObservation(None, None)
+        for h, c, is_left in zip(hands, confs, sides):
+            if is_left:
+                out.left, out.left_confidence = h, c
+            else:
+                out.right, out.right_confidence = h, c
+        return out
 
     def _update_face(self, obs, img: np.ndarray, t_s: float) -> None:
         if obs is None:
@@ -358,8 +386,17 @@ class Perception:
     # Audio
     # ------------------------------------------------------------------------------------------
     def process_audio(self, chunk: AudioChunk) -> None:
-        """Thread-safe and non-blocking: enqueue for the voice thread (drops the oldest when full)."""
+        """Thread-safe and non-blocking: enqueue for the voice thread (drops the oldest when full).
+        In sync mode (offline) the chunk is analysed right here, in order."""
         if self.voice_analyzer is None or self._closed:
+            return
+        self._last_audio_ns = self.clock.now_ns()
+        if self._voice_inline:
+            with self._inline_lock:
+                t0 = time.perf_counter()
+                self.voice_analyzer.feed(chunk.samples, chunk.sample_rate, chunk.t_capture_ns)
+                self.timer.record("voice", (time.perf_counter() - t0) * 1e3)
+                self._collect_hits()
             return
         item = (chunk.samples, chunk.sample_rate, chunk.t_capture_ns)
         try:
@@ -374,7 +411,6 @@ class Perception:
                 self._audio_q.put_nowait(item)
             except queue.Full:
                 self.audio_dropped += 1
-        self._last_audio_ns = self.clock.now_ns()
 
     def _voice_loop(self) -> None:
         va = self.voice_analyzer
@@ -410,6 +446,10 @@ class Perception:
         """Wait until every queued chunk is analysed and any utterance in progress is decoded
         (end of a file, tests). True if done within `timeout`."""
         if self._voice_thread is None:
+            if self.voice_analyzer is not None:
+                with self._inline_lock:
+                    self.voice_analyzer.flush()
+                    self._collect_hits()
             return True
         done = threading.Event()
         try:
@@ -433,7 +473,8 @@ class Perception:
         ft = self._frame_times
         fps = (len(ft) - 1) / (ft[-1] - ft[0]) if len(ft) > 1 and ft[-1] > ft[0] else 0.0
         ms = {k: round(v["median_ms"], 2) for k, v in self.timer.summary().items()}
-        out = {"fps": round(fps, 2), "frames": self.frames, "ms": ms,
+        out = {"fps": round(fps, 2), "frames": self.frames, "pose_updates": self.pose_updates,
+               "hands_updates": self.hands_updates, "ms": ms,
                "p95_ms": {k: round(v["p95_ms"], 2) for k, v in self.timer.summary().items()},
                "dropped": {"pose_skipped": self._pose_thread.skipped if self._pose_thread else 0,
                            "hands_skipped": self._hands_thread.skipped if self._hands_thread else 0,

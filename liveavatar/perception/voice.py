@@ -259,7 +259,7 @@ class VoiceAnalyzer:
     def feed(self, samples: np.ndarray, sample_rate: int, t_capture_ns: int = 0) -> int:
         """Analyse one chunk; returns the number of 16 ms hops completed. Never raises."""
         import time
-        t0 = time.process_time()
+        t0 = time.thread_time()   # this thread only: vision threads run beside it
         try:
             return self._feed(samples, sample_rate, t_capture_ns)
         except Exception:
@@ -267,7 +267,7 @@ class VoiceAnalyzer:
             log.debug("voice chunk skipped", exc_info=True)
             return 0
         finally:
-            self.process_s += time.process_time() - t0
+            self.process_s += time.thread_time() - t0
 
     def _feed(self, samples: np.ndarray, sample_rate: int, t_capture_ns: int) -> int:
         rate = int(sample_rate) if np.isscalar(sample_rate) else 0
