@@ -20,7 +20,28 @@ app.add_typer(bench.app, name="bench")
 app.add_typer(obs.app, name="obs")
 
 
+def _quiet_native_logs() -> None:
+    """MediaPipe/TFLite write C++ log lines straight to file descriptor 2 (absl ignores
+    GLOG_minloglevel before InitializeLog). Point fd 2 at /dev/null and keep Python's own
+    stderr on a duplicate, so users see our messages and not the native noise.
+    LIVEAVATAR_NATIVE_LOGS=1 keeps them."""
+    import os
+    if os.environ.get("LIVEAVATAR_NATIVE_LOGS") or not hasattr(os, "dup2"):
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        sys.stderr = os.fdopen(saved, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",
+                               errors="backslashreplace")
+    except OSError:
+        pass
+
+
 def main() -> None:
+    _quiet_native_logs()
     try:
         app(standalone_mode=False)
     except UserError as e:

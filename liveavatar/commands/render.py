@@ -35,17 +35,22 @@ def render(
     if quiet:
         result = render_file(opts)
     else:
-        with Progress(TextColumn("[bold]rendering"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[fps]:.1f} fps"), TimeRemainingColumn(),
-                      console=console, transient=False) as bar:
-            task = bar.add_task("render", total=None, fps=0.0)
-            import time
-            t0 = time.perf_counter()
+        import time
+        # The bar starts with the first rendered frame, so input errors print alone.
+        bar = Progress(TextColumn("[bold]rendering"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[fps]:.1f} fps"), TimeRemainingColumn(), console=console)
+        task = bar.add_task("render", total=None, fps=0.0)
+        t0 = time.perf_counter()
 
-            def progress(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=max(total, done) or None,
-                           fps=done / max(time.perf_counter() - t0, 1e-6))
+        def progress(done: int, total: int) -> None:
+            if done == 1:
+                bar.start()
+            bar.update(task, completed=done, total=max(total, done) or None,
+                       fps=done / max(time.perf_counter() - t0, 1e-6))
+        try:
             result = render_file(opts, progress)
+        finally:
+            bar.stop()
     if not quiet:
         from rich.table import Table
         t = Table(title=f"{result.output}: {result.frames} frames, {result.seconds:.2f} s of video, "
