@@ -160,13 +160,14 @@ def test_real_talking_clip_conditioning_stream():
 
 def test_perceive_command_prints_the_conditioning_stream():
     r = subprocess.run([sys.executable, "-m", "liveavatar.cli", "perceive", str(path("grace_nod.mp4")),
-                        "--conditioning", "--max-frames", "20"],
+                        "--conditioning", "--max-frames", "45"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     lines = [json.loads(x) for x in r.stdout.splitlines()]
-    assert len(lines) == 20
+    assert len(lines) == 45
     last = lines[-1]
     assert set(last["bones"]) == set(BONE_INDEX) and set(last["emotion"]) == set(EMOTIONS)
+    # Live-mode perception may skip frames on a busy machine, so presence is checked loosely.
     assert last["body_present"] > 0.5 and last["emotion"]["neutral"] > 0.8
     # A whole-image bob (camera motion) is not a nod: no action is triggered.
     assert all(x["action"] == "none" for x in lines)
