@@ -614,6 +614,7 @@ async def stats_task(app: web.Application) -> None:
             stats[sid] = st
             s.publish_event(st)
         app[STATE]["stats"] = stats
+        eng.revive_workers()
         await eng.reap_idle()
 
 
@@ -695,6 +696,7 @@ def create_app(cfg: ServerConfig, stages: Stages | None = None,
                   "startup_errors": [], "boot_id": secrets.token_hex(4), "started": time.time()}
     r = app.router
     r.add_get("/", index)
+    r.add_get("/favicon.ico", lambda request: web.Response(status=204))
     r.add_get("/{page:studio|viewer}", page)
     r.add_static("/static", STATIC, append_version=False)
     r.add_get("/health", health)

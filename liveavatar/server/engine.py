@@ -548,6 +548,7 @@ class Engine:
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="setup")
         self._creating: dict[str, asyncio.Future] = {}
         self.started_at = time.monotonic()
+        self.worker_restarts = 0      # perception worker threads found dead and replaced
 
     # -- startup / shutdown -------------------------------------------------------------------
     async def start(self) -> None:
@@ -642,6 +643,21 @@ class Engine:
             if sid != "default" and not s.busy and now - s.last_used > self.cfg.session_idle_s:
                 await self.remove(sid)
 
+    def revive_workers(self) -> int:
+        """Replace any session's perception worker whose thread died (a crash in native code, a
+        BaseException): the avatar idles meanwhile instead of staying frozen on stale cues.
+        Called ~1 Hz; restarts are logged and counted (/health, /metrics)."""
+        revived = 0
+        for s in list(self.sessions.values()):
+            if getattr(s.worker, "alive", True):
+                continue
+            log.error("session %s: perception worker died; restarting it", s.sid)
+            s.worker = self.stages.worker(s.perception, s.frames_in, s.cues)
+            s.worker.start()
+            self.worker_restarts += 1
+            revived += 1
+        return revived
+
     # -- sources ------------------------------------------------------------------------------
     def drive_from_file(self, s: Session, path: Path) -> None:
         if self.stages.iter_media is None:
@@ -705,4 +721,5 @@ class Engine:
             "fps": self.cfg.fps, "size": self.cfg.size,
             "render_fps_target": self.cfg.fps,
             "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "perception_worker_restarts": self.worker_restarts,
         }

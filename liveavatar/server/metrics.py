@@ -1,6 +1,9 @@
 """Prometheus metrics, read from the engine at scrape time (nothing is added to the hot path)."""
 from __future__ import annotations
 
+import asyncio
+import threading
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -28,6 +31,13 @@ class EngineCollector:
         yield g
         yield CounterMetricFamily("liveavatar_render_ticks_skipped", "Output ticks skipped because rendering fell behind",
                                   value=eng.ticker_skipped())
+        yield CounterMetricFamily("liveavatar_perception_worker_restarts",
+                                  "Perception worker threads found dead and replaced", value=eng.worker_restarts)
+        # Soak tests watch these stay flat (a leak of tasks or threads shows here first).
+        yield GaugeMetricFamily("liveavatar_asyncio_tasks", "Tasks alive on the service's event loop",
+                                value=len(asyncio.all_tasks(eng.loop)) if eng.loop else 0)
+        yield GaugeMetricFamily("liveavatar_threads", "Python threads alive in the service",
+                                value=threading.active_count())
 
         frames_in = CounterMetricFamily("liveavatar_frames_received", "Camera frames received", labels=["session"])
         frames_out = CounterMetricFamily("liveavatar_frames_rendered", "Avatar frames rendered", labels=["session"])
