@@ -66,7 +66,10 @@ class MpegTsFeed(FrameSink):
     def _open(self) -> None:
         import av
         try:
-            self._container = av.open(self._open_url, mode="w", format="mpegts")
+            # flush_packets: each frame leaves in its own datagrams at once instead of its
+            # tail waiting in the output buffer for the next frame (one frame of latency).
+            self._container = av.open(self._open_url, mode="w", format="mpegts",
+                                      options={"flush_packets": "1", "omit_video_pes_length": "0"})
         except av.error.FFmpegError as e:
             raise UserError(f"cannot open feed {self.url!r}: {e}") from e
         stream = self._container.add_stream("libx264", rate=self.fps)
