@@ -62,6 +62,14 @@ def render(seconds: float = typer.Option(10.0, help="Length of the generated 640
     _finish(b.run(seconds=seconds), json_path)
 
 
+@app.command()
+def feed(seconds: float = typer.Option(10.0, help="Measured duration per frame size."),
+         json_path: Optional[Path] = JsonOpt) -> None:
+    """MPEG-TS feed for OBS: sink cost per frame and send-to-decoded latency."""
+    from liveavatar.bench import feed as b
+    _finish(b.run(seconds=seconds), json_path)
+
+
 @app.command("all")
 def all_(out: Path = typer.Option(Path("bench-results"), help="Folder for bench.json and bench.md."),
          quick: bool = typer.Option(False, help="Shorter runs (for a smoke check, not for the README)."),
@@ -82,6 +90,7 @@ def all_(out: Path = typer.Option(Path("bench-results"), help="Folder for bench.
         ("neural_quality", "neural_quality", {}),
         ("render", "render", dict(seconds=10.0)),
         ("e2e", "e2e", dict(seconds=20 * f)),
+        ("feed", "feed", dict(seconds=10 * f)),
     ]
     out.mkdir(parents=True, exist_ok=True)
     results, failures = [], {}
