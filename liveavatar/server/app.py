@@ -166,6 +166,10 @@ async def page(request: web.Request) -> web.FileResponse:
     return resp
 
 
+async def no_content(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
 async def index(request: web.Request) -> web.Response:
     raise web.HTTPFound("/studio" + (f"?{request.query_string}" if request.query_string else ""))
 
@@ -696,7 +700,7 @@ def create_app(cfg: ServerConfig, stages: Stages | None = None,
                   "startup_errors": [], "boot_id": secrets.token_hex(4), "started": time.time()}
     r = app.router
     r.add_get("/", index)
-    r.add_get("/favicon.ico", lambda request: web.Response(status=204))
+    r.add_get("/favicon.ico", no_content)
     r.add_get("/{page:studio|viewer}", page)
     r.add_static("/static", STATIC, append_version=False)
     r.add_get("/health", health)

@@ -157,7 +157,7 @@
   }
   async function publish() {
     const cfg = await LA.config();
-    pc = new RTCPeerConnection({ iceServers: cfg.ice_servers });
+    pc = S.pc = new RTCPeerConnection({ iceServers: cfg.ice_servers });
     const vt = pc.addTransceiver(sendTrack, { direction: "sendonly" });
     const at = media.getAudioTracks()[0];
     if (at) pc.addTransceiver(at, { direction: "sendonly" });

@@ -1,0 +1,132 @@
+"""The live service against a real browser: studio (fake camera of a real person + real speech)
+and a viewer page, one service and one Chromium for the whole module."""
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from liveavatar.server.config import ServerConfig
+from liveavatar.server.engine import real_stages
+from tests.media import path as media_path
+from tests.server.browser import FRAMES_DECODED_JS, RED_PIXELS_JS, launch, make_y4m
+from tests.server.conftest import ServerThread, free_port, http, wait_until
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+    tmp = tmp_path_factory.mktemp("browser")
+    y4m = make_y4m(media_path("astronaut_talk.mp4"), tmp / "camera.y4m")
+    cfg = ServerConfig(port=free_port(), size=256, demo=False)
+    server = ServerThread(cfg, real_stages(cfg)).start()
+    with sync_playwright() as pw:
+        ctx = launch(pw, tmp / "profile", y4m, media_path("speech_hello.wav"))
+        studio = ctx.new_page()
+        studio.goto(server.url + "/studio")
+        viewer = ctx.new_page()
+        viewer.goto(server.url + "/viewer?transparent=1")
+        try:
+            yield server, studio, viewer
+        finally:
+            ctx.close()
+            server.stop()
+
+
+def test_studio_connects_and_service_perceives_a_person(live):
+    server, studio, _ = live
+    wait_until(lambda: studio.evaluate("window.__studio && window.__studio.publishing"), 60,
+               what="the studio's camera connection")
+    s = server.engine.sessions["default"]
+    assert s.ingest is not None and s.ingest_kind == "webrtc"
+    cues = wait_until(lambda: s.last_cues if (s.last_cues is not None and s.last_cues.face.present
+                                               and s.last_cues.pose.present) else None,
+                      60, what="perception to find the person in the studio's camera")
+    assert cues.expression_present
+    assert s.input.stamped_frames > 0, "the studio's capture timecode did not reach the service"
+    # The studio shows the controls it got from the service, with their keys.
+    assert studio.locator("#emotions button").count() >= 7
+    assert "2" in studio.locator("#emotions button[data-name=happy]").inner_text()
+    wait_until(lambda: "fps" in studio.inner_text("#stats") and "glass-to-glass" in studio.inner_text("#stats"),
+               20, what="the stats line")
+    state = wait_until(lambda: (st := http(server.url + "/api/sessions/default/state")[1])
+                       ["conditioning"]["face_present"] > 0.5 and st, 30,
+                       what="the conditioner to trust the tracked face")
+    assert state["camera"] is True
+
+
+def test_viewer_decodes_at_least_25_fps_of_avatar_video(live):
+    _, _, viewer = live
+    wait_until(lambda: viewer.evaluate("window.__viewer && window.__viewer.connected"), 60,
+               what="the viewer's connection")
+    wait_until(lambda: viewer.evaluate(FRAMES_DECODED_JS) > 30, 60, what="first decoded frames")
+    n0, t0 = viewer.evaluate(FRAMES_DECODED_JS), time.monotonic()
+    time.sleep(5.0)
+    n1, t1 = viewer.evaluate(FRAMES_DECODED_JS), time.monotonic()
+    fps = (n1 - n0) / (t1 - t0)
+    print(f"viewer decoded {fps:.1f} fps")
+    assert fps >= 25.0
+
+
+def test_emotion_key_in_studio_changes_the_avatar_in_the_viewer(live):
+    server, studio, viewer = live
+    red_before = viewer.evaluate(RED_PIXELS_JS)
+    changes_before = viewer.evaluate("window.__viewer.meter.eventChanges.length")
+    studio.select_option("#mode", "hold")
+    studio.fill("#hold", "30")
+    studio.locator("body").click(position={"x": 5, "y": 5})  # focus the page, not an input
+    studio.keyboard.press("4")  # 1 neutral, 2 happy, 3 sad, 4 angry
+    state = wait_until(lambda: (st := http(server.url + "/api/sessions/default/state")[1])
+                       and any(t["emotion"] == "angry" and t["source"] == "studio"
+                               for t in st["conditioning"]["triggers"]) and st, 20,
+                       what="the service to apply the studio's key")
+    assert state["conditioning"]["emotion"]["distribution"]["angry"] > 0.3
+    # The viewer receives frames rendered after the event (timecode event counter) ...
+    wait_until(lambda: viewer.evaluate("window.__viewer.meter.eventChanges.length") > changes_before, 20,
+               what="a viewer frame carrying the new control event")
+    # ... and its pixels show the angry face (red flush and anger marks).
+    red_after = wait_until(lambda: (n := viewer.evaluate(RED_PIXELS_JS)) > red_before + 40 and n, 20,
+                           what="the angry face in the viewer")
+    assert red_after > red_before + 40
+
+
+def test_transparent_viewer_has_clear_pixels_around_the_character(live):
+    _, _, viewer = live
+    png = viewer.locator("#avatar").screenshot(omit_background=True)
+    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert img.ndim == 3 and img.shape[2] == 4, "screenshot has no alpha channel"
+    alpha = img[..., 3]
+    h, w = alpha.shape
+    corners = np.concatenate([alpha[: h // 10, : w // 10].ravel(), alpha[: h // 10, -w // 10:].ravel()])
+    assert (corners == 0).mean() > 0.95, "the background around the character is not transparent"
+    assert (alpha[h // 4: 3 * h // 4, w // 3: 2 * w // 3] == 255).mean() > 0.3, "the character is not opaque"
+
+
+def test_glass_to_glass_latency_is_measured_from_capture_to_viewer(live):
+    server, studio, viewer = live
+    samples = wait_until(lambda: (v := viewer.evaluate("window.__viewer.meter.samples")) and len(v) >= 20 and v,
+                         30, what="glass-to-glass samples in the viewer")
+    g2g = float(np.median(samples))
+    print(f"glass-to-glass median {g2g:.0f} ms over {len(samples)} frames")
+    assert 0 < g2g < 10_000
+    # The server-side part (capture -> rendered) is a part of it, so it must be smaller.
+    server_ms = server.engine.sessions["default"].timer.summary()["capture_to_render"]["median_ms"]
+    assert 0 < server_ms < g2g
+
+
+def test_green_background_viewer(live):
+    server, studio, _ = live
+    page = studio.context.new_page()
+    try:
+        page.goto(server.url + "/viewer?bg=green")
+        wait_until(lambda: page.evaluate("window.__viewer && window.__viewer.frames > 3"), 60,
+                   what="frames in the green viewer")
+        img = cv2.imdecode(np.frombuffer(page.screenshot(), np.uint8), cv2.IMREAD_COLOR)
+        b, g, r = img[5, 5]
+        assert g > 200 and r < 40 and b < 40
+    finally:
+        page.close()
