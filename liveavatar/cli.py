@@ -54,7 +54,9 @@ def main() -> None:
         sys.exit(e.exit_code)
     except Exception as e:  # click usage errors land here in standalone_mode=False
         import click
-        if isinstance(e, click.ClickException):
+        # typer >= 0.22 vendors click: its usage errors are typer.TyperException, not click's.
+        if isinstance(e, click.ClickException) or (isinstance(e, typer.TyperException)
+                                                   and hasattr(e, "show")):
             e.show()
             sys.exit(2)
         raise
