@@ -1,6 +1,7 @@
 """`liveavatar obs setup|remove|status`: put the avatar into OBS Studio over obs-websocket."""
 from __future__ import annotations
 
+import enum
 import ipaddress
 import json
 from typing import Optional
@@ -12,13 +13,19 @@ app = typer.Typer(help="Add, check or remove the avatar as an OBS source (obs-we
 
 HostOpt = typer.Option("localhost", "--host", envvar="OBS_WEBSOCKET_HOST", help="OBS websocket host.")
 PortOpt = typer.Option(4455, "--port", envvar="OBS_WEBSOCKET_PORT", help="OBS websocket port.")
-PasswordOpt = typer.Option("", "--password", envvar="OBS_WEBSOCKET_PASSWORD",
+PasswordOpt = typer.Option("", "--password", envvar="OBS_WEBSOCKET_PASSWORD", show_default=False,
                            help="OBS websocket password (Tools > WebSocket Server Settings).")
 SessionOpt = typer.Option("default", "--session", help="Avatar session shown by the source.")
 ServiceOpt = typer.Option("http://127.0.0.1:8080", "--service", envvar="LIVEAVATAR_URL",
                           help="URL of the running `liveavatar serve`.")
 TokenOpt = typer.Option(None, "--token", envvar="LIVEAVATAR_TOKEN",
                         help="Control token of the service (needed when it binds beyond localhost).")
+
+
+class Mode(str, enum.Enum):
+    auto = "auto"
+    browser = "browser"
+    media = "media"
 
 
 def _connect(host: str, port: int, password: str):
@@ -46,8 +53,9 @@ def setup(host: str = HostOpt, port: int = PortOpt, password: str = PasswordOpt,
                                               "(default: the current program scene)."),
           session: str = SessionOpt, service: str = ServiceOpt, token: Optional[str] = TokenOpt,
           viewer_token: Optional[str] = typer.Option(None, "--viewer-token", envvar="LIVEAVATAR_VIEWER_TOKEN",
-                                                     help="Read-only token for the browser source URL."),
-          mode: str = typer.Option("auto", "--mode", help="auto (browser source when OBS has one), "
+                                                     help="Read-only token for the browser source URL "
+                                                     "(default: --token)."),
+          mode: Mode = typer.Option(Mode.auto, "--mode", help="auto (browser source when OBS has one), "
                                    "browser, or media (MPEG-TS feed + chroma key)."),
           feed: Optional[str] = typer.Option(None, "--feed", help="MPEG-TS feed address for the media "
                                              "source (default udp://<OBS host>:5600)."),
@@ -60,8 +68,8 @@ def setup(host: str = HostOpt, port: int = PortOpt, password: str = PasswordOpt,
     """Create or update the avatar source in an OBS scene. Safe to run again: never duplicates."""
     from liveavatar.obs.setup import SetupOptions, setup as do_setup
     feed_host = "127.0.0.1" if _is_loopback(host) else host  # the service sends to OBS's machine
-    opts = SetupOptions(session=session, scene=scene, mode=mode, service=_service(service, token),
-                        viewer_token=viewer_token, feed_url=feed or f"udp://{feed_host}:5600",
+    opts = SetupOptions(session=session, scene=scene, mode=mode.value, service=_service(service, token),
+                        viewer_token=viewer_token or token, feed_url=feed or f"udp://{feed_host}:5600",
                         start_feed=start_feed, size=size, reposition=reposition)
     with _connect(host, port, password) as obs:
         report = do_setup(obs, opts)
