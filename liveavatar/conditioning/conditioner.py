@@ -53,6 +53,21 @@ KEYWORD_REFRACTORY_NS = 1_000_000_000
 _MOUTH_OPEN, _MOUTH_WIDTH = FP["mouth_open"], FP["mouth_width"]
 
 
+# Valid range of every slot of a sample (bones are wrapped instead).
+_LOW = np.full(SAMPLE, -np.inf, np.float32)
+_HIGH = np.full(SAMPLE, np.inf, np.float32)
+_LOW[S_ROOT], _HIGH[S_ROOT] = (-1.0, -1.0, 0.5), (1.0, 1.0, 2.0)
+_LOW[S_HEAD], _HIGH[S_HEAD] = -HEAD_LIMIT, HEAD_LIMIT
+_LOW[S_FACE], _HIGH[S_FACE] = 0.0, 1.0
+_LOW[S_FACE.start + FP["gaze_x"]] = _LOW[S_FACE.start + FP["gaze_y"]] = -1.0
+
+
+def _unit(x: float) -> float:
+    """Clamp to 0..1 (NaN -> 0), cheaply for a Python scalar."""
+    x = float(x)
+    return 0.0 if not x > 0.0 else (1.0 if x > 1.0 else x)
+
+
 def _lerp_sample(a: np.ndarray, b: np.ndarray, u: float, out: np.ndarray,
                  angles: np.ndarray = _ANGLES) -> np.ndarray:
     """a + (b - a) * u, taking the short way round for angles (u may exceed 1: extrapolation)."""
@@ -340,7 +355,7 @@ class Conditioner:
         # The event happened between the previous tick and this one: count it from there, so the
         # very next tick already shows it partly blended in.
         start = t_s - self.period_s
-        intensity = float(np.clip(ev.intensity, 0.0, 1.0))
+        intensity = _unit(ev.intensity)
         if ev.kind is ControlKind.EMOTION:
             if self.emotion.index(ev.name) is not None:
                 self.emotion.trigger(ev.name, ev.mode, ev.hold_s, intensity, ev.source, start)
@@ -401,8 +416,8 @@ class Conditioner:
         face_target = 1.0 if t_s - self._face_seen_s < tr.lost_after_s else 0.0
         if self._t_last is None:
             body_target = face_target = 0.0
-        self.body_present = float(np.clip(self.body_present + np.clip(body_target - self.body_present, -step, step), 0, 1))
-        self.face_present = float(np.clip(self.face_present + np.clip(face_target - self.face_present, -step, step), 0, 1))
+        self.body_present = _unit(self.body_present + min(max(body_target - self.body_present, -step), step))
+        self.face_present = _unit(self.face_present + min(max(face_target - self.face_present, -step), step))
 
         out = self._out
         out[:] = idle
@@ -413,7 +428,7 @@ class Conditioner:
         # Voice: speaking and visemes follow the newest voice features, fading when audio stops.
         voice = self._voice
         voice_live = voice.present and t_s - self._voice_t_s < tr.lost_after_s
-        speak_target = float(np.clip(voice.speaking_prob, 0, 1)) if voice_live else 0.0
+        speak_target = _unit(voice.speaking_prob) if voice_live else 0.0
         k = 1.0 - np.exp(-dt / (0.03 if speak_target > self._speaking else 0.15)) if dt > 0 else 0.0
         self._speaking += (speak_target - self._speaking) * k
         vis = self._visemes
@@ -443,31 +458,25 @@ class Conditioner:
 
     def _build(self, t_ns: int, out: np.ndarray, vis: np.ndarray, emo: np.ndarray,
                intensity: float) -> Conditioning:
-        # Fresh arrays per tick: the Conditioning is handed to another thread and may be kept.
-        bones = np.nan_to_num(out[S_BONES], nan=0.0, posinf=0.0, neginf=0.0)
-        bones = wrap_angle(bones).astype(np.float32)
-        root = np.nan_to_num(out[S_ROOT], nan=0.0)
-        root = np.array([np.clip(root[0], -1, 1), np.clip(root[1], -1, 1),
-                         np.clip(root[2] if root[2] > 0 else 1.0, 0.5, 2.0)], np.float32)
-        head = np.clip(np.nan_to_num(out[S_HEAD]), -HEAD_LIMIT, HEAD_LIMIT).astype(np.float32)
-        face = np.clip(np.nan_to_num(out[S_FACE]), 0.0, 1.0).astype(np.float32)
-        gaze = np.nan_to_num(out[S_FACE][[FP["gaze_x"], FP["gaze_y"]]])
-        face[[FP["gaze_x"], FP["gaze_y"]]] = np.clip(gaze, -1.0, 1.0)
-        emotion = np.nan_to_num(emo, nan=0.0).astype(np.float32)
+        bad = ~np.isfinite(out)
+        if bad.any():                      # never pass NaN on: fall back to the idle pose there
+            out[bad] = self._idle[bad]
+        np.clip(out, _LOW, _HIGH, out=out)
+        out[S_BONES] = wrap_angle(out[S_BONES])
+        emotion = emo.astype(np.float32)   # fresh arrays: the Conditioning goes to another thread
         total = float(emotion.sum())
-        if total <= 1e-6:
+        if not np.isfinite(total) or total <= 1e-6:
             emotion[:] = 0.0
             emotion[0] = 1.0
         else:
             emotion /= total
         return Conditioning(
             seq=self.seq, t_tick_ns=int(t_ns), t_capture_ns=int(self._t_capture_ns),
-            bone_angles=bones, root=root, head=head, face=face, visemes=vis.astype(np.float32),
-            emotion=emotion, emotion_intensity=float(np.clip(intensity, 0.0, 1.0)),
-            action=self.action.name, action_phase=float(np.clip(self.action.phase, 0.0, 1.0)),
-            action_weight=float(np.clip(self.action.weight, 0.0, 1.0)),
-            speaking=float(np.clip(self._speaking, 0.0, 1.0)),
-            body_present=float(np.clip(self.body_present, 0.0, 1.0)))
+            bone_angles=out[S_BONES].copy(), root=out[S_ROOT].copy(), head=out[S_HEAD].copy(),
+            face=out[S_FACE].copy(), visemes=vis.copy(), emotion=emotion,
+            emotion_intensity=_unit(intensity), action=self.action.name,
+            action_phase=_unit(self.action.phase), action_weight=_unit(self.action.weight),
+            speaking=_unit(self._speaking), body_present=_unit(self.body_present))
 
     # -- introspection ----------------------------------------------------------------------
 

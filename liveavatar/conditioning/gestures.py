@@ -18,6 +18,7 @@ _POINTS = np.array([L_WRIST, R_WRIST, L_ELBOW, R_ELBOW, L_SHOULDER, R_SHOULDER, 
 LW, RW, LE, RE, LS, RS, NO, LH, RH = range(len(_POINTS))
 CAPACITY = 128            # samples; enough for a 2 s window at 60 fps
 MIN_SAMPLES = 8
+RECOGNISE_EVERY = 2       # samples; gestures last half a second or more, so 15 Hz checks suffice
 VISIBLE = 0.5
 
 
@@ -46,6 +47,7 @@ class GestureRecognizer:
         self._head_ok = np.zeros(CAPACITY, bool)
         self._n = 0
         self._i = 0
+        self._pushed = 0
         self._last_fired: dict[str, float] = {}
         self.last: tuple[str, float] | None = None           # (gesture, t seconds)
 
@@ -72,6 +74,9 @@ class GestureRecognizer:
             self._head_ok[i] = False
         self._i = (i + 1) % CAPACITY
         self._n = min(self._n + 1, CAPACITY)
+        self._pushed += 1
+        if self._pushed % RECOGNISE_EVERY:
+            return []
         found = self._recognise(t_s)
         fired = []
         for g in found:
