@@ -194,3 +194,14 @@ def test_obs_request_errors_become_one_line_user_errors():
     fake = FakeObs()
     with pytest.raises(UserError, match=r"OBS refused Frobnicate \(code 204\): unknown request"):
         ObsClient(fake).call("Frobnicate")
+
+
+def test_bad_mode_is_a_usage_error_before_connecting():
+    import os
+
+    from tests.obs.conftest import run_cli
+    from tests.obs.headless import free_port
+    r = run_cli(dict(os.environ), "obs", "setup", "--mode", "webcam", "--port", str(free_port()))
+    assert r.returncode == 2
+    assert "Invalid value for '--mode'" in r.stderr and "Traceback" not in r.stderr
+    assert "cannot reach" not in r.stderr  # refused before any connection attempt

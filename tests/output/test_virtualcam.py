@@ -62,3 +62,34 @@ def test_frames_reach_the_camera_composited_and_resized(monkeypatch):
     assert np.abs(cam.frames[0].astype(int) - over(rgba, (0, 0, 0))).max() <= 1
     # The 640x480 frame was scaled to the camera's size, not cropped.
     assert np.abs(cam.frames[1].astype(int) - over(rgba, (0, 0, 0))).mean() < 4
+
+
+def test_serve_virtualcam_without_backend_says_what_to_install(tmp_path):
+    """`liveavatar serve --virtualcam` on a machine without v4l2loopback: the service still
+    serves, and tells the user what to install."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.obs.headless import free_port
+
+    repo = Path(__file__).resolve().parents[2]
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "liveavatar.cli", "serve", "--port", str(free_port()),
+                                 "--size", "128", "--no-demo", "--virtualcam"],
+                                cwd=repo, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 90
+            while "virtualcam" not in log.read_text(errors="replace") and time.monotonic() < deadline:
+                assert proc.poll() is None, log.read_text(errors="replace")
+                time.sleep(0.3)
+            time.sleep(1)  # let the console line follow the log line
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(20)
+    text = " ".join(log.read_text(errors="replace").split())  # undo console line wrapping
+    assert "no virtual camera available" in text
+    assert "sudo apt install v4l2loopback-dkms && sudo modprobe v4l2loopback" in text
+    assert "Traceback" not in text
