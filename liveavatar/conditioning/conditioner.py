@@ -98,6 +98,7 @@ class Conditioner:
         self._retarget = PoseRetargeter()
         self._mtime = self._stat()
         self._next_reload_check = 0.0
+        self.last_reload_error: str | None = None   # shown by state() until a good file loads
         self._build_engines(mapping)
         self._reset_tracking()
         self.seq = 0
@@ -126,7 +127,6 @@ class Conditioner:
         self._smooth_init = False
         self._idle = np.zeros(SAMPLE, np.float32)
         self._out = np.zeros(SAMPLE, np.float32)
-        self._scratch = np.zeros(SAMPLE, np.float32)
         self._sample = np.zeros(SAMPLE, np.float32)
         self._body_seen_s = -1e9     # clock time of the newest cues with a body / a face
         self._face_seen_s = -1e9
@@ -276,7 +276,8 @@ class Conditioner:
 
     def hotkey(self, name: str) -> ControlEvent | None:
         """The event a hotkey name stands for: a key of the mapping's [hotkeys] (e.g. "F2"), or
-        "liveavatar.emotion.<emotion>" / "liveavatar.action.<action>". A hotkey that sets both an
+        "liveavatar.emotion.<emotion>" (hold for the mapping's `emotion.hold_s`) /
+        "liveavatar.action.<action>" (looping actions toggle, others play once). A hotkey that sets both an
         action and an emotion yields the action here; `hotkey_events` gives both."""
         evs = self.hotkey_events(name)
         return evs[0] if evs else None
@@ -295,7 +296,10 @@ class Conditioner:
                 return [ControlEvent(ControlKind.EMOTION, parts[2], EventSource.HOTKEY,
                                      TriggerMode.HOLD, self.mapping.emotion.hold_s)]
             if parts[1] == "action" and parts[2] in ACTIONS[1:]:
-                return [ControlEvent(ControlKind.ACTION, parts[2], EventSource.HOTKEY)]
+                # A looping action (dance) runs until pressed again; others play once.
+                loop = self.mapping.action_spec(parts[2]).loop
+                return [ControlEvent(ControlKind.ACTION, parts[2], EventSource.HOTKEY,
+                                     TriggerMode.TOGGLE if loop else TriggerMode.MOMENTARY)]
         return []
 
     def set_mirror(self, mirror: bool) -> None:
@@ -327,8 +331,6 @@ class Conditioner:
         self.last_reload_error = None
         log.info("mapping reloaded from %s", self.mapping_path)
         return True
-
-    last_reload_error: str | None = None
 
     def _apply_mapping(self, mapping: Mapping) -> None:
         old = self.mapping

@@ -175,6 +175,7 @@ def test_hotkeys_resolve_from_the_mapping_and_the_obs_names(cond):
     obs = cond.hotkey("liveavatar.emotion.shy")
     assert (obs.kind, obs.name) == (ControlKind.EMOTION, "shy")
     act = cond.hotkey("liveavatar.action.spin")
-    assert (act.kind, act.name) == (ControlKind.ACTION, "spin")
+    assert (act.kind, act.name, act.mode) == (ControlKind.ACTION, "spin", TriggerMode.MOMENTARY)
+    assert cond.hotkey("liveavatar.action.dance").mode is TriggerMode.TOGGLE   # dance loops
     assert cond.hotkey("liveavatar.emotion.furious") is None
     assert cond.hotkey("F12") is None
