@@ -37,13 +37,18 @@ def frame(service: str) -> np.ndarray:
     return cv2.cvtColor(cv2.imdecode(png, cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA)
 
 
+#: Where `serve --obs-feed` sends from the start (the "Ken" route: no feed request from setup).
+STARTUP_FEED = f"udp://127.0.0.1:{free_port(2)}"
+
+
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    """`liveavatar serve` as a subprocess (no camera, no demo clip: the avatar idles)."""
+    """`liveavatar serve --obs-feed URL` as a subprocess (no camera, no demo: the avatar idles)."""
     port = free_port()
     log = open(tmp_path_factory.mktemp("serve") / "serve.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "liveavatar.cli", "serve", "--port", str(port),
-                             "--size", str(SIZE), "--no-demo"], cwd=REPO, stdout=log, stderr=log)
+                             "--size", str(SIZE), "--no-demo", "--obs-feed", STARTUP_FEED],
+                            cwd=REPO, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:  # ready = healthy and the default session exists
@@ -74,10 +79,17 @@ def obs_live(obs_factory, service):
 
 @pytest.fixture(scope="module")
 def set_up(obs_live, service):
+    """First the feed `serve --obs-feed` already sends; then setup asks the service for a new one
+    (the tests after this one see OBS follow the avatar, so that feed is live)."""
+    r = run_cli(cli_env(obs_live), "obs", "setup", "--service", service, "--feed", STARTUP_FEED,
+                "--no-start-feed")
+    assert r.returncode == 0, r.stderr
+    with obs_live.client() as c:
+        first = screenshot(c, SOURCE)
     feed = f"udp://127.0.0.1:{free_port(2)}"
     r = run_cli(cli_env(obs_live), "obs", "setup", "--service", service, "--feed", feed)
     assert r.returncode == 0, r.stderr
-    return r.stdout
+    return first, r.stdout, feed
 
 
 def masks(rgba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,11 +100,7 @@ def masks(rgba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return opaque, clear
 
 
-def test_setup_against_serve_shows_the_services_avatar(set_up, obs_live, service):
-    assert f"service {service} now sends session 'default'" in set_up
-    with obs_live.client() as c:
-        shot = screenshot(c, SOURCE)
-    ref = frame(service)
+def assert_shows(shot: np.ndarray, ref: np.ndarray) -> None:
     assert shot.shape == ref.shape == (SIZE, SIZE, 4)
     opaque, clear = masks(ref)
     assert opaque.mean() > 0.05  # the character covers a real part of the frame
@@ -100,6 +108,16 @@ def test_setup_against_serve_shows_the_services_avatar(set_up, obs_live, service
     assert shot[..., 3][opaque].mean() > 230
     assert shot[..., 3][clear].mean() < 25
     assert np.abs(shot[..., :3][opaque].astype(int) - ref[..., :3][opaque]).mean() < 20
+
+
+def test_setup_against_serve_shows_the_services_avatar(set_up, obs_live, service):
+    first, stdout, feed = set_up
+    assert_shows(first, frame(service))  # from `serve --obs-feed`
+    assert f"service {service} now sends session 'default' to {feed}" in stdout
+    with obs_live.client() as c:
+        settings = c.send("GetInputSettings", {"inputName": SOURCE}, raw=True)["inputSettings"]
+        assert settings["input"].startswith(feed)
+        assert_shows(screenshot(c, SOURCE), frame(service))
 
 
 def test_obs_hotkey_changes_the_services_emotion_and_the_avatar(set_up, obs_live, service):
