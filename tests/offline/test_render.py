@@ -25,7 +25,7 @@ def read_rgba(p: Path) -> np.ndarray:
         s = c.streams.video[0]
         if s.codec_context.name == "vp9":
             dec = av.codec.CodecContext.create("libvpx-vp9", "r")
-            frames = [f.to_ndarray(format="rgba") for pkt in c.demux(s) for f in dec.decode(pkt)]
+            frames = [f.to_ndarray(format="rgba") for pkt in c.demux(s) if pkt.size for f in dec.decode(pkt)]
             frames += [f.to_ndarray(format="rgba") for f in dec.decode(None)]
         else:
             frames = [f.to_ndarray(format="rgba") for f in c.decode(s)]
