@@ -36,7 +36,8 @@ def perceive(
     else:
         fps = probe(input).fps
         items = iter_media(input, start_ns=0)
-    perception = Perception(static=still, keywords=words)
+    # sync: every frame gets its own pose and hands, and audio is analysed in order (a file, not live)
+    perception = Perception(static=still, keywords=words, sync=True)
     clock = VirtualClock(0)
     conditioner = Conditioner(the_mapping, rate_hz=fps, clock=clock) if conditioning else None
     out = sys.stdout
