@@ -153,6 +153,13 @@ class Perception:
         self.timer = StageTimer(window=600)
         self.calibration = Calibration()
 
+        # Voice first: a bad keyword list is a ConfigError before any model thread exists.
+        self.voice_analyzer = None
+        self._voice_inline = self.sync      # offline: analyse audio in order, on the caller's thread
+        if enable_voice:
+            from liveavatar.perception.voice import VoiceAnalyzer
+            self.voice_analyzer = VoiceAnalyzer(keywords, keyword_threshold)
+
         from liveavatar.perception import trackers as tr
         self._pose = pose_tracker or (tr.MediaPipePose(static) if pose else None)
         self._face = face_tracker or (tr.MediaPipeFaceMesh(static) if face else None)
@@ -193,15 +200,10 @@ class Perception:
         self._keyword_hits: deque[KeywordHit] = deque(maxlen=32)
 
         # Voice: its own thread behind a bounded queue that drops the oldest chunk when full.
-        self.voice_analyzer = None
         self.audio_dropped = 0
         self._last_audio_ns = 0
         self._audio_q: queue.Queue = queue.Queue(maxsize=audio_queue)
         self._voice_thread = None
-        self._voice_inline = self.sync      # offline: analyse audio in order, on the caller's thread
-        if enable_voice:
-            from liveavatar.perception.voice import VoiceAnalyzer
-            self.voice_analyzer = VoiceAnalyzer(keywords, keyword_threshold)
         if enable_voice and not self._voice_inline:
             self._voice_thread = threading.Thread(target=self._voice_loop, name="perception-voice",
                                                   daemon=True)
