@@ -248,14 +248,14 @@ async def emotion(request: web.Request) -> web.Response:
     s = await control_session(request)
     body = await json_body(request, api.EmotionRequest)
     check_name("emotion", body.name, getattr(s.conditioner, "emotions", ()))
-    return web.json_response({"ok": True, "state": s.control(body.event())})
+    return web.json_response({"ok": True, "state": await s.state_after(s.control(body.event()))})
 
 
 async def action(request: web.Request) -> web.Response:
     s = await control_session(request)
     body = await json_body(request, api.ActionRequest)
     check_name("action", body.name, getattr(s.conditioner, "actions", ()))
-    return web.json_response({"ok": True, "state": s.control(body.event())})
+    return web.json_response({"ok": True, "state": await s.state_after(s.control(body.event()))})
 
 
 async def character(request: web.Request) -> web.Response:
@@ -268,8 +268,8 @@ async def character(request: web.Request) -> web.Response:
 async def calibrate(request: web.Request) -> web.Response:
     s = await control_session(request)
     body = await json_body(request, api.CalibrateRequest)
-    state = s.control(ControlEvent(ControlKind.CALIBRATE, "", body.source))
-    return web.json_response({"ok": True, "state": state})
+    n = s.control(ControlEvent(ControlKind.CALIBRATE, "", body.source))
+    return web.json_response({"ok": True, "state": await s.state_after(n)})
 
 
 def resolve_hotkey(session: Session, name: str) -> list[ControlEvent]:
@@ -287,18 +287,18 @@ def resolve_hotkey(session: Session, name: str) -> list[ControlEvent]:
     return events
 
 
-def apply_all(session: Session, events: list[ControlEvent]) -> dict:
-    state = {}
+async def apply_all(session: Session, events: list[ControlEvent]) -> dict:
+    n = 0
     for ev in events:
-        state = session.control(ev)
-    return state
+        n = session.control(ev)
+    return await session.state_after(n)
 
 
 async def hotkey(request: web.Request) -> web.Response:
     require(request, CONTROL)
     body = await json_body(request, api.HotkeyRequest)
     s = request.app[ENGINE].get(body.session)
-    return web.json_response({"ok": True, "state": apply_all(s, resolve_hotkey(s, body.name))})
+    return web.json_response({"ok": True, "state": await apply_all(s, resolve_hotkey(s, body.name))})
 
 
 async def state(request: web.Request) -> web.Response:
@@ -539,20 +539,20 @@ async def ws_message(app: web.Application, s: Session, level: str, msg: dict, su
     if kind == "emotion":
         body = api.parse(api.EmotionRequest, raw)
         check_name("emotion", body.name, getattr(s.conditioner, "emotions", ()))
-        state = s.control(body.event())
+        state = await s.state_after(s.control(body.event()))
     elif kind == "action":
         body = api.parse(api.ActionRequest, raw)
         check_name("action", body.name, getattr(s.conditioner, "actions", ()))
-        state = s.control(body.event())
+        state = await s.state_after(s.control(body.event()))
     elif kind == "character":
         body = api.parse(api.CharacterRequest, raw)
         state = await app[ENGINE].set_character(s, body.name, body.source)
     elif kind == "calibrate":
         body = api.parse(api.CalibrateRequest, raw)
-        state = s.control(ControlEvent(ControlKind.CALIBRATE, "", body.source))
+        state = await s.state_after(s.control(ControlEvent(ControlKind.CALIBRATE, "", body.source)))
     elif kind == "hotkey":
         body = api.parse(api.HotkeyRequest, raw)
-        state = apply_all(s, resolve_hotkey(s, body.name))
+        state = await apply_all(s, resolve_hotkey(s, body.name))
     else:
         raise UserError(f"unknown message type {kind!r}; use emotion, action, character, calibrate, "
                         "hotkey, subscribe or ping")

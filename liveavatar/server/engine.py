@@ -97,6 +97,7 @@ def real_stages(cfg: ServerConfig) -> Stages:
 @dataclass(slots=True)
 class Published:
     seq: int
+    events: int                    # control events applied up to this frame's tick
     frame: RenderedFrame
     packed: av.VideoFrame | None   # colour|alpha side by side + timecode strip, yuv420p
     flat: av.VideoFrame | None     # composited over the flat background, yuv420p
@@ -362,19 +363,34 @@ class Session:
         return bool(self.ingest or self.viewers or self.subscribers or self.file_driver or self.sinks)
 
     # -- control (loop side) ------------------------------------------------------------------
-    def control(self, event: ControlEvent) -> dict:
-        """Apply a control event; raises UserError for unknown names. Returns the new state."""
+    def control(self, event: ControlEvent) -> int:
+        """Apply a control event (UserError for unknown names). Returns its number, for
+        `state_after`."""
         event.t_ns = time.monotonic_ns()
         if event.kind is ControlKind.CALIBRATE and hasattr(self.perception, "start_calibration"):
             self.perception.start_calibration(3.0)
         with self.lock:
             self.conditioner.push_event(event)
             self.events_applied += 1
-            state = self.conditioner.state()
+            number = self.events_applied
         self.publish_event({"type": "control", "session": self.sid, "kind": event.kind.value,
                             "name": event.name, "source": event.source.value,
                             "mode": event.mode.value})
-        return state
+        return number
+
+    async def state_after(self, event_number: int, timeout: float = 0.5) -> dict:
+        """The session's state once a frame reflecting event `event_number` is rendered
+        (or after `timeout` if rendering is stalled)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pub = self.publisher.latest
+        while (pub is None or pub.events < event_number) and loop.time() < deadline:
+            try:
+                pub = await asyncio.wait_for(self.publisher.wait_newer(pub.seq if pub else 0),
+                                             deadline - loop.time())
+            except asyncio.TimeoutError:
+                break
+        return self.state()
 
     def state(self) -> dict:
         with self.lock:
@@ -436,7 +452,7 @@ class Session:
                 flat = self.packer.compose_flat(frame.rgba, stamp)
         for sink in self.sinks.values():
             sink.send(frame)
-        self.publisher.publish(Published(self._seq, frame, packed, flat))
+        self.publisher.publish(Published(self._seq, events, frame, packed, flat))
 
     # -- stats (loop, ~1 Hz) ------------------------------------------------------------------
     def stats(self) -> dict:

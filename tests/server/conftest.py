@@ -60,10 +60,17 @@ class ServerThread:
         await web.TCPSite(self._runner, self.cfg.host, self.cfg.port).start()
 
     def start(self, timeout: float = 120.0) -> "ServerThread":
+        return self.launch(timeout).wait_healthy(timeout)
+
+    def launch(self, timeout: float = 60.0) -> "ServerThread":
+        """Listening (health may still say 503)."""
         self._thread.start()
         self._started.wait(timeout)
         if self.error:
             raise self.error
+        return self
+
+    def wait_healthy(self, timeout: float = 120.0) -> "ServerThread":
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status, _ = http(self.url + "/health")
