@@ -57,6 +57,8 @@ REST_BONE_ANGLES = np.array(
     [np.pi, np.pi, 0.25, 0.1, -0.25, -0.1, 0.05, 0.0, -0.05, 0.0], dtype=np.float32)
 
 #: Face parameters a generator draws, in `Conditioning.face` order. 0..1 except gaze (-1..1).
+#: Sides are the character's own (left eye on the image's right); gaze is in image directions:
+#: gaze_x + = looks to the image's right, gaze_y + = looks down. mouth_width 0.5 = neutral.
 FACE_PARAMS: tuple[str, ...] = (
     "blink_left", "blink_right", "gaze_x", "gaze_y", "mouth_open", "mouth_width", "smile",
     "brow_raise_left", "brow_raise_right", "brow_furrow",
@@ -186,7 +188,11 @@ class Conditioning:
     t_capture_ns: int                # capture time of the newest input used (0: none yet)
     bone_angles: np.ndarray          # (len(BONES),) radians, see BONES
     root: np.ndarray                 # (3,) x, y offset of the hips in body heights (-1..1), scale (0.5..2)
-    head: np.ndarray                 # (3,) yaw, pitch, roll radians (clamped to +-0.8)
+    #                                  (x + = image right, y + = down; relative to the user's home)
+    head: np.ndarray                 # (3,) yaw, pitch, roll radians (clamped to +-0.8), in the
+    #                                  image plane: yaw + = face turns to the image's right, pitch
+    #                                  + = looks down, roll + = top of the head tilts to the image's
+    #                                  left (the bone-angle direction)
     face: np.ndarray                 # (len(FACE_PARAMS),)
     visemes: np.ndarray              # (len(VISEMES),) weights summing to 1
     emotion: np.ndarray              # (len(emotions),) distribution summing to 1
