@@ -12,6 +12,7 @@ from liveavatar.types import BONE_INDEX, FP, REST_BONE_ANGLES
 BLINK_PERIOD_S = 3.7      # average time between blinks
 BLINK_LENGTH_S = 0.16
 GLANCE_PERIOD_S = 2.9     # gaze picks a new target about this often
+# Gaze (x, y) in image directions (+ = right, down), as in Conditioning.face.
 _GLANCE_TARGETS = np.array([[0.0, 0.0], [-0.35, 0.05], [0.0, 0.0], [0.3, -0.05], [0.15, 0.1],
                             [0.0, 0.0], [-0.2, -0.08]], np.float32)
 _SPINE, _NECK = BONE_INDEX["spine"], BONE_INDEX["neck"]
@@ -49,7 +50,7 @@ def idle_pose(t: float, bones: np.ndarray, root: np.ndarray, head: np.ndarray,
     root[2] = 1.0 + 0.006 * breath
     gaze = _glance(t)
     head[0] = 0.25 * gaze[0]
-    head[1] = 0.03 * np.sin(2 * np.pi * 0.09 * t) + 0.1 * gaze[1]     # pitch and gaze_y: + = up
+    head[1] = 0.03 * np.sin(2 * np.pi * 0.09 * t) + 0.1 * gaze[1]     # pitch, gaze_y: + = down
     head[2] = 0.03 * sway
     face[:] = 0.0
     blink = _blink(t)

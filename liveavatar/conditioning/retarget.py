@@ -36,9 +36,14 @@ _FACE_MIRRORED = np.array([FF[{"blink_left": "blink_right", "blink_right": "blin
                                 "brow_raise_right": "brow_raise_left"}.get(n, n)]
                            for n in FACE_PARAMS], np.intp)
 _GAZE_X = FACE_PARAMS.index("gaze_x")
+_GAZE_Y = FACE_PARAMS.index("gaze_y")
 _HEAD = np.array([FF["head_yaw"], FF["head_pitch"], FF["head_roll"]], np.intp)
-# Mirroring flips yaw and roll (turns and tilts swap sides), not pitch.
-_HEAD_MIRROR_SIGN = np.array([-1.0, 1.0, -1.0], np.float32)
+# Perception measures the head in the camera image with "up" positive (pitch, gaze_y) and roll
+# toward the subject's left shoulder positive. The character's head is in its image plane like
+# the bones: yaw + = face turns to the image's right, pitch + = looks down, roll + = the head's
+# top tilts to the image's left (the bone-angle direction). Mirroring flips yaw and roll.
+_HEAD_SIGN_DIRECT = np.array([1.0, -1.0, -1.0], np.float32)
+_HEAD_SIGN_MIRRORED = np.array([-1.0, -1.0, 1.0], np.float32)
 
 # Typical proportions of an adult, used to estimate body height from what is visible.
 TORSO_PER_HEIGHT = 0.30      # hips centre to shoulders centre
@@ -106,17 +111,18 @@ class PoseRetargeter:
 
 
 def face_params(expression: np.ndarray, mirror: bool, out: np.ndarray) -> None:
-    """FACE_FEATURES -> FACE_PARAMS (character sides), into `out`."""
+    """FACE_FEATURES -> FACE_PARAMS (character sides, gaze in image directions: x + = right,
+    y + = down), into `out`."""
     if mirror:
         out[:] = expression[_FACE_MIRRORED]
         out[_GAZE_X] = -out[_GAZE_X]
     else:
         out[:] = expression[_FACE_DIRECT]
+    out[_GAZE_Y] = -out[_GAZE_Y]
 
 
 def head_angles(expression: np.ndarray, mirror: bool, out: np.ndarray) -> None:
     """Head yaw, pitch, roll in the character's frame, into `out`."""
     out[:] = expression[_HEAD]
-    if mirror:
-        out *= _HEAD_MIRROR_SIGN
+    out *= _HEAD_SIGN_MIRRORED if mirror else _HEAD_SIGN_DIRECT
 

@@ -51,12 +51,28 @@ def test_mirror_user_raises_right_hand(clock, default_mapping):
     assert ang_dist(c.bone_angles[B["upper_arm_l"]], REST_BONE_ANGLES[B["upper_arm_l"]]) < 0.12
 
 
+# The user turns to their own left (nose to the camera image's right), looks up, tilts their
+# head toward their left shoulder (the camera image's right), closes their left eye and looks
+# to their left and up (perception's conventions: + = the subject's left, + = up).
+USER_HEAD = dict(head_yaw=0.4, head_pitch=0.1, head_roll=0.2, blink_left=1.0, gaze_x=0.5, gaze_y=0.3)
+
+
 def test_mirror_flips_head_turn_eye_and_position(drive, cond):
-    c = settled(drive, lambda t: cues(t, person(hips=(0.6, 0.78)), expression(
-        head_yaw=0.4, head_roll=0.2, head_pitch=0.1, blink_left=1.0, gaze_x=0.5)))
-    assert np.allclose(c.head, [-0.4, 0.1, -0.2], atol=0.02)
+    """The character's head is in its image plane: yaw + = faces the image's right, pitch + =
+    looks down, roll + = top of the head to the image's left; gaze + = right / down."""
+    c = settled(drive, lambda t: cues(t, person(hips=(0.6, 0.78)), expression(**USER_HEAD)))
+    # Mirrored: everything the user sees in a selfie preview.
+    assert np.allclose(c.head, [-0.4, -0.1, 0.2], atol=0.02)
     assert c.face[FP["blink_right"]] > 0.95 and c.face[FP["blink_left"]] < 0.05
-    assert abs(c.face[FP["gaze_x"]] + 0.5) < 0.02
+    assert np.allclose(c.face[[FP["gaze_x"], FP["gaze_y"]]], [-0.5, -0.3], atol=0.02)
+
+
+def test_unmirrored_head_follows_the_camera_image(drive, cond):
+    cond.set_mirror(False)
+    c = settled(drive, lambda t: cues(t, person(), expression(**USER_HEAD)))
+    assert np.allclose(c.head, [0.4, -0.1, -0.2], atol=0.02)
+    assert c.face[FP["blink_left"]] > 0.95 and c.face[FP["blink_right"]] < 0.05
+    assert np.allclose(c.face[[FP["gaze_x"], FP["gaze_y"]]], [0.5, -0.3], atol=0.02)
 
 
 def test_scale_and_position_are_relative_to_the_users_home(drive):
