@@ -143,3 +143,17 @@ def test_obs_hotkey_changes_the_services_emotion_and_the_avatar(set_up, obs_live
     idle = changed(neutral, neutral_again)       # breathing/blinking between two idle frames
     assert changed(neutral, happy) > max(200, 4 * idle)
     assert changed(neutral_shot, happy_shot) > 200  # and OBS shows the new face too
+
+
+def test_remove_takes_the_source_out_and_stops_the_feed(set_up, obs_live, service):
+    r = run_cli(cli_env(obs_live), "obs", "status", "--service", service, "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["exists"] and info["kind"] == "ffmpeg_source" and info["key_filter"]
+    assert info["service"]["status"] == "ok" and info["service"]["generator"] == "rig2d"
+    r = run_cli(cli_env(obs_live), "obs", "remove", "--service", service)
+    assert r.returncode == 0, r.stderr
+    assert f"removed '{SOURCE}' from OBS" in r.stdout
+    assert "stopped the service's MPEG-TS feed" in r.stdout
+    with obs_live.client() as c:
+        assert SOURCE not in [i["inputName"] for i in c.send("GetInputList", raw=True)["inputs"]]
