@@ -177,12 +177,27 @@ class KeywordSpotter:
     recorded speech), so the VAD cuts utterances and this decodes each one."""
 
     def __init__(self, words: Sequence[str], threshold: float = 1e-20) -> None:
+        """`words`: phrases to spot, each optionally with its own detection threshold as
+        "phrase/1e-30" (lower finds more, with more false alarms; longer phrases need lower)."""
         import tempfile
 
         from pocketsphinx import Decoder
 
         from liveavatar.errors import ConfigError
-        self.words = tuple(dict.fromkeys(w.strip().lower() for w in words if w.strip()))
+        thresholds: dict[str, float] = {}
+        for entry in words:
+            phrase, _, th = str(entry).partition("/")
+            phrase = " ".join(phrase.lower().split())
+            if not phrase:
+                continue
+            try:
+                value = float(th) if th.strip() else float(threshold)
+            except ValueError:
+                raise ConfigError(f"keywords: {entry!r}: threshold {th!r} is not a number") from None
+            if not 0 < value < 1:
+                raise ConfigError(f"keywords: {entry!r}: threshold must be between 0 and 1 (e.g. 1e-20)")
+            thresholds[phrase] = value
+        self.words = tuple(thresholds)
         if not self.words:
             raise ConfigError("keywords: the list is empty")
         self._decoder = Decoder(lm=None, logfn="/dev/null")
@@ -191,11 +206,13 @@ class KeywordSpotter:
                 if self._decoder.lookup_word(w) is None:
                     raise ConfigError(f"keywords: {w!r} is not in the pocketsphinx English dictionary")
         with tempfile.NamedTemporaryFile("w", suffix=".kws", delete=False) as f:
-            f.write("".join(f"{w} /{threshold:g}/\n" for w in self.words))
+            f.write("".join(f"{w} /{th:g}/\n" for w, th in thresholds.items()))
             kws_path = f.name
-        self._decoder.add_kws("keywords", kws_path)
+        try:
+            self._decoder.add_kws("keywords", kws_path)
+        finally:
+            Path(kws_path).unlink(missing_ok=True)
         self._decoder.activate_search("keywords")
-        Path(kws_path).unlink(missing_ok=True)
 
     def spot(self, pcm16: np.ndarray) -> list[tuple[str, float, float]]:
         """(word, end time in s from the start of `pcm16`, confidence) for each hit."""

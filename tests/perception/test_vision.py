@@ -185,3 +185,19 @@ def test_cues_to_json_names_every_feature(still_cues):
     full = cues_to_json(cues, include_landmarks=True)
     assert len(full["face"]["landmarks"]) == 478 and len(full["pose"]["landmarks"]) == 33
     assert full["face"]["landmarks"][468][0] == pytest.approx(float(cues.face.landmarks[468, 0]), abs=1e-3)
+
+
+def test_head_roll_follows_the_rotating_camera():
+    # astronaut_talk.mp4 rotates the photo by 4 deg * sin(2 pi 0.4 t) counter-clockwise (see
+    # tests/media.animate): her head rolls the other way, toward her right shoulder.
+    frames = video_frames("astronaut_talk.mp4", limit=75)
+    p = Perception(static=False, pose=False, hands=False, enable_voice=False)
+    try:
+        roll = np.array([p.process_video(frame(f, i, i / 30)).expression[FF["head_roll"]]
+                         for i, f in enumerate(frames)])
+    finally:
+        p.close()
+    t = np.arange(len(frames)) / 30
+    applied = -np.deg2rad(4.0) * np.sin(2 * np.pi * 0.4 * t)
+    assert np.corrcoef(roll, applied)[0, 1] > 0.9
+    assert (roll.max() - roll.min()) == pytest.approx(np.deg2rad(8.0), rel=0.3)

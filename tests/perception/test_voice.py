@@ -210,3 +210,16 @@ def test_process_audio_is_bounded_and_non_blocking(dance):
         p.close()
     assert dropped > 0, "the oldest chunks were dropped instead of queueing without bound"
     assert depth <= 4
+
+
+def test_keyword_thresholds_per_phrase(dance):
+    a, rate = dance
+    # A strict threshold silences the word that the default finds; bad entries are clear errors.
+    strict = analyse(a, rate, keywords=("dance/1e-2", "jump"))
+    assert strict.drain_hits() == ()
+    phrase = analyse(a, rate, keywords=("everyone",))
+    assert [h.word for h in phrase.drain_hits()] == ["everyone"]
+    with pytest.raises(ConfigError, match="threshold"):
+        VoiceAnalyzer(keywords=("dance/loud",))
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        VoiceAnalyzer(keywords=("dance/5",))
