@@ -121,18 +121,18 @@ def pick_scene(obs: ObsClient, wanted: str | None) -> str:
 
 
 def pick_kind(obs: ObsClient, mode: str) -> str:
-    kinds = set(obs.call("GetInputKindList", {"unversioned": True}).get("inputKinds", []))
-    if mode == "browser" and BROWSER not in kinds:
-        raise UserError("this OBS build has no browser source (Debian's OBS lacks it): use "
-                        "--mode media or --mode auto")
-    if mode == "media" or (mode == "auto" and BROWSER not in kinds):
-        if MEDIA not in kinds:
-            raise UserError("this OBS build has neither a browser source nor a media source "
-                            "(ffmpeg_source)")
-        return MEDIA
-    if mode not in ("auto", "browser"):
+    if mode not in ("auto", "browser", "media"):
         raise UserError(f"--mode {mode!r}: choose auto, browser or media")
-    return BROWSER
+    kinds = set(obs.call("GetInputKindList", {"unversioned": True}).get("inputKinds", []))
+    if mode == "browser" or (mode == "auto" and BROWSER in kinds):
+        if BROWSER not in kinds:
+            raise UserError("this OBS build has no browser source (Debian's OBS lacks it): use "
+                            "--mode media or --mode auto")
+        return BROWSER
+    if MEDIA not in kinds:
+        raise UserError("this OBS build has no media source (ffmpeg_source)"
+                        + ("" if mode == "media" else " and no browser source"))
+    return MEDIA
 
 
 def find_input(obs: ObsClient, name: str) -> dict | None:

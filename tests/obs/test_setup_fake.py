@@ -170,7 +170,8 @@ def test_unreachable_service_is_a_warning_not_a_failure():
     (FakeObs(), {"scene": "Nope"}, NotFoundError, "no scene named 'Nope'; scenes: 'BRB', 'Scene'"),
     (FakeObs(kinds=DEBIAN_KINDS), {"mode": "browser"}, UserError, "no browser source"),
     (FakeObs(), {"mode": "webcam"}, UserError, "choose auto, browser or media"),
-    (FakeObs(kinds=["image_source"]), {}, UserError, "neither a browser source nor a media source"),
+    (FakeObs(kinds=["image_source"]), {}, UserError, r"no media source \(ffmpeg_source\) and no browser"),
+    (FakeObs(kinds=["browser_source"]), {"mode": "media"}, UserError, r"no media source \(ffmpeg_source\)$"),
 ])
 def test_clear_errors_and_nothing_created(fake, options, error, match):
     with pytest.raises(error, match=match):
