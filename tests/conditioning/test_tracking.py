@@ -285,3 +285,43 @@ def test_extra_emotions_from_the_mapping(tmp_path, clock):
     assert c.emotions[-1] == "smug" and ticks[-1].emotion.shape == (8,)
     assert int(np.argmax(ticks[-1].emotion)) == 7
     assert conditioning_to_json(ticks[-1], c.emotions)["emotion"]["smug"] > 0.9
+
+
+def test_inputs_from_other_threads_while_ticking(default_mapping):
+    """Perception and control threads push while the render thread ticks: no errors, every
+    result sane, nothing lost but what latest-wins allows."""
+    import threading
+    clock = VirtualClock(int(100e9))
+    c = Conditioner(default_mapping, clock=clock)
+    errors = []
+
+    def perception():
+        try:
+            for i in range(600):
+                c.push_cues(cues(100.0 + i / 30, person(upper_l=0.3 + 0.002 * i), expression(smile=0.5)))
+        except Exception as e:  # pragma: no cover - the assertion below reports it
+            errors.append(e)
+
+    def control():
+        try:
+            for i in range(200):
+                c.push_event(ControlEvent(ControlKind.EMOTION, EMOTIONS[i % len(EMOTIONS)]))
+                c.push_event(ControlEvent(ControlKind.ACTION, ACTIONS[1 + i % (len(ACTIONS) - 1)]))
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+
+    threads = [threading.Thread(target=perception), threading.Thread(target=control)]
+    for th in threads:
+        th.start()
+    outs = []
+    while any(th.is_alive() for th in threads):
+        outs.append(c.tick(int(100e9) + len(outs) * 33_333_333))
+    for th in threads:
+        th.join()
+    outs.append(c.tick(int(100e9) + len(outs) * 33_333_333))
+    assert errors == []
+    for o in outs:
+        _assert_sane(o)
+    assert c.cues_seen == 600
+    assert outs[-1].t_capture_ns == int(round((100.0 + 599 / 30) * 1e9))
+    assert [o.seq for o in outs] == list(range(1, len(outs) + 1))
