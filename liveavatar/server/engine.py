@@ -254,6 +254,7 @@ class InputPump(threading.Thread):
             if mapped is not None:
                 t_capture = mapped
                 self.stamped_frames += 1
+                self.session.timer.record("capture_to_ingest", (t_arrival - mapped) / 1e6)
         self._seq += 1
         return CapturedFrame(image, self._seq, t_capture)
 

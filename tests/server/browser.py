@@ -5,24 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-CHROMIUM = "/usr/bin/chromium"
-
-
-def chromium_args(y4m: Path, wav: Path) -> list[str]:
-    return [
-        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={y4m}", f"--use-file-for-fake-audio-capture={wav}",
-        "--autoplay-policy=no-user-gesture-required",
-        # raw host candidates: aiortc cannot resolve Chromium's mDNS .local names
-        "--disable-features=WebRtcHideLocalIpsWithMdns",
-        # WebGL (the viewer's alpha recomposition) on the software rasteriser, as in CI
-        "--enable-unsafe-swiftshader",
-        # background pages must keep decoding (two pages share one headless window)
-        "--disable-renderer-backgrounding", "--disable-background-timer-throttling",
-        "--disable-backgrounding-occluded-windows",
-    ]
+from liveavatar.bench.e2e import CHROMIUM, chromium_args
 
 
 def make_y4m(src: Path, out: Path) -> Path:

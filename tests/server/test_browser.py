@@ -27,7 +27,7 @@ def live(tmp_path_factory):
     with sync_playwright() as pw:
         ctx = launch(pw, tmp / "profile", y4m, media_path("speech_hello.wav"))
         studio = ctx.new_page()
-        studio.goto(server.url + "/studio")
+        studio.goto(server.url + "/studio?preview=0")  # the viewer page is the avatar stream here
         viewer = ctx.new_page()
         viewer.goto(server.url + "/viewer?transparent=1")
         try:

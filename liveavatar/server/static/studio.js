@@ -100,7 +100,8 @@
     const dropped = st.dropped ? Object.values(st.dropped).reduce((a, b) => a + b, 0) : 0;
     const parts = [
       `in ${st.fps_in ?? "-"} fps`, `perceived ${st.fps_perceived ?? "-"} fps`, `out ${st.fps_out ?? "-"} fps`,
-      `decode ${ms.decode ?? "-"} ms`, `capture→cues ${ms.capture_to_cues ?? "-"} ms`,
+      `capture→ingest ${ms.capture_to_ingest ?? "-"} ms`, `decode ${ms.decode ?? "-"} ms`,
+      `capture→cues ${ms.capture_to_cues ?? "-"} ms`,
       `condition ${ms.condition ?? "-"} ms`, `render ${st.render_ms ?? "-"} ms`, `pack ${ms.pack ?? "-"} ms`,
       `capture→render ${st.capture_to_render_ms ?? "-"} ms`,
       `glass-to-glass ${isNaN(g2g) ? "-" : Math.round(g2g)} ms`, `dropped ${dropped}`,
@@ -224,6 +225,7 @@
     await startPreview();
     return;
   }
-  await Promise.all([startPublishing(), startPreview()]);
+  // ?preview=0 skips the avatar preview (saves an encode and a decode on small machines)
+  await Promise.all([startPublishing(), LA.params.get("preview") === "0" ? null : startPreview()]);
   setInterval(renderStats, 1000);
 })();

@@ -1,0 +1,174 @@
+"""`liveavatar bench e2e`: glass-to-glass and trigger-to-pixel latency through a real `serve`
+process and a real Chromium (Debian's /usr/bin/chromium via Playwright).
+
+The studio page stamps each camera frame with its capture time (a timecode strip); the service
+carries that time through perception, conditioning and rendering and writes it, with a count of
+applied control events, into a strip under each avatar frame. The viewer page reads it from the
+frames it presents:
+- glass-to-glass = viewer presentation time - camera capture time (same machine, same clock),
+  one sample per new capture;
+- trigger-to-pixel = time from the studio key press to the first viewer frame rendered after the
+  event was applied (the strip's event counter goes up).
+The fake camera and microphone are the bundled demo clip (a real person, with speech).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from liveavatar.bench import report
+from liveavatar.errors import UserError
+from liveavatar.paths import assets_dir
+
+CHROMIUM = "/usr/bin/chromium"
+EMOTION_KEYS = ("4", "3", "5", "2")   # angry, sad, surprised, happy (studio keys 1-9)
+
+
+def chromium_args(y4m: Path, wav: Path) -> list[str]:
+    """Flags checked in notes/webrtc-browser-tests.md: fake devices from files, no mDNS host
+    names (aiortc cannot resolve them), software WebGL, no background throttling."""
+    return [
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={y4m}", f"--use-file-for-fake-audio-capture={wav}",
+        "--autoplay-policy=no-user-gesture-required",
+        "--disable-features=WebRtcHideLocalIpsWithMdns",
+        "--enable-unsafe-swiftshader",
+        "--disable-renderer-backgrounding", "--disable-background-timer-throttling",
+        "--disable-backgrounding-occluded-windows",
+    ]
+
+
+def fake_devices(clip: Path, out_dir: Path) -> tuple[Path, Path]:
+    """y4m camera + wav microphone from a clip (Chromium loops both)."""
+    y4m, wav = out_dir / "camera.y4m", out_dir / "mic.wav"
+    for args in (["-i", str(clip), "-an", "-pix_fmt", "yuv420p", "-r", "30", str(y4m)],
+                 ["-i", str(clip), "-vn", "-ac", "1", "-ar", "48000", str(wav)]):
+        r = subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *args], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise UserError(f"ffmpeg could not prepare fake devices from {clip}: {r.stderr.strip()[:200]}")
+    return y4m, wav
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise UserError(f"`liveavatar serve` exited early:\n{proc.stdout.read()[-2000:] if proc.stdout else ''}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise UserError(f"`liveavatar serve` not healthy within {timeout:.0f} s")
+
+
+def _wait(page, js: str, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = page.evaluate(js)
+        if v:
+            return v
+        time.sleep(0.2)
+    raise UserError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def run(seconds: float = 20.0, size: int = 512, warmup_s: float = 5.0, clip: Path | None = None) -> dict:
+    if not Path(CHROMIUM).exists():
+        raise UserError(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+    clip = clip or assets_dir() / "demo.mp4"
+    with tempfile.TemporaryDirectory(prefix="liveavatar-e2e-") as tmp_s:
+        tmp = Path(tmp_s)
+        y4m, wav = fake_devices(clip, tmp)
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen([sys.executable, "-m", "liveavatar", "serve", "--port", str(port), "--no-demo",
+                                 "--size", str(size), "--log-level", "warning"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            _wait_healthy(url, proc)
+            with sync_playwright() as pw:
+                ctx = pw.chromium.launch_persistent_context(
+                    str(tmp / "profile"), executable_path=CHROMIUM, headless=True,
+                    args=chromium_args(y4m, wav), viewport={"width": 800, "height": 600})
+                try:
+                    return _measure(ctx, url, seconds, warmup_s, size)
+                finally:
+                    ctx.close()
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _measure(ctx, url: str, seconds: float, warmup_s: float, size: int) -> dict:
+    studio = ctx.new_page()
+    studio.goto(url + "/studio?preview=0")  # one avatar stream: the viewer's
+    viewer = ctx.new_page()
+    viewer.goto(url + "/viewer")
+    _wait(studio, "window.__studio && window.__studio.publishing", 60, "the studio's camera")
+    _wait(viewer, "window.__viewer && window.__viewer.connected", 60, "the viewer")
+    _wait(viewer, "window.__viewer.meter.samples.length > 5", 60, "timecoded frames at the viewer")
+    time.sleep(warmup_s)
+    viewer.evaluate("window.__viewer.meter.samples.length = 0")
+    n0 = viewer.evaluate("async () => await LA.framesDecoded(window.__viewer.pc)")
+    t0 = time.monotonic()
+    studio.select_option("#mode", "momentary")
+    studio.locator("body").click(position={"x": 5, "y": 5})
+    presses = 0
+    next_press = t0 + 1.0
+    while time.monotonic() - t0 < seconds:
+        if time.monotonic() >= next_press:
+            studio.keyboard.press(EMOTION_KEYS[presses % len(EMOTION_KEYS)])
+            presses += 1
+            next_press += 1.5  # far enough apart that each press has its own first frame
+        time.sleep(0.05)
+    elapsed = time.monotonic() - t0
+    n1 = viewer.evaluate("async () => await LA.framesDecoded(window.__viewer.pc)")
+    g2g = viewer.evaluate("window.__viewer.meter.samples.slice()")
+    press_times = studio.evaluate("window.__studio.presses.map(p => p.t)")
+    changes = viewer.evaluate("window.__viewer.meter.eventChanges.map(c => c.t)")
+    t2p = []
+    for tp in press_times:
+        after = [tc for tc in changes if tc >= tp]
+        if after and after[0] - tp < 5000:
+            t2p.append(after[0] - tp)
+    stats = studio.evaluate("window.__studio.stats") or {}
+    g = report.stats(g2g)
+    t = report.stats(t2p)
+    rows = [
+        report.row("glass_to_glass", g["median"], g["p95"], "ms",
+                   f"camera capture -> viewer presentation, {g['n']} frames; goal p50<=150, p95<=250"),
+        report.row("trigger_to_pixel", t["median"], t["p95"], "ms",
+                   f"studio key -> first viewer frame with the event, {t['n']}/{presses} presses"),
+        report.row("capture_to_ingest", float(stats.get("ms", {}).get("capture_to_ingest", float("nan"))),
+                   float(stats.get("ms_p95", {}).get("capture_to_ingest", float("nan"))), "ms",
+                   "browser encode + network + aiortc jitter buffer + VP8 decode"),
+        report.row("capture_to_render", float(stats.get("capture_to_render_ms", float("nan"))),
+                   float(stats.get("ms_p95", {}).get("capture_to_render", float("nan"))), "ms",
+                   "server side: ingest + perception + conditioning + render"),
+        report.row("viewer_fps", (n1 - n0) / elapsed, None, "fps", "frames decoded by the viewer"),
+        report.row("camera_fps_at_service", float(stats.get("fps_in", float("nan"))), None, "fps", ""),
+        report.row("render_batch", float(stats.get("render_ms", float("nan"))), None, "ms",
+                   f"generator, {size}x{size}, 1 session"),
+    ]
+    return report.result("e2e", rows, seconds=elapsed, size=size, presses=presses)
