@@ -325,3 +325,20 @@ def test_inputs_from_other_threads_while_ticking(default_mapping):
     assert c.cues_seen == 600
     assert outs[-1].t_capture_ns == int(round((100.0 + 599 / 30) * 1e9))
     assert [o.seq for o in outs] == list(range(1, len(outs) + 1))
+
+
+def test_offline_stream_ticks_at_a_fixed_rate_and_applies_timed_events():
+    """conditioning_over (offline render / perceive): 12.5 fps input, 30 fps output, an emotion
+    event at 1.0 s shows from that tick on."""
+    from liveavatar.conditioning import conditioning_over
+    inputs = [cues(10.0 + i * 0.08, person(), expression()) for i in range(25)]   # 2 s at 12.5 fps
+    sad = ControlEvent(ControlKind.EMOTION, "sad", EventSource.API, TriggerMode.TOGGLE)
+    out = list(conditioning_over(inputs, rate_hz=30.0, events=[(int(11.0e9), sad)]))
+    times = np.array([c.t_tick_ns for c in out])
+    assert times[0] == int(10e9) and len(out) == 59
+    assert np.all(np.diff(times) == 33_333_333)
+    sad_w = np.array([c.emotion[EMOTIONS.index("sad")] for c in out])
+    first = int(np.argmax(times >= int(11.0e9)))
+    assert sad_w[first - 1] == 0.0 and sad_w[first] > 0.5 and sad_w[-1] > 0.95
+    # Each tick uses only inputs captured at or before it.
+    assert all(c.t_capture_ns <= c.t_tick_ns for c in out)
