@@ -181,7 +181,9 @@ class Conditioner:
         s[:] = self._last if self._t_last is not None else self._idle_now(t_s)
         body_conf = 0.0
         pose = cues.pose
-        if pose.present and pose.landmarks.shape[0] >= 33:
+        pose_ok = pose.present and pose.landmarks.ndim == 2 and pose.landmarks.shape[0] >= 33 \
+            and pose.landmarks.shape[1] >= 4
+        if pose_ok:
             hx, hy, body_h, body_conf = self._retarget.run(pose.landmarks, aspect, self.mirror,
                                                            tr.min_visibility)
             if body_conf > 0:
@@ -189,7 +191,9 @@ class Conditioner:
                 s[S_ROOT] = self._root(hx, hy, body_h, t_s)
                 self._body_seen_s = now_s
         expr = cues.expression
-        if cues.expression_present and expr.shape[0] >= len(FACE_FEATURES) and np.isfinite(expr).all():
+        expr_ok = (cues.expression_present and expr.ndim == 1 and expr.shape[0] >= len(FACE_FEATURES)
+                   and bool(np.isfinite(expr).all()))
+        if expr_ok:
             head_angles(expr, self.mirror, s[S_HEAD])
             face_params(expr, self.mirror, s[S_FACE])
             self._face_seen_s = now_s
@@ -213,8 +217,8 @@ class Conditioner:
         self.emotion.push_loudness(v, v.speaking_prob)
 
         # Gestures and keywords become events on the same lane as hotkeys.
-        for g in self.gestures.push(t_s, pose.landmarks if pose.present else None, aspect,
-                                    cues.expression if cues.expression_present else None):
+        for g in self.gestures.push(t_s, pose.landmarks if pose_ok else None, aspect,
+                                    expr if expr_ok else None):
             spec = self.mapping.gestures.trigger_for(g)
             if spec is not None:
                 self._queue_spec(spec, EventSource.GESTURE, now)

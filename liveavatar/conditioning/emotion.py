@@ -161,9 +161,10 @@ class EmotionEngine:
     def push_loudness(self, voice: VoiceFeatures, speaking: float) -> None:
         """Feed one loudness sample per perception result (about 30 Hz) for laughter: voiced
         bursts at 4-7 Hz ("ha-ha-ha") with the pitch above the user's usual."""
-        self._loudness[self._loud_i] = voice.loudness_dbfs if voice.present else -120.0
+        loud = voice.loudness_dbfs
+        self._loudness[self._loud_i] = loud if voice.present and np.isfinite(loud) else -120.0
         self._loud_i = (self._loud_i + 1) % LAUGH_WINDOW
-        if not voice.present or speaking < 0.5 or voice.pitch_dev < 0.5:
+        if not voice.present or not speaking >= 0.5 or not voice.pitch_dev >= 0.5:
             self.laughter *= 0.8
             return
         env = np.roll(self._loudness, -self._loud_i)

@@ -172,7 +172,7 @@ def _assert_sane(c, n_emotions=len(EMOTIONS)):
 
 
 _floats = st.floats(allow_nan=True, allow_infinity=True, width=32)
-_part = st.tuples(st.booleans(), st.sampled_from(["ok", "nan", "wild", "half"]))
+_part = st.tuples(st.booleans(), st.sampled_from(["ok", "nan", "wild", "half", "malformed"]))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -194,9 +194,13 @@ def test_values_always_finite_and_in_range(default_mapping, frames, seed):
             lm[:, 3] = rng.uniform(-1, 2, 33)
         elif pose_kind == "half":
             lm[17:, 3] = 0.0
+        elif pose_kind == "malformed":
+            lm = lm[:, :3]
         expr = rng.uniform(-3, 3, len(FACE_FEATURES)).astype(np.float32)
         if face_kind == "nan":
             expr[rng.integers(0, len(expr))] = np.nan
+        elif face_kind == "malformed":
+            expr = expr[:5]
         voice = VoiceFeatures(speaking_prob=float(rng.uniform(-1, 2)), loudness_dbfs=loud,
                               pitch_hz=100.0, pitch_dev=pitch,
                               visemes=rng.uniform(-1, 1, len(VISEMES)).astype(np.float32),
