@@ -349,7 +349,7 @@ async def feeds_start(request: web.Request) -> web.Response:
 async def start_feed(app: web.Application, s: Session, url: str) -> dict:
     eng = app[ENGINE]
     try:
-        from liveavatar.output.mpegts import MpegTsFeed
+        from liveavatar.output.mpegts import MpegTsFeed, receiver_url
     except ImportError as e:
         raise UserError(f"the MPEG-TS feed is not available in this build ({e})") from None
     sink = MpegTsFeed(url, eng.cfg.size, eng.cfg.size, eng.cfg.fps, background=eng.flat_bg)
@@ -358,7 +358,8 @@ async def start_feed(app: web.Application, s: Session, url: str) -> dict:
     s.sinks["mpegts"] = sink
     if old is not None:
         await asyncio.get_running_loop().run_in_executor(eng.pool, old.stop)
-    return {"kind": "mpegts", "url": url, "width": eng.cfg.size, "height": eng.cfg.size, "fps": eng.cfg.fps}
+    return {"kind": "mpegts", "url": url, "reader_url": receiver_url(url), "width": eng.cfg.size,
+            "height": eng.cfg.size, "fps": eng.cfg.fps}
 
 
 async def feeds_stop(request: web.Request) -> web.Response:

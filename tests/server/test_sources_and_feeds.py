@@ -1,0 +1,84 @@
+"""`serve --source FILE`, the demo fallback, a camera taking over from a file, and the MPEG-TS
+feed endpoint (what OBS's media source reads)."""
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from liveavatar.paths import assets_dir
+from liveavatar.server.config import ServerConfig
+from tests.media import path as media_path
+from tests.server.conftest import ServerThread, free_port, http, wait_until
+from tests.server.fakes import fake_perception_stages
+from tests.server.rtc_clients import publish
+
+
+@pytest.fixture(scope="module")
+def file_server():
+    cfg = ServerConfig(port=free_port(), size=64, source=media_path("messi_sway.mp4"))
+    srv = ServerThread(cfg, fake_perception_stages(cfg)).start()
+    yield srv
+    srv.stop()
+
+
+async def test_source_file_drives_the_default_session_until_a_camera_comes(file_server):
+    import asyncio
+    s = file_server.engine.sessions["default"]
+    await asyncio.to_thread(wait_until, lambda: s.frames_received.count > 20, 30, 0.1, "file frames")
+    assert s.file_driver is not None and s.file_driver.error is None
+    st = (await asyncio.to_thread(http, file_server.url + "/api/sessions/default/state"))[1]
+    assert st["ingest"] == "file"
+    # Capture times of the file's frames flow through to rendered frames.
+    await asyncio.to_thread(wait_until, lambda: s.latest is not None and s.latest.t_capture_ns > 0, 10, 0.1,
+                            "rendered frames carrying the file's capture times")
+    pub = await publish(file_server.url + "/whip/default", media_path("astronaut_talk.mp4"), audio=False)
+    try:
+        assert s.file_driver is None and s.ingest_kind == "webrtc"
+    finally:
+        await pub.close()
+
+
+def test_demo_clip_plays_when_no_camera_connects():
+    assert (assets_dir() / "demo.mp4").exists()
+    cfg = ServerConfig(port=free_port(), size=64, demo=True, demo_after_s=0.5)
+    srv = ServerThread(cfg, fake_perception_stages(cfg)).start()
+    try:
+        s = srv.engine.sessions["default"]
+        wait_until(lambda: s.file_driver is not None and s.frames_received.count > 10, 30, what="the demo clip")
+        assert s.file_driver.path.name == "demo.mp4"
+    finally:
+        srv.stop()
+
+
+def test_no_demo_means_an_idle_avatar():
+    cfg = ServerConfig(port=free_port(), size=64, demo=False, demo_after_s=0.2)
+    srv = ServerThread(cfg, fake_perception_stages(cfg)).start()
+    try:
+        s = srv.engine.sessions["default"]
+        wait_until(lambda: s.rendered.count > 15, 20, what="idle frames")
+        assert s.file_driver is None and s.frames_received.count == 0
+    finally:
+        srv.stop()
+
+
+def test_mpegts_feed_endpoint_sends_the_avatar_over_udp(file_server):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(10)
+        port = rx.getsockname()[1]
+        url = file_server.url + "/api/sessions/default/feeds"
+        status, body = http(url, "POST", {"kind": "mpegts", "url": f"udp://127.0.0.1:{port}"})
+        assert status == 200 and body["feed"]["reader_url"] == f"udp://127.0.0.1:{port}"
+        data = b""
+        deadline = time.monotonic() + 10
+        while len(data) < 20 * 188 and time.monotonic() < deadline:
+            data += rx.recv(65536)
+        assert data[0] == 0x47 and data[188] == 0x47  # MPEG-TS sync bytes
+        status, body = http(url, "DELETE")
+        assert status == 200 and body["stopped"] == ["mpegts"]
+    status, body = http(url, "POST", {"kind": "mpegts", "url": "http://example.com/x"})
+    assert status == 400 and "udp://" in body["error"]
+    status, body = http(url, "POST", {"kind": "rtmp", "url": "udp://127.0.0.1:5"})
+    assert status == 422 and body["error"].startswith("kind:")
