@@ -201,3 +201,23 @@ def test_head_roll_follows_the_rotating_camera():
     applied = -np.deg2rad(4.0) * np.sin(2 * np.pi * 0.4 * t)
     assert np.corrcoef(roll, applied)[0, 1] > 0.9
     assert (roll.max() - roll.min()) == pytest.approx(np.deg2rad(8.0), rel=0.3)
+
+
+def test_mirrored_face_swaps_sides_and_signs():
+    # Megamind turns his head a lot; a mirrored frame must read as the opposite turn, with his
+    # left and right eyes swapped.
+    frames = video_frames("Megamind.avi", limit=120)[::8]
+    p = Perception(static=True, pose=False, hands=False, enable_voice=False)
+    try:
+        pairs = [(p.process_video(frame(f, i, i)).expression,
+                  p.process_video(frame(np.ascontiguousarray(f[:, ::-1]), i, i)).expression)
+                 for i, f in enumerate(frames)]
+    finally:
+        p.close()
+    e, m = (np.stack(x) for x in zip(*pairs))
+    turn = np.abs(e[:, FF["head_yaw"]]) > 0.15
+    assert turn.sum() >= 3
+    assert (np.sign(e[turn, FF["head_yaw"]]) == -np.sign(m[turn, FF["head_yaw"]])).all()
+    np.testing.assert_allclose(m[:, FF["head_yaw"]], -e[:, FF["head_yaw"]], atol=0.08)
+    np.testing.assert_allclose(m[:, FF["head_roll"]], -e[:, FF["head_roll"]], atol=0.05)
+    np.testing.assert_allclose(m[:, FF["blink_left"]], e[:, FF["blink_right"]], atol=0.2)
