@@ -709,6 +709,29 @@ class Engine:
     def ticker_skipped(self) -> int:
         return self.render_loop.ticker.skipped if self.render_loop else 0
 
+    def _perception_info(self) -> dict:
+        """What perception really runs on (MediaPipe's legacy solutions run on the CPU through
+        TFLite's XNNPACK delegate; voice activity through onnxruntime)."""
+        info: dict = {"device": "cpu"}
+        try:
+            import mediapipe
+            info["runtime"] = f"mediapipe {mediapipe.__version__} (TFLite, XNNPACK CPU delegate)"
+        except ImportError:
+            info["runtime"] = "unavailable"
+        for s in list(self.sessions.values()):
+            session = getattr(getattr(s.perception, "voice_analyzer", None), "_sess", None)
+            if session is not None and hasattr(session, "get_providers"):
+                info["voice_vad_providers"] = session.get_providers()
+            if hasattr(s.perception, "stats"):
+                try:
+                    st = s.perception.stats()
+                    info["fps"] = st.get("fps")
+                    info["ms"] = st.get("ms")
+                except Exception:
+                    pass
+            break
+        return info
+
     def health(self) -> dict:
         info: dict = {}
         if self.generator is not None:
@@ -716,15 +739,7 @@ class Engine:
                 info = self.generator.info()
             except Exception as e:
                 info = {"error": str(e)}
-        perception = {}
-        for s in self.sessions.values():
-            if hasattr(s.perception, "stats"):
-                try:
-                    st = s.perception.stats()
-                    perception = {k: v for k, v in st.items() if k in ("providers", "device", "models", "delegate")} or st
-                except Exception:
-                    pass
-                break
+        perception = self._perception_info()
         render = self.render_loop
         return {
             "status": "ok" if self.ready else ("error" if self.warmup_error else "warming_up"),
@@ -732,7 +747,7 @@ class Engine:
             "generator": getattr(self.generator, "name", self.cfg.generator),
             "device": getattr(self.generator, "device", None),
             "generator_info": info,
-            "perception": perception or {"device": "cpu", "runtime": "mediapipe (CPU, TFLite XNNPACK)"},
+            "perception": perception,
             "webrtc": {"library": "aiortc", "video_codec": "VP8 (software)", "audio_codec": "Opus"},
             "sessions": len(self.sessions), "max_sessions": self.cfg.max_sessions,
             "fps": self.cfg.fps, "size": self.cfg.size,

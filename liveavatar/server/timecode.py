@@ -13,6 +13,7 @@ Two layouts, mirrored in static/timecode.js:
 """
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -52,13 +53,16 @@ def encode_bits(values: tuple[int, ...], fields: tuple[int, ...]) -> np.ndarray:
     return np.asarray(bits, np.uint8)
 
 
+@functools.lru_cache(maxsize=16)
+def _block_of_column(width: int, n: int) -> np.ndarray:
+    edges = (np.arange(n + 1) * width) // n
+    return np.searchsorted(edges, np.arange(width), side="right") - 1
+
+
 def draw(strip: np.ndarray, values: tuple[int, ...], fields: tuple[int, ...]) -> None:
     """Paint the blocks into `strip` (h, w, c) uint8 in place, spread over its full width."""
     bits = encode_bits(values, fields)
-    w = strip.shape[1]
-    edges = (np.arange(bits.size + 1) * w) // bits.size
-    block_of_column = np.searchsorted(edges, np.arange(w), side="right") - 1
-    strip[:] = (bits[block_of_column] * 255)[None, :, None]
+    strip[:] = (bits[_block_of_column(strip.shape[1], bits.size)] * 255)[None, :, None]
 
 
 def read(strip: np.ndarray, fields: tuple[int, ...]) -> tuple[int, ...] | None:

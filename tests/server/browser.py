@@ -34,3 +34,18 @@ RED_PIXELS_JS = """() => {
   for (let i = 0; i < d.length; i += 4) if (d[i+3] > 128 && d[i] > 170 && d[i+1] < 90 && d[i+2] < 90) n++;
   return n;
 }"""
+
+AUDIO_ENERGY_JS = """async () => {
+  let e = 0;
+  (await window.__viewer.pc.getStats()).forEach(r => {
+    if (r.type === 'inbound-rtp' && r.kind === 'audio') e = r.totalAudioEnergy || 0; });
+  return e;
+}"""
+
+OVERLAY_PIXELS_JS = """() => {
+  const c = document.getElementById('overlay-canvas');
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let n = 0;
+  for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+  return n;
+}"""
