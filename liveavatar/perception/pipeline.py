@@ -488,6 +488,7 @@ class Perception:
         if self.voice_analyzer is not None:
             out["voice_cpu_fraction"] = round(self.voice_analyzer.cpu_fraction(), 4)
             out["bad_audio_chunks"] = self.voice_analyzer.bad_chunks
+            out["voice_vad_providers"] = self.voice_analyzer.vad.providers
         return out
 
     def close(self) -> None:
