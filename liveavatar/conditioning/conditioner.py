@@ -222,7 +222,9 @@ class Conditioner:
             spec = self.mapping.gestures.trigger_for(g)
             if spec is not None:
                 self._queue_spec(spec, EventSource.GESTURE, now)
-        for hit in cues.keywords:
+        # One utterance can carry several words, decoded together: apply them in spoken order.
+        hits = cues.keywords if len(cues.keywords) < 2 else sorted(cues.keywords, key=lambda k: k.t_ns)
+        for hit in hits:
             word = hit.word.lower()
             spec = self.mapping.keywords.get(word)
             # Perception may report one utterance in several cues: one trigger per word a second.

@@ -182,3 +182,44 @@ def test_bad_mapping_file_is_a_one_line_cli_error(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip() == f"error: {bad}: keywords.dance.action: unknown action 'dnce' (known: " \
         "dance, bow, jump, wave, clap, cheer, spin, nod, head_shake, point)"
+
+
+def _speech_cues(name: str, keywords: list[str]) -> list[Cues]:
+    """Real speech through the real voice pipeline (VAD, pitch, visemes, pocketsphinx keyword
+    spotting), fed in 20 ms chunks between 30 fps frames as a live stream would be."""
+    from tests.media import read_wav
+    samples, rate = read_wav(path(name))
+    hop = rate // 50
+    blank = np.zeros((48, 64, 3), np.uint8)     # no camera: this test is about the voice
+    out = []
+    with Perception(static=False, sync=True, pose=False, face=False, hands=False,
+                    keywords=keywords) as p:
+        n_frames = int(len(samples) / rate * 30) + 10
+        done = 0
+        for f in range(n_frames):
+            t_ns = int(1e9 + f * 1e9 / 30)
+            while done < len(samples) and 1e9 + done / rate * 1e9 <= t_ns:
+                p.process_audio(AudioChunk(samples[done:done + hop], rate, done // hop,
+                                           int(1e9 + done / rate * 1e9)))
+                done += hop
+            if f == n_frames - 5:
+                p.flush_audio()      # decode the last utterance
+            out.append(p.process_video(CapturedFrame(blank, f, t_ns)))
+    return out
+
+
+@pytest.mark.parametrize("clip, expected, absent", [
+    ("speech_dance.wav", "dance", "jump"),     # "hello everyone, let's dance now"
+    ("speech_hello.wav", "wave", "dance"),     # "hello everyone, thank you for watching ..."
+])
+def test_spoken_keywords_trigger_mapped_actions(default_mapping, clip, expected, absent):
+    cues = _speech_cues(clip, default_mapping.keyword_words())
+    out = list(conditioning_over(cues, default_mapping))
+    actions = [c.action for c in out]
+    assert expected in actions and absent not in actions
+    first = actions.index(expected)
+    # The character was talking (lip sync) before the keyword arrived at the utterance's end.
+    assert max(c.speaking for c in out[:first]) > 0.8
+    assert min(c.visemes[0] for c in out[:first]) < 0.5
+    if expected == "wave":       # "hello" also makes the character happy
+        assert max(c.emotion[EMOTIONS.index("happy")] for c in out[first:]) > 0.5
