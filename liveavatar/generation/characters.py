@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from liveavatar.errors import ConfigError, NotFoundError
+from liveavatar.errors import ConfigError, NotFoundError, UserError
 from liveavatar.paths import models_dir, safe_join
 from liveavatar.types import BONES, EMOTIONS, VISEMES
 
@@ -204,6 +204,8 @@ def load_pack(name: str, root: Path | None = None) -> CharacterPack:
     """Load and validate a character pack; UserError (naming the file) on any problem."""
     root = root or characters_dir()
     folder = safe_join(root, name, what="character")
+    if folder.parent != root.resolve():
+        raise UserError(f"character {name!r}: must be a folder name directly under {root}")
     if not (folder / "manifest.json").is_file():
         known = ", ".join(list_characters(root)) or "none"
         raise NotFoundError(f"unknown character {name!r} (no {folder / 'manifest.json'}); available: {known}")

@@ -359,11 +359,6 @@ def draw_expressions(st: Style, out: Path) -> dict:
                 front.poly([(sx, sy - r), (sx + r * 0.28, sy - r * 0.28), (sx + r, sy), (sx + r * 0.28, sy + r * 0.28),
                             (sx, sy + r), (sx - r * 0.28, sy + r * 0.28), (sx - r, sy), (sx - r * 0.28, sy - r * 0.28)],
                            fill=(255, 215, 40, 255))
-        if emo == "excited":
-            for side in (-1, 1):   # star catch-lights in the eyes
-                x, y = ex + ew / 2 + side * EYE_DX + 3, ey + eh / 2 - 3
-                front.poly([(x, y - 4), (x + 1.2, y - 1.2), (x + 4, y), (x + 1.2, y + 1.2), (x, y + 4),
-                            (x - 1.2, y + 1.2), (x - 4, y), (x - 1.2, y - 1.2)], fill=(255, 255, 255, 255))
         back.save(out / "face" / f"extras_back_{emo}.png")
         front.save(out / "face" / f"extras_front_{emo}.png")
         files["extras_back"] = f"face/extras_back_{emo}.png"

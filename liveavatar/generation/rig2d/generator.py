@@ -33,10 +33,9 @@ N_E, N_V, N_F = len(EMOTIONS), len(VISEMES), len(FACE_PARAMS)
 HAPPY = EMOTIONS.index("happy")
 JOINT_INDEX = {name: i for i, name in enumerate(packs.JOINTS)}
 HEAD_BONE = len(BONE_INDEX)   # pseudo-bone index for parts that turn with the head
-# Tile sizes are chosen from scale buckets (x1.2 apart) so shapes (and buffers) stay fixed.
-SCALE_BUCKETS = 0.5 * 1.2 ** np.arange(9)
-SLOT_FACTOR = 1.8             # atlas slot side / part diagonal: room for the largest tile overshoot
-YAW_SHIFT, PITCH_SHIFT = 16.0, 12.0   # face-canvas px the features move at 1 rad of yaw/pitch
+ATLAS_BORDER = 3     # transparent px around each part in the atlas; sampling is clamped into it
+TILE_ROUND = 8       # tile sides round up to this, so a handful of shapes recur frame to frame
+YAW_SHIFT, PITCH_SHIFT = 16.0, 14.0   # face-canvas px the features move at 1 rad of yaw/pitch
 GAZE_X, GAZE_Y = 5.0, 3.0              # pupil travel (px) at gaze +-1
 
 
@@ -52,6 +51,7 @@ class _Part:
     slot: np.ndarray    # (2,) texture top-left inside the atlas (body parts)
     is_head: bool
     stretch: bool       # follows the spine length (bow)
+    wh: np.ndarray      # (2,) texture width, height
 
 
 class _Character:
@@ -74,16 +74,16 @@ class _Character:
             img = pack.head if is_head else pack.part_images[spec.name]
             h, w = img.shape[1:]
             diag = math.hypot(w, h)
-            slot_side = int(math.ceil(diag * SLOT_FACTOR)) + 4
-            slot = np.array([x_cursor + (slot_side - w) / 2, (slot_side - h) / 2], np.float32).round()
+            slot = np.array([x_cursor + ATLAS_BORDER, ATLAS_BORDER], np.float32)
             if not is_head:
                 slots.append((img, int(slot[0]), int(slot[1])))
-                x_cursor += slot_side
-                atlas_h = max(atlas_h, slot_side)
+                x_cursor += w + 2 * ATLAS_BORDER
+                atlas_h = max(atlas_h, h + 2 * ATLAS_BORDER)
             parts.append(_Part(spec.name, JOINT_INDEX[spec.joint],
                                HEAD_BONE if spec.bone == "head" else BONE_INDEX[spec.bone],
                                np.array(spec.pivot, np.float32), np.array([w / 2, h / 2], np.float32),
-                               float(spec.rest_angle), diag, slot, is_head, spec.bone == "spine"))
+                               float(spec.rest_angle), diag, slot, is_head, spec.bone == "spine",
+                               np.array([w, h], np.float32)))
         self.parts = parts
         self.body_parts = [p for p in parts if not p.is_head]
         atlas = np.zeros((4, max(atlas_h, 1), max(x_cursor, 1)), np.float32)
@@ -108,26 +108,19 @@ class _Character:
         self.brows = stack([e.brows for e in ex])
         self.mouth_closed = stack([e.mouth["closed"] for e in ex])
         self.mouth_open = stack([e.mouth[v] for e in ex for v in VISEMES[1:]])   # (E*5, ...)
-        self.extras_back = stack([e.extras_back for e in ex])
-        self.extras_front = stack([e.extras_front for e in ex])
-        self.has_back = bool(self.extras_back.abs().sum() > 0)
-        self._tiles: dict[tuple[int, int], tuple] = {}
-
-    def tiles(self, bucket: int, size: int) -> tuple:
-        """Per scale bucket: tile side per part, flat pixel-centre coords and slices (cached)."""
-        key = (bucket, size)
-        if key not in self._tiles:
-            k = size / self.ref * SCALE_BUCKETS[bucket]
-            sides = [int(math.ceil(p.diag * k)) + 2 for p in self.parts]
-            locals_, slices, start = [], [], 0
-            for side in sides:
-                c = torch.arange(side, dtype=torch.float32) + 0.5
-                yy, xx = torch.meshgrid(c, c, indexing="ij")
-                locals_.append(torch.stack([xx.reshape(-1), yy.reshape(-1)], 1))
-                slices.append((start, start + side * side))
-                start += side * side
-            self._tiles[key] = (sides, locals_, slices)
-        return self._tiles[key]
+        # Head + extras per emotion, precomposited: "over" is linear in the emotion weights, so the
+        # face base of any emotion mix is one matmul.
+        bases = []
+        for e in ex:
+            base = e.extras_back + pack.head * (1.0 - e.extras_back[3:4])
+            bases.append(e.extras_front + base * (1.0 - e.extras_front[3:4]))
+        self.face_base = stack(bases)
+        # Sampling bounds per body part (atlas-normalised): the part plus half its border, so
+        # tile pixels beyond the part land on transparent texels, never on a neighbour.
+        lo = np.stack([(p.slot - ATLAS_BORDER / 2) for p in self.body_parts]) * 2 / self.atlas_wh - 1
+        hi = np.stack([(p.slot + p.wh + ATLAS_BORDER / 2) for p in self.body_parts]) * 2 / self.atlas_wh - 1
+        self.clamp_lo = torch.from_numpy(lo.astype(np.float32)).to(device)
+        self.clamp_hi = torch.from_numpy(hi.astype(np.float32)).to(device)
 
 
 class Rig2DGenerator:
@@ -230,10 +223,10 @@ class Rig2DGenerator:
             emo[i, 0] += e[N_E:].sum()          # unknown extra emotions count as neutral
             action[i] = motion.ACTION_INDEX.get(c.action, 0)
             scal[i] = (c.action_phase, c.action_weight, c.body_present, c.t_tick_ns * 1e-9, c.speaking)
-        scal = np.nan_to_num(scal, nan=0.0, posinf=0.0, neginf=0.0)
+        scal = np.nan_to_num(scal, nan=0.0, posinf=1.0, neginf=0.0)
         bad = ~np.isfinite(bones)
         bones[bad] = np.broadcast_to(motion.REST_BONE_ANGLES, bones.shape)[bad]
-        root[:, :2] = np.nan_to_num(root[:, :2], nan=0.0, posinf=0.0, neginf=0.0).clip(-1, 1)
+        root[:, :2] = np.nan_to_num(root[:, :2], nan=0.0, posinf=1.0, neginf=-1.0).clip(-1, 1)
         root[:, 2] = np.nan_to_num(root[:, 2], nan=1.0, posinf=2.0, neginf=0.5).clip(0.5, 2.0)
         head = np.nan_to_num(head, nan=0.0, posinf=0.8, neginf=-0.8).clip(-0.8, 0.8)
         lo = np.zeros(N_F, np.float32)
@@ -303,106 +296,136 @@ class Rig2DGenerator:
         J, xs = self._skeleton(ch, root, c)
         k = S / c.ref
         scale = root[:, 2]
-        bucket = int(np.searchsorted(SCALE_BUCKETS, scale.max() - 1e-6))
-        bucket = min(bucket, len(SCALE_BUCKETS) - 1)
-        sides, locals_, slices = c.tiles(bucket, S)
 
-        # ---- per-part affine: output = joint + M (tex - pivot); M = k s X R(delta) diag(cx, sy)
+        # ---- per-part affine: output = joint + M (tex - pivot); M = k s X R(delta) diag(sx, sy)
         head_angle = ch[:, BONE_INDEX["neck"]] - np.pi + ch[:, motion.ROLL]
         yaw = np.clip(ch[:, motion.YAW], -0.8, 0.8)
+        pitch = np.clip(ch[:, motion.PITCH], -0.8, 0.8)
         spine_scale = np.clip(ch[:, motion.SPINE_SCALE], 0.3, 1.5)
         P = len(c.parts)
-        Minv = np.empty((n, P, 2, 2), np.float32)
+        ones = np.ones(n, np.float32)
+        ks = k * scale
+        A = np.empty((n, P, 2, 2), np.float32)       # normalised source coords = local @ A + bvec
+        bvec = np.empty((n, P, 2), np.float32)
         origin = np.empty((n, P, 2), np.int64)
-        bias = np.empty((n, P, 2), np.float32)
+        tile_wh = np.empty((P, 2), np.int64)
         for pi_, p in enumerate(c.parts):
-            if p.bone == HEAD_BONE:
-                delta = head_angle - p.rest
-                sx, sy = 1.0 - 0.15 * np.abs(yaw), np.ones(n, np.float32)
+            if p.bone == HEAD_BONE:   # turning away narrows the head, nodding shortens it
+                delta, sx, sy = head_angle - p.rest, 1.0 - 0.15 * np.abs(yaw), 1.0 - 0.12 * np.abs(pitch)
             else:
-                delta = ch[:, p.bone] - p.rest
-                sx = np.ones(n, np.float32)
-                sy = spine_scale if p.stretch else np.ones(n, np.float32)
+                delta, sx = ch[:, p.bone] - p.rest, ones
+                sy = spine_scale if p.stretch else ones
             cs, sn = np.cos(delta), np.sin(delta)
-            ks = k * scale
-            # M = ks * [[xs,0],[0,1]] @ [[c, s],[-s, c]] @ [[sx,0],[0,sy]]
             m00, m01 = ks * xs * cs * sx, ks * xs * sn * sy
             m10, m11 = -ks * sn * sx, ks * cs * sy
             det = m00 * m11 - m01 * m10
-            inv = np.stack([np.stack([m11, -m01], -1), np.stack([-m10, m00], -1)], -2) / det[:, None, None]
             joint = J[:, p.joint] * k
+            if p.bone == HEAD_BONE:   # the head dips as it nods down
+                joint = joint + np.stack([np.zeros(n, np.float32), 8.0 * k * scale * pitch], -1)
             off = p.centre - p.pivot
             centre = joint + np.stack([m00 * off[0] + m01 * off[1], m10 * off[0] + m11 * off[1]], -1)
-            o = np.floor(centre - sides[pi_] / 2).astype(np.int64)
+            # The tile is the rotated texture's bounding box (largest over the batch, rounded up).
+            bw = np.abs(m00) * p.wh[0] + np.abs(m01) * p.wh[1]
+            bh = np.abs(m10) * p.wh[0] + np.abs(m11) * p.wh[1]
+            tw = int(-(-(bw.max() + 2) // TILE_ROUND) * TILE_ROUND)
+            th = int(-(-(bh.max() + 2) // TILE_ROUND) * TILE_ROUND)
+            tile_wh[pi_] = (tw, th)
+            o = np.floor(centre - np.array([tw / 2, th / 2], np.float32)).astype(np.int64)
             origin[:, pi_] = o
-            Minv[:, pi_] = inv
-            # tex = pivot + Minv (origin + local - joint)
-            rel = o - joint
-            bias[:, pi_] = p.pivot + np.einsum("nij,nj->ni", inv, rel)
-        # atlas-normalised sampling: g = (tex + slot) * 2 / wh - 1
-        face_norm = 2.0 / c.F
-        norm = np.empty((P, 2), np.float32)
-        shift = np.empty((P, 2), np.float32)
-        for pi_, p in enumerate(c.parts):
+            # tex = pivot + Minv (origin + local - joint); Minv = [[m11, -m01], [-m10, m00]] / det
+            i00, i01, i10, i11 = m11 / det, -m01 / det, -m10 / det, m00 / det
+            rel = (o - joint).astype(np.float32)
+            tex0 = p.pivot[0] + i00 * rel[:, 0] + i01 * rel[:, 1]
+            tex1 = p.pivot[1] + i10 * rel[:, 0] + i11 * rel[:, 1]
             if p.is_head:
-                norm[pi_] = face_norm
-                shift[pi_] = 0.0
+                norm, shift = np.full(2, 2.0 / c.F, np.float32), np.zeros(2, np.float32)
             else:
-                norm[pi_] = 2.0 / c.atlas_wh
-                shift[pi_] = p.slot
-        A = Minv.transpose(0, 1, 3, 2) * norm[None, :, None, :]        # local @ A
-        bvec = (bias + shift[None]) * norm[None] - 1.0
-        A_t = torch.from_numpy(np.ascontiguousarray(A)).to(dev)
-        b_t = torch.from_numpy(np.ascontiguousarray(bvec)).to(dev)
+                norm, shift = 2.0 / c.atlas_wh, p.slot
+            # rows of A: d(source)/d(local x), d(source)/d(local y)
+            A[:, pi_, 0, 0], A[:, pi_, 0, 1] = i00 * norm[0], i10 * norm[1]
+            A[:, pi_, 1, 0], A[:, pi_, 1, 1] = i01 * norm[0], i11 * norm[1]
+            bvec[:, pi_, 0] = (tex0 + shift[0]) * norm[0] - 1.0
+            bvec[:, pi_, 1] = (tex1 + shift[1]) * norm[1] - 1.0
+        A_t = torch.from_numpy(A).to(dev)
+        b_t = torch.from_numpy(bvec).to(dev)
+        ramp = self._ramp(int(tile_wh.max()) + 1)
 
         body_idx = [i for i, p in enumerate(c.parts) if not p.is_head]
         head_idx = [i for i, p in enumerate(c.parts) if p.is_head][0]
-        total_body = sum(sides[i] ** 2 for i in body_idx)
+        sizes = [int(tile_wh[i, 0] * tile_wh[i, 1]) for i in range(P)]
+        total_body = sum(sizes[i] for i in body_idx)
         grid = torch.empty((n, total_body, 2), device=dev)
         body_slices = {}
         start = 0
-        for i in body_idx:
-            end = start + sides[i] ** 2
-            loc = locals_[i].to(dev) if locals_[i].device != dev else locals_[i]
-            grid[:, start:end] = torch.baddbmm(b_t[:, i, None, :], loc.expand(n, -1, -1), A_t[:, i])
+        for j, i in enumerate(body_idx):
+            end = start + sizes[i]
+            self._tile_grid(grid[:, start:end], A_t[:, i], b_t[:, i], tile_wh[i], ramp)
+            grid[:, start:end].clamp_(min=c.clamp_lo[j], max=c.clamp_hi[j])
             body_slices[i] = (start, end)
             start = end
         body = F.grid_sample(c.atlas.expand(n, -1, -1, -1), grid.view(n, 1, total_body, 2),
                              mode="bilinear", padding_mode="zeros", align_corners=False)[:, :, 0]
 
         face = self._face(c, g, ch)
-        loc = locals_[head_idx].to(dev)
-        hgrid = torch.baddbmm(b_t[:, head_idx, None, :], loc.expand(n, -1, -1), A_t[:, head_idx])
+        hgrid = torch.empty((n, sizes[head_idx], 2), device=dev)
+        self._tile_grid(hgrid, A_t[:, head_idx], b_t[:, head_idx], tile_wh[head_idx], ramp)
         head = F.grid_sample(face, hgrid.view(n, 1, -1, 2), mode="bilinear", padding_mode="zeros",
                              align_corners=False)[:, :, 0]
 
-        # ---- composite tiles in depth order (premultiplied "over")
+        # ---- composite tiles in depth order (premultiplied "over"), inside the batch's bbox only
         canvas = self._canvas.get((n, S))
         if canvas is None:
             canvas = self._canvas[(n, S)] = torch.empty((n, 4, S, S), device=dev)
-        canvas.zero_()
         org = origin.tolist()
+        lo = np.clip(origin.min(axis=(0, 1)), 0, S)
+        hi = np.clip((origin + tile_wh[None]).max(axis=(0, 1)), 0, S)
+        bx0, by0, bx1, by1 = int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])
+        out = np.zeros((n, S, S, 4), np.uint8)
+        if bx0 >= bx1 or by0 >= by1:
+            return out
+        canvas[:, :, by0:by1, bx0:bx1].zero_()   # pixels outside the bbox are never read
+        body_keep = 1.0 - body[:, 3:4]           # (1 - alpha) of every tile, one op
+        head_keep = 1.0 - head[:, 3:4]
         for pi_ in range(P):
-            side = sides[pi_]
+            tw, th = int(tile_wh[pi_, 0]), int(tile_wh[pi_, 1])
             if pi_ == head_idx:
-                tiles = head.view(n, 4, side, side)
+                tiles, keep = head.view(n, 4, th, tw), head_keep.view(n, 1, th, tw)
             else:
                 s0, s1 = body_slices[pi_]
-                tiles = body[:, :, s0:s1].view(n, 4, side, side)
+                tiles, keep = body[:, :, s0:s1].view(n, 4, th, tw), body_keep[:, :, s0:s1].view(n, 1, th, tw)
             for b in range(n):
                 ox, oy = org[b][pi_]
-                x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + side, S), min(oy + side, S)
+                x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + tw, S), min(oy + th, S)
                 if x0 >= x1 or y0 >= y1:
                     continue
-                t = tiles[b, :, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
-                dst = canvas[b, :, y0:y1, x0:x1]
-                dst.mul_(1.0 - t[3:4]).add_(t)
-        # ---- straight alpha uint8, channels last
-        alpha = canvas[:, 3:4]
-        canvas[:, :3].div_(alpha.clamp(min=1e-4))
-        canvas.mul_(255.0).add_(0.5).clamp_(0.0, 255.0)
-        res = canvas.permute(0, 2, 3, 1).to(torch.uint8)
-        return (res.cpu() if res.device.type != "cpu" else res).numpy()
+                ty, tx = slice(y0 - oy, y1 - oy), slice(x0 - ox, x1 - ox)
+                canvas[b, :, y0:y1, x0:x1].mul_(keep[b, :, ty, tx]).add_(tiles[b, :, ty, tx])
+        # ---- straight alpha uint8, channels last. Premultiplied rgb <= alpha survives bilinear
+        # sampling and "over", so rgb * 255 / alpha stays <= 255 and needs no clamp.
+        region = canvas[:, :, by0:by1, bx0:bx1]
+        inv = 255.0 / region[:, 3:4].clamp(min=1e-4)
+        region[:, :3].mul_(inv)
+        region[:, 3:4].mul_(255.0)
+        region.add_(0.5)
+        res = region.permute(0, 2, 3, 1).to(torch.uint8)
+        out[:, by0:by1, bx0:bx1] = (res.cpu() if res.device.type != "cpu" else res).numpy()
+        return out
+
+    def _ramp(self, length: int) -> torch.Tensor:
+        """Pixel centres 0.5, 1.5, ... (cached, grown on demand)."""
+        r = self._face_grids.get("ramp")
+        if r is None or r.numel() < length:
+            r = self._face_grids["ramp"] = torch.arange(max(length, 512), dtype=torch.float32, device=self._dev) + 0.5
+        return r
+
+    @staticmethod
+    def _tile_grid(out: torch.Tensor, A: torch.Tensor, b: torch.Tensor, wh, ramp: torch.Tensor) -> None:
+        """Fill `out` (n, h*w, 2) with b + x A[0] + y A[1] for the tile's pixel centres; the affine
+        is separable, so it is one (n, w, 2) row plus one (n, h, 2) column, broadcast-added."""
+        n, (w, h) = A.shape[0], (int(wh[0]), int(wh[1]))
+        row = ramp[:w, None] * A[:, None, 0, :]                  # (n, w, 2)
+        col = ramp[:h, None] * A[:, None, 1, :] + b[:, None, :]  # (n, h, 2)
+        torch.add(col[:, :, None, :], row[:, None, :, :], out=out.view(n, h, w, 2))
 
     def _face_base(self, key: str, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixel-centre coordinates (x of width w, y of height h) for a face box (cached)."""
@@ -488,17 +511,12 @@ class Rig2DGenerator:
         o_layer = mouths[n:] * a_open
         mouth_layer = o_layer + mouths[:n] * (1.0 - a_open) * (1.0 - o_layer[:, 3:4])
 
-        # ---- canvas: head, extras behind the features, features, extras in front
-        fc = c.head.expand(n, -1, -1, -1).clone()
-        if c.has_back:
-            back = (emo @ c.extras_back).view(n, 4, Fc, Fc)
-            fc = back + fc * (1.0 - back[:, 3:4])
+        # ---- canvas: head with the emotion extras, then the features on top
+        fc = (emo @ c.face_base).view(n, 4, Fc, Fc)
         for layer, (x, y, w, h) in ((eye_layer, c.eyes_box), (brows, c.brows_box), (mouth_layer, c.mouth_box)):
             dst = fc[:, :, y:y + h, x:x + w]
             dst.mul_(1.0 - layer[:, 3:4]).add_(layer)
-        front = (emo @ c.extras_front).view(n, 4, Fc, Fc)
-        return front + fc * (1.0 - front[:, 3:4])
-
+        return fc
 
 def _fit(a, n: int) -> np.ndarray:
     """Any array-ish to exactly n float32 values (missing -> NaN, so the caller's fallback applies)."""

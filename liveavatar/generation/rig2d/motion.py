@@ -118,8 +118,10 @@ def clip_channels(action: np.ndarray, phase: np.ndarray) -> np.ndarray:
             c[:, PITCH] = 0.35 * np.sin(TWO_PI * 2 * p)
         elif name == "head_shake":
             c[:, YAW] = 0.5 * np.sin(TWO_PI * 2 * p)
-        elif name == "point":
-            c[:, UAL], c[:, LAL] = 1.5, 1.55
+        elif name == "point":   # raise the arm, hold it out, lower it
+            e = np.clip(np.minimum(p, 1 - p) / 0.25, 0, 1)
+            c[:, UAL] = c[:, UAL] + (1.5 - c[:, UAL]) * e
+            c[:, LAL] = c[:, LAL] + (1.55 - c[:, LAL]) * e
         out[rows] = c
     return out
 

@@ -1,0 +1,69 @@
+"""`liveavatar bench generator`: frames per second of any registered generator by batch size.
+
+Conditionings vary every frame (walking bone angles, visemes, emotion mixes, actions), so a
+generator cannot get by on caches of a still pose. Timing is wall-clock per `render` call, after
+warm-up; the median and p95 per batch are reported, and fps per session = 1000 / ms per batch.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from liveavatar.bench import report
+from liveavatar.types import ACTIONS, EMOTIONS, REST_BONE_ANGLES, VISEMES, Conditioning
+
+WARMUP_FRAMES = 10
+
+
+def sample_conditionings(n: int, frame: int, fps: float = 30.0) -> list[Conditioning]:
+    """n sessions' conditionings for output frame `frame`: deterministic, all different."""
+    out = []
+    t = frame / fps
+    for s in range(n):
+        ph = t * 0.7 + s * 0.37
+        c = Conditioning.neutral(seq=frame, t_tick_ns=int(t * 1e9))
+        c.bone_angles = (REST_BONE_ANGLES + 0.6 * np.sin(ph + np.arange(len(REST_BONE_ANGLES)))).astype(np.float32)
+        c.root = np.array([0.05 * np.sin(ph), 0.02 * np.cos(ph), 1.0], np.float32)
+        c.head = np.array([0.3 * np.sin(ph), 0.2 * np.cos(ph), 0.1 * np.sin(2 * ph)], np.float32)
+        c.face = np.clip(0.5 + 0.5 * np.sin(ph * 3 + np.arange(len(c.face))), 0, 1).astype(np.float32)
+        vis = np.zeros(len(VISEMES), np.float32)
+        vis[(frame + s) % len(VISEMES)] = 1.0
+        c.visemes = vis
+        emo = np.zeros(len(EMOTIONS), np.float32)
+        emo[0], emo[1 + (frame // 15 + s) % (len(EMOTIONS) - 1)] = 0.4, 0.6
+        c.emotion, c.emotion_intensity = emo, 0.6
+        c.action = ACTIONS[1 + (frame // 60 + s) % (len(ACTIONS) - 1)]
+        c.action_phase, c.action_weight = (frame % 60) / 60.0, 0.7
+        c.body_present, c.speaking = 1.0, 0.5
+        out.append(c)
+    return out
+
+
+def run(generator: str = "rig2d", device: str | None = None, batches: list[int] | None = None,
+        size: int | None = None, frames: int = 120) -> dict:
+    from liveavatar.generation import registry
+
+    batches = batches or [1, 8]
+    gen = registry.create(generator, device=device, size=size or 512)
+    names = gen.characters()
+    character = "nova" if "nova" in names else (names[0] if names else "nova")
+    gen.prepare_character(character)
+    rows = []
+    for b in batches:
+        chars = [character] * b
+        for i in range(WARMUP_FRAMES):
+            gen.render(sample_conditionings(b, i), chars)
+        times_ms = []
+        for i in range(frames):
+            conds = sample_conditionings(b, WARMUP_FRAMES + i)
+            t0 = time.perf_counter()
+            gen.render(conds, chars)
+            times_ms.append((time.perf_counter() - t0) * 1e3)
+        st = report.stats(times_ms)
+        note = f"{b} session(s), {gen.size}x{gen.size} RGBA, {gen.device}"
+        rows.append(report.row(f"ms per batch (B={b})", st["median"], st["p95"], "ms", note))
+        rows.append(report.row(f"fps per session (B={b})", 1e3 / st["median"], 1e3 / st["p95"], "fps",
+                               "p95 column: fps at the p95 batch time"))
+        rows.append(report.row(f"total fps (B={b})", b * 1e3 / st["median"], b * 1e3 / st["p95"], "fps", ""))
+    return report.result("generator", rows, generator=generator, info=gen.info())
