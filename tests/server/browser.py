@@ -31,7 +31,7 @@ RED_PIXELS_JS = """() => {
   const ctx = c.getContext('2d'); ctx.drawImage(src, 0, 0);
   const d = ctx.getImageData(0, 0, c.width, c.height).data;
   let n = 0;
-  for (let i = 0; i < d.length; i += 4) if (d[i+3] > 128 && d[i] > 170 && d[i+1] < 90 && d[i+2] < 90) n++;
+  for (let i = 0; i < d.length; i += 4) if (d[i+3] > 128 && d[i] > 150 && d[i] - d[i+1] > 70 && d[i] - d[i+2] > 70) n++;
   return n;
 }"""
 
