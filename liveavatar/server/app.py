@@ -376,6 +376,15 @@ async def feeds_stop(request: web.Request) -> web.Response:
 # WebRTC: WHIP ingest and WHEP egress (RFC 9725 style: POST application/sdp -> 201 + Location)
 # ---------------------------------------------------------------------------------------------
 
+async def _close_quietly(pc) -> None:
+    """aiortc's close() itself raises on a peer connection that a broken offer left half-built
+    (no transport); the client must still get its 4xx, not a 500."""
+    try:
+        await pc.close()
+    except Exception:
+        log.debug("closing a half-built peer connection failed", exc_info=True)
+
+
 async def _answer(request: web.Request, kind: str, setup) -> web.Response:
     sdp = (await read_body(request, "application/sdp")).decode("utf-8", "replace")
     check_offer(sdp)
@@ -386,17 +395,20 @@ async def _answer(request: web.Request, kind: str, setup) -> web.Response:
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
     except Exception as e:
-        await pc.close()
+        await _close_quietly(pc)
         raise UserError(f"malformed SDP offer: {type(e).__name__}: {e}") from None
+    cleanup = None
     try:
         cleanup = setup(pc, s)
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
-    except UserError:
-        await pc.close()
-        raise
     except Exception as e:
-        await pc.close()
+        # Undo what setup attached (drain tasks, ingest, viewer counts) before refusing.
+        if cleanup is not None:
+            cleanup()
+        await _close_quietly(pc)
+        if isinstance(e, UserError):
+            raise
         raise UserError(f"cannot answer this SDP offer: {type(e).__name__}: {e}") from None
     rid = uuid.uuid4().hex
     resources = request.app[STATE]["resources"]
