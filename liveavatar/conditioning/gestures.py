@@ -168,18 +168,22 @@ class GestureRecognizer:
         ok = self._head_ok[idx]
         if ok.mean() >= 0.8:
             yaw, pitch = self._head[idx][ok, 0], self._head[idx][ok, 1]
-            yaw_range, pitch_range = 0.12, 0.10
+            yaw_range, pitch_range, nod_swings = 0.12, 0.10, 2
         else:
             use = seen[:, NO] & seen[:, LS] & seen[:, RS]
             if use.mean() < 0.8:
                 return None
-            mid = 0.5 * (xy[use, LS] + xy[use, RS])
-            yaw = (xy[use, NO, 0] - mid[:, 0]) / sw
-            pitch = (xy[use, NO, 1] - mid[:, 1]) / sw
-            yaw_range, pitch_range = 0.12, 0.08
+            # The nose in the shoulders' own frame, so leaning or a tilted camera is not a nod.
+            across = xy[use, LS] - xy[use, RS]
+            across /= np.linalg.norm(across, axis=1, keepdims=True) + 1e-9
+            nose = xy[use, NO] - 0.5 * (xy[use, LS] + xy[use, RS])
+            yaw = (nose * across).sum(1) / sw
+            pitch = (nose[:, 0] * across[:, 1] - nose[:, 1] * across[:, 0]) / sw
+            # Landmark noise on a moving body reaches a single slow dip: ask for a double nod.
+            yaw_range, pitch_range, nod_swings = 0.12, 0.1, 3
         yaw_r, pitch_r = float(np.ptp(yaw)), float(np.ptp(pitch))
         if yaw_r > pitch_r and _reversals(yaw, yaw_range) >= 3:
             return "head_shake"
-        if pitch_r > yaw_r and _reversals(pitch, pitch_range) >= 2:
+        if pitch_r > yaw_r and _reversals(pitch, pitch_range) >= nod_swings:
             return "nod"
         return None

@@ -140,10 +140,15 @@ def _clip_cues(name: str, seconds: float):
         return out
 
 
-def test_real_talking_clip_conditioning_stream():
+@pytest.fixture(scope="module")
+def talking_clip_cues():
+    return _clip_cues("astronaut_talk.mp4", 2.5)
+
+
+def test_real_talking_clip_conditioning_stream(talking_clip_cues):
     """astronaut_talk.mp4: a real smiling face swaying while speech plays. The stream runs at a
-    fixed 30 Hz, tracks an upright body, lip-syncs, reads happy and sees no gesture."""
-    cues = _clip_cues("astronaut_talk.mp4", 2.5)
+    fixed 30 Hz, tracks an upright body, lip-syncs, reads happy and triggers nothing."""
+    cues = talking_clip_cues
     conds = list(conditioning_over(cues, rate_hz=30.0))
     assert len(conds) == pytest.approx(2.5 * 30, abs=2)
     ticks = np.diff([c.t_tick_ns for c in conds])
@@ -156,6 +161,20 @@ def test_real_talking_clip_conditioning_stream():
     assert closed.min() < 0.5 and closed.max() > 0.9          # lip sync opens and closes
     assert EMOTIONS[int(np.argmax(late[-1].emotion))] == "happy"
     assert all(c.action == "none" for c in conds)
+
+
+def test_camera_sway_and_talking_are_not_gestures(talking_clip_cues):
+    """Real clips where nobody gestures: a swaying, zooming camera on a talking face and on a
+    full body. Nothing may be recognised (a false nod or wave would fire its trigger live)."""
+    for cues in (talking_clip_cues, _clip_cues("messi_sway.mp4", 3.0)):
+        rec = GestureRecognizer()
+        found = []
+        for c in cues:
+            w, h = c.image_size
+            found += rec.push(c.t_capture_ns / 1e9, c.pose.landmarks if c.pose.present else None,
+                              w / h, c.expression if c.expression_present else None)
+        assert found == []
+        assert sum(c.pose.present for c in cues) > 0.9 * len(cues)    # the body was tracked
 
 
 def test_perceive_command_prints_the_conditioning_stream():
