@@ -88,6 +88,10 @@ const LA = (() => {
     const stream = new MediaStream();
     pc.ontrack = (e) => { stream.addTrack(e.track); video.srcObject = stream; };
     const resource = await negotiate(pc, "/whep/" + encodeURIComponent(session) + "?layout=packed");
+    // A live avatar wants the smallest playout buffer the network allows (latency over smoothness).
+    for (const r of pc.getReceivers()) {
+      try { r.playoutDelayHint = 0; } catch (e) { /* not Chromium */ }
+    }
     return { pc, resource };
   }
 
