@@ -84,8 +84,8 @@ class ActionEngine:
 
     def state(self, t: float) -> dict:
         cur = self.current
-        if cur is None:
+        if cur is None or t >= cur.end_s:
             return {"name": "none", "phase": 0.0, "weight": 0.0, "remaining_s": 0.0, "mode": None}
         remaining = None if cur.end_s == float("inf") else round(max(0.0, cur.end_s - t), 3)
-        return {"name": self.name, "phase": round(self.phase, 4), "weight": round(self.weight, 4),
+        return {"name": cur.name, "phase": round(cur.phase(t), 4), "weight": round(cur.weight(t), 4),
                 "remaining_s": remaining, "mode": cur.mode.value, "source": cur.source.value}

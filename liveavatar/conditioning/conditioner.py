@@ -375,6 +375,10 @@ class Conditioner:
         elif ev.kind is ControlKind.CALIBRATE:
             self._home = None   # the current position becomes the new home
 
+    def _drain_events(self, t_s: float) -> None:
+        while self._events:
+            self._apply_event(self._events.popleft(), t_s)
+
     def tick(self, t_ns: int | None = None) -> Conditioning:
         """The conditioning for the output frame at `t_ns` (default: now)."""
         if t_ns is None:
@@ -389,8 +393,7 @@ class Conditioner:
     def _tick(self, t_ns: int, t_s: float) -> Conditioning:
         dt = 0.0 if self._last_tick_s is None else min(max(t_s - self._last_tick_s, 0.0), 0.5)
         self._last_tick_s = t_s
-        while self._events:
-            self._apply_event(self._events.popleft(), t_s)
+        self._drain_events(t_s)
         tr = self.mapping.tracking
 
         idle = self._idle_now(t_s)
@@ -492,6 +495,8 @@ class Conditioner:
         """What the conditioner is doing now, JSON-able (for the HTTP API and the studio)."""
         with self._lock:
             t = self._last_tick_s if self._last_tick_s is not None else self.clock.now_ns() / 1e9
+            # Events still waiting for the next tick show here already, as that tick will see them.
+            self._drain_events(t + self.period_s)
             e = self.mapping.emotion
             names = self.emotion.names
             dist = {n: round(float(w), 4) for n, w in zip(names, self.emotion.output)}

@@ -346,3 +346,15 @@ def test_offline_stream_ticks_at_a_fixed_rate_and_applies_timed_events():
     assert sad_w[first - 1] == 0.0 and sad_w[first] > 0.5 and sad_w[-1] > 0.95
     # Each tick uses only inputs captured at or before it.
     assert all(c.t_capture_ns <= c.t_tick_ns for c in out)
+
+
+def test_state_shows_an_event_before_the_next_tick(drive, cond):
+    """The API answers a control request with the state: it must already list the trigger."""
+    drive.run(0.5, lambda t: cues(t, person()))
+    cond.push_event(ControlEvent(ControlKind.EMOTION, "sad", EventSource.OBS, TriggerMode.HOLD, 5.0))
+    cond.push_event(ControlEvent(ControlKind.ACTION, "dance", EventSource.STUDIO))
+    s = cond.state()
+    assert [(t["emotion"], t["mode"], t["source"]) for t in s["triggers"]] == [("sad", "hold", "obs")]
+    assert s["action"]["name"] == "dance" and s["action"]["source"] == "studio"
+    nxt = drive.run(0.04, lambda t: cues(t, person()))[0]
+    assert nxt.action == "dance" and nxt.emotion[EMOTIONS.index("sad")] > 0.5
