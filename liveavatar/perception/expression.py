@@ -63,12 +63,14 @@ _LO[[FF["gaze_x"], FF["gaze_y"]]] = -1.0
 NEUTRAL_FEATURES = np.clip(_OFFSET, _LO, _HI).astype(np.float32)
 
 
-def raw_metrics(landmarks: np.ndarray, width: int, height: int, out: np.ndarray | None = None) -> np.ndarray:
+def raw_metrics(landmarks: np.ndarray, width: int, height: int, out: np.ndarray | None = None,
+                work: np.ndarray | None = None) -> np.ndarray:
     """Raw geometric measurements in FACE_FEATURES slots from (478, >=3) normalised landmarks.
     Distances are in units of the outer-eye-corner span, measured in the head's own frame so that
-    head roll and moderate yaw do not leak into them."""
+    head roll and moderate yaw do not leak into them. `work`: an optional (n, 3) float64 buffer."""
     out = np.empty(N, np.float32) if out is None else out
-    p = landmarks[:, :3].astype(np.float64) * np.array([width, height, width], np.float64)
+    p = np.empty((len(landmarks), 3)) if work is None or work.shape != (len(landmarks), 3) else work
+    np.multiply(landmarks[:, :3], (width, height, width), out=p)   # pixels: x and z share a scale
     x_axis = p[EYE_L_OUT] - p[EYE_R_OUT]                 # subject's right eye -> left eye
     span = np.linalg.norm(x_axis) + 1e-9
     x_axis /= span

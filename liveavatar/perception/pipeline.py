@@ -184,6 +184,7 @@ class Perception:
         self._right_f = PartFilter(N_HAND, min_cutoff=2.0, beta=6.0, passthrough=static)
         self._expr_f = ExpressionFilter(_EXPR_MIN_CUTOFF, _EXPR_BETA, NEUTRAL_FEATURES, passthrough=static)
         self._raw = np.zeros(len(FACE_FEATURES), np.float32)
+        self._work = np.zeros((N_FACE, 3), np.float64)
         self._features = np.zeros(len(FACE_FEATURES), np.float32)
         self._pose_used_n = -1
         self._hands_used_n = -1
@@ -345,7 +346,7 @@ class Perception:
             sample = np.asarray(obs.expression, np.float32)
             feats = self.calibration.apply_direct(sample, self._neutral_direct)
         else:
-            sample = raw_metrics(obs.landmarks, img.shape[1], img.shape[0], out=self._raw)
+            sample = raw_metrics(obs.landmarks, img.shape[1], img.shape[0], out=self._raw, work=self._work)
             feats = self.calibration.apply(sample, out=self._features)
         self._calibration_step(sample, t_s)
         self._expr_f.observe(feats, t_s)
