@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from aiohttp import WSMsgType, web
-from aiortc import RTCSessionDescription
+from aiortc import RTCRtpSender, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 
 from liveavatar.errors import NotFoundError, UserError
@@ -21,8 +21,9 @@ from liveavatar.paths import assets_dir
 from liveavatar.server import api, metrics
 from liveavatar.server.config import LOOPBACK_NAMES, ServerConfig
 from liveavatar.server.engine import STRIP_ROWS, AdmissionError, Engine, Session, Stages, real_stages
-from liveavatar.server.media import (AvatarTrack, VoiceTrack, add_bitrate_hints, check_offer,
-                                     drain_audio, drain_video, new_peer_connection)
+from liveavatar.server.media import (AvatarTrack, SharedEncoder, SharedVideoTrack, VoiceTrack,
+                                     add_bitrate_hints, check_offer, drain_audio, drain_video,
+                                     new_peer_connection)
 from liveavatar.types import ControlEvent, ControlKind, EventSource
 
 log = logging.getLogger("liveavatar.server")
@@ -399,7 +400,7 @@ async def _answer(request: web.Request, kind: str, setup) -> web.Response:
         raise UserError(f"malformed SDP offer: {type(e).__name__}: {e}") from None
     cleanup = None
     try:
-        cleanup = setup(pc, s)
+        cleanup = setup(pc, s, sdp)
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
     except Exception as e:
@@ -437,7 +438,7 @@ async def whip(request: web.Request) -> web.Response:
     require(request, CONTROL)
     eng = request.app[ENGINE]
 
-    def setup(pc, s: Session):
+    def setup(pc, s: Session, offer: str):
         if not any(t.kind in ("video", "audio") for t in pc.getTransceivers()):
             raise UserError("the offer sends no audio or video")
         # aiortc made the remote tracks while applying the offer; read them from now on.
@@ -473,16 +474,29 @@ async def whep(request: web.Request) -> web.Response:
         raise UserError(f"unknown layout {layout!r}; use flat or packed")
     relay: MediaRelay = request.app[STATE]["relay"]
 
-    def setup(pc, s: Session):
+    def setup(pc, s: Session, offer: str):
         kinds = {t.kind for t in pc.getTransceivers()}
         if "video" not in kinds:
             raise UserError("the offer receives no video (add a recvonly video transceiver)")
-        src = s.out_tracks.get(layout)
-        if src is None:
-            src = s.out_tracks[layout] = AvatarTrack(s, layout)
         if s.voice is None:
             s.voice = VoiceTrack(s)
-        pc.addTrack(relay.subscribe(src, buffered=False))
+        video = next(t for t in pc.getTransceivers() if t.kind == "video")
+        if layout == "packed" and "VP8/90000" in offer:
+            # Our pages: every viewer shares one VP8 encode of the session.
+            if s.shared_encoder is None:
+                cfg = request.app[CONFIG]
+                s.shared_encoder = SharedEncoder(s, 2 * cfg.size, cfg.size + STRIP_ROWS, cfg.fps)
+                s.shared_encoder.start()
+            video.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
+                                       if c.mimeType.lower() in ("video/vp8", "video/rtx")])
+            track = SharedVideoTrack(s.shared_encoder)
+            track.sender = pc.addTrack(track)
+        else:
+            # Standard players may want H.264: frames are relayed and each sender encodes.
+            src = s.out_tracks.get(layout)
+            if src is None:
+                src = s.out_tracks[layout] = AvatarTrack(s, layout)
+            pc.addTrack(relay.subscribe(src, buffered=False))
         if "audio" in kinds:
             pc.addTrack(relay.subscribe(s.voice, buffered=False))
         if layout == "packed":

@@ -338,6 +338,8 @@ class Session:
         self.last_used = time.monotonic()
         self.voice = None             # media.VoiceTrack, set by the app
         self.out_tracks: dict[str, Any] = {}   # layout -> media.AvatarTrack (relayed to viewers)
+        self.shared_encoder: Any = None        # media.SharedEncoder: one VP8 encode for our pages
+        self._t0_ns = 0
         self._seq = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -348,6 +350,8 @@ class Session:
     def close(self) -> None:
         if self.file_driver:
             self.file_driver.stop()
+        if self.shared_encoder is not None:
+            self.shared_encoder.stop()
         self.input.stop()
         self.frames_in.close()
         try:
@@ -451,6 +455,12 @@ class Session:
                 packed = self.packer.pack(frame.rgba, stamp)
             if self.want_flat:
                 flat = self.packer.compose_flat(frame.rgba, stamp)
+        if packed is not None:
+            if not self._t0_ns:
+                self._t0_ns = t_rendered
+            packed.pts = (t_rendered - self._t0_ns) * 90_000 // 1_000_000_000
+            if self.shared_encoder is not None:
+                self.shared_encoder.submit(packed)
         for sink in self.sinks.values():
             sink.send(frame)
         self.publisher.publish(Published(self._seq, events, frame, packed, flat))

@@ -4,17 +4,23 @@ from __future__ import annotations
 import asyncio
 import collections
 import fractions
+import logging
 import re
+import threading
 import time
+from dataclasses import dataclass
 
 import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
+from liveavatar.runtime import LatestSlot
 from liveavatar.server.config import ServerConfig
-from liveavatar.server.engine import VOICE_RATE, Session
+from liveavatar.server.engine import VOICE_RATE, FramePublisher, Session
 from liveavatar.types import AudioChunk
+
+log = logging.getLogger("liveavatar.server")
 
 VIDEO_CLOCK = 90000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
@@ -99,6 +105,104 @@ class AvatarTrack(MediaStreamTrack):
         vf.pts = (pub.frame.t_rendered_ns - self._t0) * VIDEO_CLOCK // 1_000_000_000
         vf.time_base = VIDEO_TIME_BASE
         return vf
+
+
+@dataclass(slots=True)
+class EncodedPacket:
+    seq: int
+    packet: av.Packet
+    keyframe: bool
+
+
+class SharedEncoder(threading.Thread):
+    """ONE VP8 encode of a session's packed frames for all of its viewers: each viewer's RTP
+    sender only packetizes (aiortc sends pre-encoded packets as they are). Runs on its own
+    thread, fed latest-wins by the render thread. Keyframes every 2 s, and at once when a viewer
+    joins or reports loss, since a shared stream cannot adapt to each viewer."""
+
+    def __init__(self, session: Session, width: int, height: int, fps: int,
+                 bitrate: int = 2_000_000) -> None:
+        super().__init__(name=f"encode-{session.sid}", daemon=True)
+        self.frames: LatestSlot[av.VideoFrame] = LatestSlot()
+        self.publisher = FramePublisher(session.engine.loop)
+        self.width, self.height, self.fps, self.bitrate = width, height, fps, bitrate
+        self._keyframe = threading.Event()
+        self._halt = threading.Event()
+        self.encoded = 0
+        self.encode_ms = 0.0
+        self.timer = session.timer
+
+    def submit(self, frame: av.VideoFrame) -> None:
+        self.frames.put(frame)
+
+    def request_keyframe(self) -> None:
+        self._keyframe.set()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.frames.close()
+
+    def run(self) -> None:
+        codec = av.CodecContext.create("libvpx", "w")
+        codec.width, codec.height = self.width, self.height
+        codec.pix_fmt = "yuv420p"
+        codec.time_base = VIDEO_TIME_BASE
+        codec.framerate = self.fps
+        codec.bit_rate = self.bitrate
+        codec.gop_size = 2 * self.fps
+        codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
+                         "error-resilient": "1", "auto-alt-ref": "0", "max-intra-rate": "300"}
+        seq = 0
+        last_pts = -1
+        while not self._halt.is_set():
+            frame = self.frames.take(0.25)
+            if frame is None:
+                continue
+            if frame.pts is None or frame.pts <= last_pts:
+                frame.pts = last_pts + 1
+            last_pts = frame.pts
+            frame.pict_type = av.video.frame.PictureType.I if self._keyframe.is_set() else av.video.frame.PictureType.NONE
+            self._keyframe.clear()
+            t0 = time.perf_counter()
+            try:
+                packets = codec.encode(frame)
+            except av.error.FFmpegError:
+                log.exception("shared VP8 encode failed")
+                continue
+            self.timer.record("encode", (time.perf_counter() - t0) * 1e3)
+            for p in packets:
+                seq += 1
+                self.encoded += 1
+                self.publisher.publish(EncodedPacket(seq, p, bool(p.is_keyframe)))
+
+
+class SharedVideoTrack(MediaStreamTrack):
+    """One viewer's view of a SharedEncoder: starts at a keyframe, then passes every packet."""
+
+    kind = "video"
+
+    def __init__(self, encoder: SharedEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.sender = None            # set after addTrack, to notice the viewer's loss reports
+        self._seq = 0
+        self._started = False
+
+    async def recv(self) -> av.Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if not self._started:
+            self.encoder.request_keyframe()
+        elif self.sender is not None and getattr(self.sender, "_RTCRtpSender__force_keyframe", False):
+            # aiortc records a viewer's PLI/FIR here; with a shared encode we honour it for all.
+            self.sender._RTCRtpSender__force_keyframe = False
+            self.encoder.request_keyframe()
+        while True:
+            item = await self.encoder.publisher.wait_newer(self._seq)
+            self._seq = item.seq
+            if self._started or item.keyframe:
+                self._started = True
+                return item.packet
 
 
 class VoiceTrack(MediaStreamTrack):

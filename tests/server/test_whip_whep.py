@@ -68,6 +68,22 @@ async def test_whip_ingest_carries_capture_time_to_whep_viewer(server):
         await pub.close()
 
 
+async def test_packed_viewers_share_one_encode(server):
+    players = [await Player().start(server.url + "/whep/default?layout=packed") for _ in range(3)]
+    try:
+        for p in players:
+            await p.wait_frames(20)
+        enc = server.engine.sessions["default"].shared_encoder
+        rendered, encoded = server.engine.sessions["default"].rendered.count, enc.encoded
+        received = sum(p.video_frames for p in players)
+        # three viewers decoded frames, yet the session encoded each rendered frame once at most
+        assert received >= 60 and encoded <= rendered
+        assert all(p.latest.width == 2 * SIZE for p in players)
+    finally:
+        for p in players:
+            await p.close()
+
+
 async def test_flat_whep_for_standard_players_and_voice(server):
     pub = await publish(server.url + "/whip/voice", media_path("astronaut_talk.mp4"))
     player = await Player().start(server.url + "/whep/voice")
