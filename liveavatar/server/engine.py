@@ -507,6 +507,7 @@ class RenderLoop(threading.Thread):
         self.ticker = Ticker(engine.cfg.fps)
         self._halt = threading.Event()
         self.frames = 0
+        self.errors = 0               # render ticks that raised (the frame is skipped, not retried)
         self.error: str | None = None
 
     def stop(self) -> None:
@@ -519,6 +520,7 @@ class RenderLoop(threading.Thread):
         chars: list[str] = []
         events: list[int] = []
         last_reload = time.monotonic()
+        last_error_log = 0.0
         while not self._halt.is_set():
             t = self.ticker.wait()
             sessions = eng.live
@@ -540,10 +542,13 @@ class RenderLoop(threading.Thread):
                 for i, s in enumerate(sessions):
                     s.publish(frames[i], conds[i], events[i], t_rendered)
                 self.frames += 1
-            except Exception as e:  # keep the clock running; say what broke once per second
+            except Exception as e:  # keep the clock running: the next tick renders again
+                self.errors += 1
                 self.error = f"{type(e).__name__}: {e}"
-                log.exception("render tick failed")
-                time.sleep(1.0)
+                now = time.monotonic()
+                if now - last_error_log >= 1.0:  # a generator failing every tick logs once a second
+                    last_error_log = now
+                    log.exception("render tick failed (%d so far)", self.errors)
             now = time.monotonic()
             if now - last_reload > 1.0:
                 last_reload = now
@@ -764,4 +769,5 @@ class Engine:
             "render_fps_target": self.cfg.fps,
             "uptime_s": round(time.monotonic() - self.started_at, 1),
             "perception_worker_restarts": self.worker_restarts,
+            "render_errors": render.errors if render else 0,
         }

@@ -31,6 +31,8 @@ class EngineCollector:
         yield g
         yield CounterMetricFamily("liveavatar_render_ticks_skipped", "Output ticks skipped because rendering fell behind",
                                   value=eng.ticker_skipped())
+        yield CounterMetricFamily("liveavatar_render_errors", "Output ticks whose render raised (frame skipped)",
+                                  value=eng.render_loop.errors if eng.render_loop else 0)
         yield CounterMetricFamily("liveavatar_perception_worker_restarts",
                                   "Perception worker threads found dead and replaced", value=eng.worker_restarts)
         # Soak tests watch these stay flat (a leak of tasks or threads shows here first).
