@@ -49,15 +49,17 @@ def _media():
 class _TimedSlot:
     """A cues slot that records when each Cues came out (for capture-to-cues latency)."""
 
-    def __init__(self, clock_ns) -> None:
+    def __init__(self, clock_ns, perception) -> None:
         from liveavatar.runtime import LatestSlot
         self.slot = LatestSlot()
         self.latency_ms: list[float] = []
-        self.pose_age_ms: list[float] = []
+        self.pose_behind: list[float] = []     # frames between this Cues and the pose it carries
         self._now = clock_ns
+        self._p = perception
 
     def put(self, cues) -> None:
         self.latency_ms.append((self._now() - cues.t_capture_ns) / 1e6)
+        self.pose_behind.append(float(self._p._n - self._p._pose_used_n))
         self.slot.put(cues)
 
 
@@ -72,7 +74,7 @@ def run(seconds: float = 20.0) -> dict:
     load_start = os.getloadavg()[0]
     perception = Perception(static=False, keywords=("dance", "wave", "happy"))
     frames_in: LatestSlot = LatestSlot()
-    cues_out = _TimedSlot(CLOCK.now_ns)
+    cues_out = _TimedSlot(CLOCK.now_ns, perception)
     worker = PerceptionWorker(perception, frames_in, cues_out).start()  # type: ignore[arg-type]
 
     stop = threading.Event()
@@ -116,6 +118,7 @@ def run(seconds: float = 20.0) -> dict:
     span = t_end - tw
     processed = worker.processed - p0
     lat = cues_out.latency_ms[l0:]
+    behind = report.stats(cues_out.pose_behind[l0:])
     timer = perception.timer.summary(skip=int(WARMUP_S * FPS))
     perception.close()
 
@@ -134,6 +137,8 @@ def run(seconds: float = 20.0) -> dict:
                    "frame put to Cues out, incl. waiting in the slot"),
         report.row("pose results", (perception.pose_updates - pu0) / span, None, "per s",
                    "pose runs concurrently at the rate that keeps up"),
+        report.row("pose age", behind["median"], behind["p95"], "frames",
+                   "how many frames older the carried pose is (0: this frame's)"),
         report.row("hands results", (perception.hands_updates - hu0) / span, None, "per s",
                    f"hands skipped on {perception.hands_gated - hg0} frames (wrists out of view)"),
     ]
