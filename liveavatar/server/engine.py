@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -339,6 +340,7 @@ class Session:
         self.voice = None             # media.VoiceTrack, set by the app
         self.out_tracks: dict[str, Any] = {}   # layout -> media.AvatarTrack (relayed to viewers)
         self.shared_encoder: Any = None        # media.SharedEncoder: one VP8 encode for our pages
+        self.reniced_threads = 0
         self._t0_ns = 0
         self._seq = 0
 
@@ -561,6 +563,33 @@ class RenderLoop(threading.Thread):
                             log.error("session %s: %s", s.sid, e)
 
 
+#: Our own threads keep normal priority; others a new session started are perception's.
+_OWN_THREADS = ("render", "input-", "file-", "encode-", "setup", "asyncio_", "ThreadPoolExecutor")
+
+
+def native_thread_ids() -> set[int]:
+    try:
+        return {int(t) for t in os.listdir("/proc/self/task")}
+    except OSError:  # not Linux
+        return set()
+
+
+def deprioritize_perception(new_tids: set[int], nice: int = 5) -> int:
+    """When the CPU is short, the avatar should keep its frame rate and tracking should lag:
+    the threads perception started (its Python workers and MediaPipe's native graph threads)
+    get a higher nice value. Linux sets it per thread and raising it needs no privileges;
+    elsewhere this does nothing. Returns how many threads were reniced."""
+    own = {t.native_id for t in threading.enumerate() if t.name.startswith(_OWN_THREADS)}
+    done = 0
+    for tid in new_tids - own:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+            done += 1
+        except OSError:
+            pass
+    return done
+
+
 class Engine:
     def __init__(self, cfg: ServerConfig, stages: Stages, loop: asyncio.AbstractEventLoop | None,
                  flat_bg: tuple[int, int, int] = (0, 255, 0)) -> None:
@@ -640,9 +669,11 @@ class Engine:
         fut = self.loop.create_future()
         self._creating[sid] = fut
         try:
+            before = native_thread_ids()
             perception, conditioner = await self.loop.run_in_executor(self.pool, self._make_stages)
             s = Session(sid, self, perception, conditioner, self.default_character())
             s.start()
+            s.reniced_threads = deprioritize_perception(native_thread_ids() - before)
             self.sessions[sid] = s
             self.live = tuple(self.sessions.values())
             fut.set_result(s)

@@ -121,7 +121,7 @@ class SharedEncoder(threading.Thread):
     joins or reports loss, since a shared stream cannot adapt to each viewer."""
 
     def __init__(self, session: Session, width: int, height: int, fps: int,
-                 bitrate: int = 2_000_000) -> None:
+                 bitrate: int = 1_500_000) -> None:
         super().__init__(name=f"encode-{session.sid}", daemon=True)
         self.frames: LatestSlot[av.VideoFrame] = LatestSlot()
         self.publisher = FramePublisher(session.engine.loop)
@@ -151,7 +151,8 @@ class SharedEncoder(threading.Thread):
         codec.bit_rate = self.bitrate
         codec.gop_size = 2 * self.fps
         codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
-                         "error-resilient": "1", "auto-alt-ref": "0", "max-intra-rate": "300"}
+                         "error-resilient": "1", "auto-alt-ref": "0", "max-intra-rate": "300",
+                         "static-thresh": "1"}  # the avatar is mostly still: skip unchanged blocks
         seq = 0
         last_pts = -1
         while not self._halt.is_set():
