@@ -139,11 +139,11 @@ async def _run(cfg, feeds, tokens_created: bool) -> None:
             await asyncio.sleep(0.1)
         if engine.warmup_error:
             raise UserError(f"generator {cfg.generator!r} failed to start: {engine.warmup_error}")
+        await app[STATE]["outputs_ready"].wait()
+        if app[STATE]["startup_errors"]:  # an output the user asked for is missing: say so, stop
+            raise UserError(app[STATE]["startup_errors"][0])
         console.print(f"  Ready: generator {engine.generator.name} on {engine.generator.device}. "
                       "Press Ctrl-C to stop.", highlight=False)
-        await asyncio.sleep(0.5)
-        for err in app[STATE]["startup_errors"]:
-            console.print(f"  [red]{err}[/red]")
         while True:
             await asyncio.sleep(3600)
     finally:

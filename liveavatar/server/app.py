@@ -669,21 +669,28 @@ async def startup_task(app: web.Application) -> None:
     except Exception as e:
         log.error("warm-up failed: %s", e)
         return
-    s = await eng.get_or_create("default")
-    if cfg.source is not None:
-        eng.drive_from_file(s, cfg.source)
-    for name, url in app[STATE]["startup_feeds"]:
-        try:
-            if name == "mpegts":
-                await start_feed(app, s, url)
-            elif name == "virtualcam":
-                from liveavatar.output.virtualcam import VirtualCamSink
-                sink = VirtualCamSink(cfg.size, cfg.size, cfg.fps)
-                await asyncio.get_running_loop().run_in_executor(eng.pool, sink.start)
-                s.sinks["virtualcam"] = sink
-        except (UserError, ImportError) as e:
-            log.error("%s output not started: %s", name, e)
-            app[STATE]["startup_errors"].append(f"{name}: {e}")
+    try:
+        s = await eng.get_or_create("default")
+        if cfg.source is not None:
+            eng.drive_from_file(s, cfg.source)
+        for name, url in app[STATE]["startup_feeds"]:
+            try:
+                if name == "mpegts":
+                    await start_feed(app, s, url)
+                elif name == "virtualcam":
+                    from liveavatar.output.virtualcam import VirtualCamSink
+                    sink = VirtualCamSink(cfg.size, cfg.size, cfg.fps)
+                    await asyncio.get_running_loop().run_in_executor(eng.pool, sink.start)
+                    s.sinks["virtualcam"] = sink
+            except (UserError, ImportError) as e:
+                log.error("%s output not started: %s", name, e)
+                app[STATE]["startup_errors"].append(f"{name}: {e}")
+    except Exception as e:  # e.g. perception cannot start: `serve` reports it and exits
+        log.exception("the default session could not start")
+        app[STATE]["startup_errors"].append(f"default session: {e}")
+        return
+    finally:
+        app[STATE]["outputs_ready"].set()
     if cfg.source is None and cfg.demo:
         await asyncio.sleep(cfg.demo_after_s)
         demo = assets_dir() / "demo.mp4"
@@ -699,6 +706,7 @@ async def on_startup(app: web.Application) -> None:
     st = app[STATE]
     app[ENGINE].loop = asyncio.get_running_loop()
     st["relay"] = MediaRelay()
+    st["outputs_ready"] = asyncio.Event()
     st["tasks"] = [asyncio.ensure_future(startup_task(app)), asyncio.ensure_future(stats_task(app)),
                    asyncio.ensure_future(cues_task(app))]
 

@@ -61,3 +61,10 @@ def test_localhost_prints_the_urls_without_tokens(tmp_path):
         assert what in out
     assert "token" not in out.lower()
     assert not (tmp_path / "server-tokens.json").exists()
+
+
+def test_a_missing_virtual_camera_is_a_one_line_error_with_advice(tmp_path):
+    r = serve("--virtualcam", "--no-demo", "--port", str(free_port()), "--size", "128", timeout=180)
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: virtualcam:") and "v4l2loopback" in last
