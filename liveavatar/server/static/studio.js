@@ -98,12 +98,14 @@
     const ms = st.ms || {};
     const g2g = meter.recent();
     const dropped = st.dropped ? Object.values(st.dropped).reduce((a, b) => a + b, 0) : 0;
+    const models = (st.perception && st.perception.ms) || {};
+    const perceptionMs = ["pose", "face", "hands"].filter((k) => k in models).map((k) => `${k} ${models[k]}`).join(" ");
     const parts = [
       `in ${st.fps_in ?? "-"} fps`, `perceived ${st.fps_perceived ?? "-"} fps`, `out ${st.fps_out ?? "-"} fps`,
       `capture→ingest ${ms.capture_to_ingest ?? "-"} ms`, `decode ${ms.decode ?? "-"} ms`,
-      `capture→cues ${ms.capture_to_cues ?? "-"} ms`,
+      `perception ${perceptionMs || "-"} ms`, `capture→cues ${ms.capture_to_cues ?? "-"} ms`,
       `condition ${ms.condition ?? "-"} ms`, `render ${st.render_ms ?? "-"} ms`, `pack ${ms.pack ?? "-"} ms`,
-      `capture→render ${st.capture_to_render_ms ?? "-"} ms`,
+      `encode ${ms.encode ?? "-"} ms`, `capture→render ${st.capture_to_render_ms ?? "-"} ms`,
       `glass-to-glass ${isNaN(g2g) ? "-" : Math.round(g2g)} ms`, `dropped ${dropped}`,
     ];
     $("stats").textContent = parts.join(" · ");
