@@ -317,14 +317,21 @@ class Perception:
 
     def _assign_sides(self, obs: HandsObservation) -> HandsObservation:
         """Side by the pose's wrists (the hand model's own left/right guess is near chance on
-        unmirrored frames), using the pose of this frame when it was waited for."""
-        pose = self._last_pose_raw
+        unmirrored frames), using the pose of this frame when it was waited for. Without visible
+        wrists (a webcam close-up), by the body's midline: on an unmirrored camera the subject's
+        left hand is on the image's right of their nose."""
         hands = [h for h in (obs.left, obs.right) if h is not None]
-        if pose is None or not hands:
+        if not hands:
             return obs
-        sides = assign_hands_to_wrists(hands, pose)
+        pose = self._last_pose_raw
+        sides = assign_hands_to_wrists(hands, pose) if pose is not None and self._pose_f.present else None
         if sides is None:
-            return obs
+            midline = self._midline_x()
+            if midline is None:
+                return obs
+            sides = [bool(h[0, 0] > midline) for h in hands]
+            if len(hands) == 2 and sides[0] == sides[1]:      # both on one side: keep them apart
+                sides = [bool(hands[0][0, 0] > hands[1][0, 0]), bool(hands[0][0, 0] <= hands[1][0, 0])]
         confs = [c for h, c in ((obs.left, obs.left_confidence), (obs.right, obs.right_confidence)) if h is not None]
         out = HandsObservation(None, None)
         for h, c, is_left in zip(hands, confs, sides):
@@ -333,6 +340,14 @@ class Perception:
             else:
                 out.right, out.right_confidence = h, c
         return out
+
+    def _midline_x(self) -> float | None:
+        if self._face_f.present:
+            return float(self._face_f._held[1, 0])           # face-mesh nose tip
+        pose = self._last_pose_raw
+        if pose is not None and self._pose_f.present and pose[0, 3] > 0.5:
+            return float(pose[0, 0])                          # pose nose
+        return None
 
     def _update_face(self, obs, img: np.ndarray, t_s: float) -> None:
         if obs is None:

@@ -3,6 +3,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from liveavatar.perception import (FaceObservation, FaceTracker, HandsObservation, Perception,
                                    PerceptionWorker, PoseObservation)
@@ -161,3 +162,32 @@ def test_a_blendshape_face_tracker_plugs_in():
     np.testing.assert_allclose(e[[FF["smile"], FF["mouth_open"], FF["blink_left"], FF["blink_right"],
                                   FF["brow_raise_left"], FF["brow_raise_right"], FF["head_yaw"]]],
                                [0.7, 0.3, 1.0, 0.0, 0.5, 0.5, np.deg2rad(20)], atol=1e-5)
+
+
+class _HandsAt:
+    """Two hands at fixed image positions, labelled the 'wrong' way round by the model."""
+
+    def process(self, image, pose=None):
+        left_of_image = np.zeros((21, 4), np.float32)
+        left_of_image[:, :2] = (0.2, 0.6)
+        right_of_image = np.zeros((21, 4), np.float32)
+        right_of_image[:, :2] = (0.8, 0.6)
+        return HandsObservation(left=left_of_image, right=right_of_image, left_confidence=0.9,
+                                right_confidence=0.8)
+
+    def close(self):
+        pass
+
+
+def test_without_visible_wrists_hands_are_sided_by_the_face_midline():
+    # A webcam close-up: real face (no wrists in view); the subject's left hand is the one on the
+    # image's right of the nose (unmirrored camera).
+    p = Perception(static=True, pose=False, enable_voice=False, hand_tracker=_HandsAt())
+    try:
+        cues = p.process_video(frame(load_rgb("grace_hopper.jpg"), 0, 0))
+    finally:
+        p.close()
+    assert cues.face.present
+    assert cues.hand_left.present and cues.hand_left.landmarks[0, 0] == pytest.approx(0.8)
+    assert cues.hand_right.present and cues.hand_right.landmarks[0, 0] == pytest.approx(0.2)
+    assert cues.hand_left.confidence == pytest.approx(0.8)
