@@ -226,12 +226,15 @@ class Perception:
     # ------------------------------------------------------------------------------------------
     def process_video(self, frame: CapturedFrame) -> Cues:
         t_start = time.perf_counter()
-        t_s = frame.t_capture_ns / 1e9
+        seq, t_ns, image = getattr(frame, "seq", 0), getattr(frame, "t_capture_ns", None), getattr(frame, "image", None)
+        if not isinstance(t_ns, (int, np.integer)) or isinstance(t_ns, bool):
+            t_ns = self.clock.now_ns()          # a broken timestamp must not break the stage
+        t_s = t_ns / 1e9
         size = (0, 0)
         try:
-            shape = np.shape(frame.image)
+            shape = np.shape(image)
             size = (int(shape[1]), int(shape[0])) if len(shape) >= 2 else (0, 0)
-            img = prepare_image(frame.image, self.max_side)
+            img = prepare_image(image, self.max_side)
             if img is None:
                 self.bad_frames += 1
                 self._lose_all(t_s)
@@ -239,9 +242,9 @@ class Perception:
                 self._track(img, t_s, t_start)
         except Exception:
             self.errors += 1
-            log.warning("perception: frame %s failed", frame.seq, exc_info=self.errors <= 3)
+            log.warning("perception: frame %s failed", seq, exc_info=self.errors <= 3)
             self._lose_all(t_s)
-        cues = Cues(seq=frame.seq, t_capture_ns=frame.t_capture_ns, pose=self._pose_f.part(),
+        cues = Cues(seq=seq, t_capture_ns=int(t_ns), pose=self._pose_f.part(),
                     face=self._face_f.part(), hand_left=self._left_f.part(), hand_right=self._right_f.part(),
                     expression=self._expr_f.value.copy(), expression_present=self._face_f.present,
                     voice=self.voice(), keywords=self._drain_hits(), image_size=size)

@@ -7,7 +7,7 @@ import pytest
 
 from liveavatar.perception import Perception, cues_to_json
 from liveavatar.perception.trackers import POSE_LEFT_WRIST, POSE_RIGHT_WRIST
-from liveavatar.types import FACE_FEATURES, FF, VISEMES
+from liveavatar.types import FACE_FEATURES, FF, VISEMES, CapturedFrame
 from tests.media import load_rgb
 
 from .conftest import frame, video_frames
@@ -221,3 +221,15 @@ def test_mirrored_face_swaps_sides_and_signs():
     np.testing.assert_allclose(m[:, FF["head_yaw"]], -e[:, FF["head_yaw"]], atol=0.08)
     np.testing.assert_allclose(m[:, FF["head_roll"]], -e[:, FF["head_roll"]], atol=0.05)
     np.testing.assert_allclose(m[:, FF["blink_left"]], e[:, FF["blink_right"]], atol=0.2)
+
+
+def test_broken_frame_objects_never_raise():
+    p = Perception(static=False, pose=False, hands=False, enable_voice=False)
+    try:
+        a = p.process_video(frame(load_rgb("grace_hopper.jpg"), 0, 1.0))
+        b = p.process_video(CapturedFrame(load_rgb("grace_hopper.jpg"), 1, None))   # no timestamp
+        c = p.process_video(None)
+    finally:
+        p.close()
+    assert a.face.present and b.face.present and not c.face.present
+    assert b.t_capture_ns > 0 and c.seq == 0
