@@ -420,15 +420,20 @@ class Perception:
         In sync mode (offline) the chunk is analysed right here, in order."""
         if self.voice_analyzer is None or self._closed:
             return
+        samples = getattr(chunk, "samples", None)
+        if samples is None:
+            self.voice_analyzer.bad_chunks += 1
+            return
         self._last_audio_ns = self.clock.now_ns()
         if self._voice_inline:
             with self._inline_lock:
                 t0 = time.perf_counter()
-                self.voice_analyzer.feed(chunk.samples, chunk.sample_rate, chunk.t_capture_ns)
+                self.voice_analyzer.feed(samples, getattr(chunk, "sample_rate", 0),
+                                         getattr(chunk, "t_capture_ns", 0) or 0)
                 self.timer.record("voice", (time.perf_counter() - t0) * 1e3)
                 self._collect_hits()
             return
-        item = (chunk.samples, chunk.sample_rate, chunk.t_capture_ns)
+        item = (samples, getattr(chunk, "sample_rate", 0), getattr(chunk, "t_capture_ns", 0) or 0)
         try:
             self._audio_q.put_nowait(item)
         except queue.Full:

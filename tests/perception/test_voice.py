@@ -204,8 +204,10 @@ def test_process_audio_is_bounded_and_non_blocking(dance):
         for i in range(400):                           # flood: far more than the queue holds
             p.process_audio(AudioChunk(a[:960], rate, i, i))
             depth = max(depth, p._audio_q.qsize())
+        p.process_audio(None)                          # not even a chunk: counted, not raised
         assert p.flush_audio(timeout=30)
         dropped = p.stats()["dropped"]["audio_chunks"]
+        assert p.stats()["bad_audio_chunks"] == 1
     finally:
         p.close()
     assert dropped > 0, "the oldest chunks were dropped instead of queueing without bound"
