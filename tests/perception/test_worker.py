@@ -191,3 +191,10 @@ def test_without_visible_wrists_hands_are_sided_by_the_face_midline():
     assert cues.hand_left.present and cues.hand_left.landmarks[0, 0] == pytest.approx(0.8)
     assert cues.hand_right.present and cues.hand_right.landmarks[0, 0] == pytest.approx(0.2)
     assert cues.hand_left.confidence == pytest.approx(0.8)
+
+
+def test_a_missing_tasks_model_file_is_a_clear_error(tmp_path):
+    from liveavatar.errors import NotFoundError
+    from liveavatar.perception import TasksFaceTracker
+    with pytest.raises(NotFoundError, match="face_landmarker.task"):
+        TasksFaceTracker(str(tmp_path / "face_landmarker.task"))
