@@ -5,11 +5,8 @@ import asyncio
 import hmac
 import json
 import logging
-import secrets
-import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from aiohttp import WSMsgType, web
@@ -732,7 +729,7 @@ def create_app(cfg: ServerConfig, stages: Stages | None = None,
     app[ENGINE] = engine
     app[STATE] = {"resources": {}, "closers": {}, "stats": {}, "tasks": [],
                   "registry": metrics.make_registry(engine), "startup_feeds": list(feeds or []),
-                  "startup_errors": [], "boot_id": secrets.token_hex(4), "started": time.time()}
+                  "startup_errors": []}
     r = app.router
     r.add_get("/", index)
     r.add_get("/favicon.ico", no_content)

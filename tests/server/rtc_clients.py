@@ -19,14 +19,12 @@ class LoopingFile:
 
     def __init__(self, media: Path) -> None:
         import threading
-        from collections import deque
         self.video = _BufferedTrack("video", self)
         self.audio = _BufferedTrack("audio", self)
         self._stop = threading.Event()
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._run, args=(media,), daemon=True)
         self._thread.start()
-        self._deque = deque
 
     def _run(self, media: Path) -> None:
         from liveavatar.sources.file import iter_media
@@ -178,5 +176,3 @@ class Player:
             t.cancel()
         await self.pc.close()
 
-
-VIDEO_TIME_BASE = fractions.Fraction(1, 90000)

@@ -2,7 +2,6 @@
 service (real generator and conditioner; perception is a stand-in: no camera here)."""
 from __future__ import annotations
 
-import json
 
 import aiohttp
 import cv2

@@ -4,6 +4,7 @@ one). Also: sessions, admission limit, camera drop and reconnect, malformed offe
 from __future__ import annotations
 
 import asyncio
+import json
 
 import numpy as np
 import pytest
@@ -130,7 +131,6 @@ async def test_admission_limit_answers_structured_error(server):
         pc_offer = (await _offer_sdp())
         status, text, headers = await post_sdp(server.url + "/whep/one-too-many", pc_offer)
         assert status == 503
-        import json
         body = json.loads(text)
         assert body["code"] == "session_limit" and body["limit"] == 3
         assert "Retry-After" in headers
