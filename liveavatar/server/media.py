@@ -17,7 +17,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from liveavatar.runtime import LatestSlot
 from liveavatar.server.config import ServerConfig
-from liveavatar.server.engine import VOICE_RATE, FramePublisher, Session
+from liveavatar.server.engine import VOICE_RATE, Session
 from liveavatar.types import AudioChunk
 
 log = logging.getLogger("liveavatar.server")
@@ -114,6 +114,40 @@ class EncodedPacket:
     keyframe: bool
 
 
+class PacketRing:
+    """The last few encoded packets, in order. Unlike raw frames, encoded packets cannot be
+    skipped (each delta frame builds on the previous one), so every viewer reads them in order;
+    one that falls further behind than the ring resynchronises at the next keyframe."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int = 90) -> None:
+        self.loop = loop
+        self.items: collections.deque[EncodedPacket] = collections.deque(maxlen=size)
+        self.last_seq = 0
+        self._waiters: list[asyncio.Future] = []
+
+    def publish(self, item: EncodedPacket) -> None:  # encoder thread
+        self.loop.call_soon_threadsafe(self._append, item)
+
+    def _append(self, item: EncodedPacket) -> None:
+        self.items.append(item)
+        self.last_seq = item.seq
+        waiters, self._waiters = self._waiters, []
+        for f in waiters:
+            if not f.done():
+                f.set_result(None)
+
+    async def next_after(self, seq: int) -> EncodedPacket | None:
+        """The packet after `seq`; None when it already left the ring (the reader is too slow)."""
+        while self.last_seq <= seq:
+            fut = self.loop.create_future()
+            self._waiters.append(fut)
+            await fut
+        first = self.items[0].seq
+        if seq + 1 < first:
+            return None
+        return self.items[seq + 1 - first]
+
+
 class SharedEncoder(threading.Thread):
     """ONE VP8 encode of a session's packed frames for all of its viewers: each viewer's RTP
     sender only packetizes (aiortc sends pre-encoded packets as they are). Runs on its own
@@ -124,7 +158,7 @@ class SharedEncoder(threading.Thread):
                  bitrate: int = 1_500_000) -> None:
         super().__init__(name=f"encode-{session.sid}", daemon=True)
         self.frames: LatestSlot[av.VideoFrame] = LatestSlot()
-        self.publisher = FramePublisher(session.engine.loop)
+        self.packets = PacketRing(session.engine.loop)
         self.width, self.height, self.fps, self.bitrate = width, height, fps, bitrate
         self._keyframe = threading.Event()
         self._halt = threading.Event()
@@ -174,7 +208,7 @@ class SharedEncoder(threading.Thread):
             for p in packets:
                 seq += 1
                 self.encoded += 1
-                self.publisher.publish(EncodedPacket(seq, p, bool(p.is_keyframe)))
+                self.packets.publish(EncodedPacket(seq, p, bool(p.is_keyframe)))
 
 
 class SharedVideoTrack(MediaStreamTrack):
@@ -192,14 +226,21 @@ class SharedVideoTrack(MediaStreamTrack):
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
+        ring = self.encoder.packets
         if not self._started:
+            self._seq = max(self._seq, ring.last_seq)  # join live, not from the ring's history
             self.encoder.request_keyframe()
         elif self.sender is not None and getattr(self.sender, "_RTCRtpSender__force_keyframe", False):
             # aiortc records a viewer's PLI/FIR here; with a shared encode we honour it for all.
             self.sender._RTCRtpSender__force_keyframe = False
             self.encoder.request_keyframe()
         while True:
-            item = await self.encoder.publisher.wait_newer(self._seq)
+            item = await ring.next_after(self._seq)
+            if item is None:  # fell behind the ring: resynchronise at the next keyframe
+                self._started = False
+                self._seq = ring.last_seq
+                self.encoder.request_keyframe()
+                continue
             self._seq = item.seq
             if self._started or item.keyframe:
                 self._started = True

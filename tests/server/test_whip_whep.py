@@ -198,3 +198,18 @@ def test_packer_layout_is_premultiplied_colour_beside_alpha():
     p.compose_flat(rgba, (0, 0, 0))
     assert tuple(p.flat[0, 0]) == (0, 255, 0)
     assert tuple(p.flat[3, 3]) == (100, 177, 25)         # half over green
+
+
+async def test_packet_ring_keeps_encoded_packets_in_order_and_resyncs_slow_readers():
+    from liveavatar.server.media import EncodedPacket, PacketRing
+    ring = PacketRing(asyncio.get_running_loop(), size=4)
+    for seq in range(1, 7):  # seq 1..6; the ring keeps 3..6
+        ring._append(EncodedPacket(seq, None, seq == 5))
+    assert (await ring.next_after(4)).seq == 5   # in order, nothing skipped
+    assert (await ring.next_after(5)).seq == 6
+    assert await ring.next_after(1) is None       # 2 already left the ring: resync
+    waiting = asyncio.ensure_future(ring.next_after(6))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    ring.publish(EncodedPacket(7, None, False))
+    assert (await asyncio.wait_for(waiting, 2)).seq == 7
