@@ -15,6 +15,14 @@ def rig():
     return g
 
 
+@pytest.fixture(scope="session")
+def rig_small():
+    """A 256 px generator for tests that need many frames."""
+    g = Rig2DGenerator(device="cpu", size=256)
+    g.load()
+    return g
+
+
 def over_background(rgba: np.ndarray, colour=BACKGROUND) -> np.ndarray:
     """RGBA frame(s) composited over a plain colour -> RGB uint8 (what a viewer sees)."""
     a = rgba[..., 3:4].astype(np.float32) / 255.0

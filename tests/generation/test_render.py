@@ -58,10 +58,8 @@ def test_output_is_rgba_on_a_transparent_background(rig):
     assert len(ys) > 100
 
 
-def test_other_sizes_are_the_same_picture_scaled(rig):
-    small = Rig2DGenerator("cpu", 256)
-    small.load()
-    a = small.render([cond()], ["nova"])[0].astype(np.float32)
+def test_other_sizes_are_the_same_picture_scaled(rig, rig_small):
+    a = rig_small.render([cond()], ["nova"])[0].astype(np.float32)
     b = rig.render([cond()], ["nova"])[0].astype(np.float32)
     b_down = b.reshape(256, 2, 256, 2, 4).mean((1, 3))
     assert np.abs(a[..., 3] - b_down[..., 3]).mean() < 6
@@ -113,14 +111,14 @@ def test_live_character_switch_never_skips_a_frame():
 
 
 def test_nobody_tracked_still_breathes_and_blinks(rig):
-    t = np.arange(0, 4.0, 1 / 30)
-    frames = np.concatenate([rig.render([cond(present=0.0, t_ns=int(s * 1e9)) for s in chunk], ["nova"] * len(chunk))
-                             for chunk in np.array_split(t, 4)])
-    assert min(diff(frames[0], f) for f in frames[10::10]) > 0.02          # never frozen
-    # A blink happens within 4 s: the eye region loses most of its white.
-    eyes = frames[:, 130:156, 220:292]
-    white = ((eyes[..., :3] > 230).all(-1) & (eyes[..., 3] == 255)).sum((1, 2))
-    assert white.min() < 0.3 * white.max()
+    t = np.arange(0, 4.0, 1 / 15)
+    frames = np.concatenate([rig.render([cond(present=0.0, t_ns=int(s * 1e9)) for s in chunk],
+                                        ["nova"] * len(chunk)) for chunk in np.array_split(t, 4)])
+    assert min(diff(frames[0], f) for f in frames[5::5]) > 0.02            # never frozen
+    # A blink happens within 4 s: the dark pupils vanish from the eye region for a moment.
+    eyes = frames[:, 128:158, 220:292].astype(int)
+    dark = ((eyes[..., :3].sum(-1) < 250) & (eyes[..., 3] == 255)).sum((1, 2))
+    assert np.median(dark) > 150 and dark.min() < 0.35 * np.median(dark)
 
 
 @pytest.mark.parametrize("action", [a for a in ACTIONS if a != "none"])

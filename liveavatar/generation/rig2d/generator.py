@@ -363,28 +363,25 @@ class Rig2DGenerator:
             grid[:, start:end].clamp_(min=c.clamp_lo[j], max=c.clamp_hi[j])
             body_slices[i] = (start, end)
             start = end
-        body = F.grid_sample(c.atlas.expand(n, -1, -1, -1), grid.view(n, 1, total_body, 2),
-                             mode="bilinear", padding_mode="zeros", align_corners=False)[:, :, 0]
+        body = _sample(c.atlas.expand(n, -1, -1, -1), grid)
 
         face = self._face(c, g, ch)
         hgrid = torch.empty((n, sizes[head_idx], 2), device=dev)
         self._tile_grid(hgrid, A_t[:, head_idx], b_t[:, head_idx], tile_wh[head_idx], ramp)
-        head = F.grid_sample(face, hgrid.view(n, 1, -1, 2), mode="bilinear", padding_mode="zeros",
-                             align_corners=False)[:, :, 0]
+        head = _sample(face, hgrid)
 
-        # ---- composite tiles in depth order (premultiplied "over"), inside the batch's bbox only
+        # ---- composite tiles in depth order (premultiplied "over"). Planar (NCHW) so the per-pixel
+        # alpha broadcasts over whole rows; each session touches only its tiles' bounding box.
         canvas = self._canvas.get((n, S))
         if canvas is None:
             canvas = self._canvas[(n, S)] = torch.empty((n, 4, S, S), device=dev)
         org = origin.tolist()
-        lo = np.clip(origin.min(axis=(0, 1)), 0, S)
-        hi = np.clip((origin + tile_wh[None]).max(axis=(0, 1)), 0, S)
-        bx0, by0, bx1, by1 = int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])
-        out = np.zeros((n, S, S, 4), np.uint8)
-        if bx0 >= bx1 or by0 >= by1:
-            return out
-        canvas[:, :, by0:by1, bx0:bx1].zero_()   # pixels outside the bbox are never read
-        body_keep = 1.0 - body[:, 3:4]           # (1 - alpha) of every tile, one op
+        lo = np.clip(origin.min(axis=1), 0, S)
+        hi = np.clip((origin + tile_wh[None]).max(axis=1), 0, S)
+        boxes = np.concatenate([lo, hi], 1).tolist()            # (n, [x0, y0, x1, y1])
+        for b, (x0, y0, x1, y1) in enumerate(boxes):
+            canvas[b, :, y0:y1, x0:x1].zero_()                  # nothing outside is ever read
+        body_keep = 1.0 - body[:, 3:4]                           # (1 - alpha) of every tile, one op
         head_keep = 1.0 - head[:, 3:4]
         for pi_ in range(P):
             tw, th = int(tile_wh[pi_, 0]), int(tile_wh[pi_, 1])
@@ -392,7 +389,8 @@ class Rig2DGenerator:
                 tiles, keep = head.view(n, 4, th, tw), head_keep.view(n, 1, th, tw)
             else:
                 s0, s1 = body_slices[pi_]
-                tiles, keep = body[:, :, s0:s1].view(n, 4, th, tw), body_keep[:, :, s0:s1].view(n, 1, th, tw)
+                tiles = body[:, :, s0:s1].view(n, 4, th, tw)
+                keep = body_keep[:, :, s0:s1].view(n, 1, th, tw)
             for b in range(n):
                 ox, oy = org[b][pi_]
                 x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + tw, S), min(oy + th, S)
@@ -402,14 +400,16 @@ class Rig2DGenerator:
                 canvas[b, :, y0:y1, x0:x1].mul_(keep[b, :, ty, tx]).add_(tiles[b, :, ty, tx])
         # ---- straight alpha uint8, channels last. Premultiplied rgb <= alpha survives bilinear
         # sampling and "over", so rgb * 255 / alpha stays <= 255 and needs no clamp.
-        region = canvas[:, :, by0:by1, bx0:bx1]
-        inv = 255.0 / region[:, 3:4].clamp(min=1e-4)
-        region[:, :3].mul_(inv)
-        region[:, 3:4].mul_(255.0)
-        region.add_(0.5)
-        res = region.permute(0, 2, 3, 1).to(torch.uint8)
-        out[:, by0:by1, bx0:bx1] = (res.cpu() if res.device.type != "cpu" else res).numpy()
-        return out
+        out = torch.zeros((n, S, S, 4), dtype=torch.uint8)
+        for b, (x0, y0, x1, y1) in enumerate(boxes):
+            if x0 >= x1 or y0 >= y1:
+                continue
+            region = canvas[b, :, y0:y1, x0:x1]
+            region[:3].mul_(255.0 / region[3:4].clamp(min=1e-4))
+            region[3:4].mul_(255.0)
+            planar = region.add_(0.5).to(torch.uint8)            # planes first: cheap, contiguous
+            out[b, y0:y1, x0:x1] = planar.permute(1, 2, 0).cpu()  # then a byte-sized transpose
+        return out.numpy()
 
     def _ramp(self, length: int) -> torch.Tensor:
         """Pixel centres 0.5, 1.5, ... (cached, grown on demand)."""
@@ -517,6 +517,19 @@ class Rig2DGenerator:
             dst = fc[:, :, y:y + h, x:x + w]
             dst.mul_(1.0 - layer[:, 3:4]).add_(layer)
         return fc
+
+def _sample(src: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples (n, C, N) of src (n, C, H, W) at a flat grid (n, N, 2). torch's CPU
+    grid_sample spreads work across threads by batch entry only, so a small batch is cut into
+    halves along N (sharing the source, no copy) to keep both cores busy."""
+    n, N = grid.shape[0], grid.shape[1]
+    k = 2 if n == 1 and N % 2 == 0 and src.device.type == "cpu" and torch.get_num_threads() > 1 else 1
+    out = F.grid_sample(src.expand(n * k, -1, -1, -1) if k > 1 else src, grid.view(n * k, 1, N // k, 2),
+                        mode="bilinear", padding_mode="zeros", align_corners=False)
+    if k == 1:
+        return out[:, :, 0]
+    return out[:, :, 0].permute(1, 0, 2).reshape(1, src.shape[1], N)
+
 
 def _fit(a, n: int) -> np.ndarray:
     """Any array-ish to exactly n float32 values (missing -> NaN, so the caller's fallback applies)."""
