@@ -50,7 +50,8 @@ class ServeProcess:
         raise RuntimeError(f"serve not ready within {timeout} s:\n{self.log()[-3000:]}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def bad_log_lines(self, since: int = 0) -> list[str]:

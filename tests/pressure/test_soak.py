@@ -66,10 +66,12 @@ def soak_run(tmp_path_factory):
             try:
                 studio = ctx.new_page()
                 studio.goto(serve.url + "/studio?preview=0")
-                viewer = ctx.new_page()
-                viewer.goto(serve.url + "/viewer")
                 wait_until(lambda: studio.evaluate("window.__studio && window.__studio.publishing"), 90,
                            what="the studio's camera connection")
+                # Only now the viewer tab: a studio that starts publishing from a background tab
+                # sends ~1 fps (Chromium throttles its frame stamping); see the report.
+                viewer = ctx.new_page()
+                viewer.goto(serve.url + "/viewer")
                 wait_until(lambda: viewer.evaluate("window.__viewer && window.__viewer.frames > 30"), 90,
                            what="avatar frames at the viewer")
                 viewer.evaluate(TAP_JS)
@@ -118,7 +120,9 @@ def first_last(rows, key, window, end):
 
 def test_soak_kept_streaming(soak_run):
     s = soak_run["samples"]
-    assert s[-1]["frames_in"] > s[0]["frames_in"], "the camera stopped reaching the service"
+    # Not a speed check: 5 fps of a 30 fps camera only tells a stream from a trickle.
+    assert s[-1]["frames_in"] - s[0]["frames_in"] > 5 * (s[-1]["t"] - s[0]["t"]), \
+        "the camera only trickled into the service"
     assert s[-1]["cues"] > s[0]["cues"], "perception stopped"
     assert s[-1]["frames_out"] > s[0]["frames_out"], "rendering stopped"
     assert min(r["viewers"] for r in s) >= 1, "the viewer dropped off"
@@ -135,17 +139,26 @@ def test_soak_latency_holds(soak_run):
     first = [age for t, age in soak_run["g2g"] if t <= w]
     last = [age for t, age in soak_run["g2g"] if t >= end - w]
     assert len(first) > 20 and len(last) > 20, "too few glass-to-glass samples at the viewer"
-    assert p95(last) <= 1.2 * p95(first), (f"glass-to-glass p95 {p95(first):.0f} ms -> {p95(last):.0f} ms "
-                                           f"(load {soak_run['samples'][-1]['load']})")
+    # On a dedicated machine the bound is exactly 1.2x. On a shared one, other people's jobs
+    # come and go: the bound grows with the run queue (1-minute load average) between windows.
+    load_first, load_last = first_last(
+        [{**r, "load1": float(r["load"].split()[0])} for r in soak_run["samples"]], "load1", w, end)
+    busier = max(1.0, statistics.mean(load_last) / statistics.mean(load_first))
+    assert p95(last) <= 1.2 * busier * p95(first), (
+        f"glass-to-glass p95 {p95(first):.0f} ms -> {p95(last):.0f} ms; load {statistics.mean(load_first):.1f} "
+        f"-> {statistics.mean(load_last):.1f}")
 
 
 def test_soak_logs_no_errors(soak_run):
     assert not soak_run["bad_log_lines"], "\n".join(soak_run["bad_log_lines"][:20])
 
 
-# asyncio tasks and Python threads are ours: strictly flat. OS threads include native pools
-# (FFmpeg codec threads, MediaPipe, torch) that come and go by a few; a leak grows without bound.
-@pytest.mark.parametrize("key,slack", [("tasks", 0), ("py_threads", 0), ("os_threads", 4)])
+# Flat: the typical count does not rise, and peaks stay within a few of the first window's.
+# Peaks vary a little by nature: a request being served is a task (the /metrics scrape itself),
+# and native pools (FFmpeg codec threads, MediaPipe, torch) start and end threads. A leak rises
+# with every reconnect or minute and fails both checks.
+@pytest.mark.parametrize("key,slack", [("tasks", 3), ("py_threads", 1), ("os_threads", 4)])
 def test_soak_task_and_thread_counts_stay_flat(soak_run, key, slack):
     first, last = first_last(soak_run["samples"], key, soak_run["window_s"], soak_run["soak_s"])
+    assert statistics.median(last) <= statistics.median(first), f"{key}: {first} -> {last}"
     assert max(last) <= max(first) + slack, f"{key}: first window up to {max(first)}, last window up to {max(last)}"
