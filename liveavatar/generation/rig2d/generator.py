@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from liveavatar.errors import NotFoundError, UserError
+from liveavatar.errors import UserError
 from liveavatar.generation import characters as packs
 from liveavatar.generation.rig2d import motion
-from liveavatar.types import ACTIONS, BONE_INDEX, EMOTIONS, FACE_PARAMS, FP, VISEMES, Conditioning
+from liveavatar.types import BONE_INDEX, EMOTIONS, FACE_PARAMS, FP, VISEMES, Conditioning
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,8 @@ class Rig2DGenerator:
         self.default_character = default_character
         self._dev = torch.device(device)
         self._chars: dict[str, _Character] = {}
-        self._lock = threading.Lock()      # guards loading only; renders read a stable dict
+        self._lock = threading.Lock()          # guards loading; renders read a stable dict
+        self._render_lock = threading.Lock()   # scratch buffers are shared: one render at a time
         self._canvas: dict[tuple[int, int], torch.Tensor] = {}
         self._face_grids: dict[str, torch.Tensor] = {}
 
@@ -190,13 +191,14 @@ class Rig2DGenerator:
                 self.prepare_character(name)
         chars = self._chars
         # A fresh array per call: callers may keep frames (slots, encoders) while we render on.
-        if all(c == characters[0] for c in characters):
-            return self._render_group(chars[characters[0]], conds)
-        out = np.empty((n, self.size, self.size, 4), np.uint8)
-        for name in dict.fromkeys(characters):
-            idx = [i for i, c in enumerate(characters) if c == name]
-            out[idx] = self._render_group(chars[name], [conds[i] for i in idx])
-        return out
+        with self._render_lock:
+            if all(c == characters[0] for c in characters):
+                return self._render_group(chars[characters[0]], conds)
+            out = np.empty((n, self.size, self.size, 4), np.uint8)
+            for name in dict.fromkeys(characters):      # one batched pass per character
+                idx = [i for i, c in enumerate(characters) if c == name]
+                out[idx] = self._render_group(chars[name], [conds[i] for i in idx])
+            return out
 
     # ------------------------------------------------------------------ internals
     @staticmethod
