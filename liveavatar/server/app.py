@@ -427,8 +427,21 @@ async def _answer(request: web.Request, kind: str, setup) -> web.Response:
     if kind == "whip":
         answer_sdp = add_bitrate_hints(answer_sdp)
     location = f"/{kind}/{sid}/{rid}"
-    return web.Response(status=201, text=answer_sdp, content_type="application/sdp",
+    resp = web.Response(status=201, text=answer_sdp, content_type="application/sdp",
                         headers={"Location": location, "ETag": f'"{rid}"'})
+    for link in ice_links(request.app[CONFIG]):  # RFC 9725 section 4.6: ICE servers for the client
+        resp.headers.add("Link", link)
+    return resp
+
+
+def ice_links(cfg: ServerConfig) -> list[str]:
+    links = []
+    for url in cfg.ice_servers:
+        link = f'<{url}>; rel="ice-server"'
+        if url.startswith("turn") and cfg.ice_username:
+            link += f'; username="{cfg.ice_username}"; credential="{cfg.ice_credential or ""}"; credential-type="password"'
+        links.append(link)
+    return links
 
 
 async def whip(request: web.Request) -> web.Response:

@@ -136,6 +136,16 @@ def test_tokens_are_generated_once_and_kept_private(tmp_path):
         config_mod.load_or_create_tokens(p)
 
 
+def test_whip_answers_list_configured_ice_servers():
+    from liveavatar.server.app import ice_links
+    cfg = ServerConfig(ice_servers=["stun:stun.example:3478", "turn:turn.example:3478"],
+                       ice_username="mia", ice_credential="pw")
+    links = ice_links(cfg)
+    assert links[0] == '<stun:stun.example:3478>; rel="ice-server"'
+    assert 'username="mia"' in links[1] and 'credential="pw"' in links[1]
+    assert ice_links(ServerConfig()) == []  # offline by default: no STUN lookups at all
+
+
 def test_config_errors_name_the_option():
     with pytest.raises(ConfigError, match="size"):
         config_mod.build(size=333)
