@@ -106,12 +106,17 @@ async def post_sdp(url: str, sdp: str, headers: dict | None = None) -> tuple[int
 
 
 async def publish(url: str, media: Path, stamp: bool = False, audio: bool = True,
-                  headers: dict | None = None) -> Publisher:
-    """WHIP: send `media` (looped, real-time) as camera + microphone."""
+                  headers: dict | None = None, video_codec: str | None = None) -> Publisher:
+    """WHIP: send `media` (looped, real-time) as camera + microphone. `video_codec` (e.g.
+    "video/H264") offers only that codec, as OBS's WHIP output does."""
+    from aiortc import RTCRtpSender
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     player = LoopingFile(media)
     video = StampedVideo(player.video) if stamp else player.video
-    pc.addTransceiver(video, direction="sendonly")
+    vt = pc.addTransceiver(video, direction="sendonly")
+    if video_codec:
+        vt.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
+                                if c.mimeType == video_codec])
     if audio:
         pc.addTransceiver(player.audio, direction="sendonly")
     await pc.setLocalDescription(await pc.createOffer())

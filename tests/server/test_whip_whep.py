@@ -69,6 +69,18 @@ async def test_whip_ingest_carries_capture_time_to_whep_viewer(server):
         await pub.close()
 
 
+async def test_obs_style_h264_whip_ingest(server):
+    pub = await publish(server.url + "/whip/h264", media_path("grace_nod.mp4"), video_codec="video/H264")
+    try:
+        assert "H264/90000" in pub.pc.remoteDescription.sdp and "VP8/90000" not in pub.pc.remoteDescription.sdp
+        s = server.engine.sessions["h264"]
+        await _until(lambda: s.frames_received.count > 10, what="H.264 camera frames")
+        await _until(lambda: s.frames_in.put_count > 5, what="decoded frames handed to perception")
+    finally:
+        await pub.close()
+    await asyncio.to_thread(server.call, server.engine.remove("h264"))
+
+
 async def test_packed_viewers_share_one_encode(server):
     players = [await Player().start(server.url + "/whep/default?layout=packed") for _ in range(3)]
     try:
