@@ -10,9 +10,10 @@
     document.documentElement.style.background = "transparent";
     document.body.style.background = "transparent";
   } else if (p.get("bg")) {
-    const bg = p.get("bg") === "green" ? "#00ff00" : p.get("bg");
-    document.documentElement.style.background = bg;
-    document.body.style.background = bg;
+    const named = { green: "#00ff00", blue: "#0000ff", magenta: "#ff00ff", black: "#000000", white: "#ffffff" };
+    const raw = p.get("bg").toLowerCase();
+    const bg = named[raw] || (/^#[0-9a-f]{3}([0-9a-f]{3})?$/.test(raw) ? raw : null);
+    if (bg) { document.documentElement.style.background = bg; document.body.style.background = bg; }
   }
   const meter = new LA.LatencyMeter();
   const state = window.__viewer = { connected: false, error: null, frames: 0, meter, renderer: null };
