@@ -198,3 +198,18 @@ def test_visemes_and_jaw_shape_the_mouth(rig):
     vis = lambda k: cond(visemes=np.eye(6, dtype=np.float32)[k])  # noqa: E731
     shapes = [rig.render([vis(k)], ["nova"])[0][160:196, 228:284] for k in range(1, 6)]
     assert min(diff(shapes[i], shapes[j]) for i in range(5) for j in range(i + 1, 5)) > 0.5
+
+
+def test_generator_benchmark_reports_every_batch_size():
+    from liveavatar.bench import generator as bench
+    res = bench.run("rig2d", device="cpu", batches=[1, 3], size=128, frames=3)
+    rows = {r["metric"].split(" (")[0] + " " + r["metric"].split("B=")[1].split(",")[0]: r for r in res["rows"]}
+    for b in (1, 3):
+        per_session, total = rows[f"fps per session {b}"], rows[f"total fps {b}"]
+        assert per_session["median"] > 0 and total["median"] == pytest.approx(b * per_session["median"])
+        assert rows[f"ms per batch {b}"]["p95"] >= rows[f"ms per batch {b}"]["median"]
+    assert res["info"]["generator"] == "rig2d" and res["machine"]["cores"] >= 1
+    # Conditionings differ per session and per frame, so nothing can be cached.
+    a, b = bench.sample_conditionings(2, 0), bench.sample_conditionings(2, 1)
+    assert not np.allclose(a[0].bone_angles, a[1].bone_angles)
+    assert not np.allclose(a[0].bone_angles, b[0].bone_angles)
