@@ -34,7 +34,7 @@ HAPPY = EMOTIONS.index("happy")
 JOINT_INDEX = {name: i for i, name in enumerate(packs.JOINTS)}
 HEAD_BONE = len(BONE_INDEX)   # pseudo-bone index for parts that turn with the head
 ATLAS_BORDER = 3     # transparent px around each part in the atlas; sampling is clamped into it
-TILE_ROUND = 8       # tile sides round up to this, so a handful of shapes recur frame to frame
+TILE_ROUND = 2       # tile sides stay even (small batches are split in halves for two cores)
 YAW_SHIFT, PITCH_SHIFT = 16.0, 14.0   # face-canvas px the features move at 1 rad of yaw/pitch
 GAZE_X, GAZE_Y = 5.0, 3.0              # pupil travel (px) at gaze +-1
 
@@ -329,8 +329,8 @@ class Rig2DGenerator:
             # The tile is the rotated texture's bounding box (largest over the batch, rounded up).
             bw = np.abs(m00) * p.wh[0] + np.abs(m01) * p.wh[1]
             bh = np.abs(m10) * p.wh[0] + np.abs(m11) * p.wh[1]
-            tw = int(-(-(bw.max() + 2) // TILE_ROUND) * TILE_ROUND)
-            th = int(-(-(bh.max() + 2) // TILE_ROUND) * TILE_ROUND)
+            tw = int(-(-(bw.max() + 4) // TILE_ROUND) * TILE_ROUND)
+            th = int(-(-(bh.max() + 4) // TILE_ROUND) * TILE_ROUND)
             tile_wh[pi_] = (tw, th)
             o = np.floor(centre - np.array([tw / 2, th / 2], np.float32)).astype(np.int64)
             origin[:, pi_] = o
