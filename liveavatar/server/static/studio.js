@@ -112,7 +112,7 @@
   }
 
   // ---- camera + microphone -> WHIP --------------------------------------------------------
-  let media = null, pc = null, resource = null, stampCanvas = null, sendTrack = null;
+  let media = null, pc = null, resource = null, sendTrack = null;
   async function openMedia() {
     const camId = $("camera").value, micId = $("mic").value;
     const m = await navigator.mediaDevices.getUserMedia({
@@ -124,31 +124,40 @@
     media = m;
     camVideo.srcObject = new MediaStream(m.getVideoTracks());
     await camVideo.play().catch(() => {});
-    sendTrack = useTimecode ? stampedTrack() : m.getVideoTracks()[0];
+    sendTrack = useTimecode ? stampedTrack(m.getVideoTracks()[0]) : m.getVideoTracks()[0];
     await fillDevices();
   }
-  // The camera is redrawn onto a canvas with a timecode strip (capture time) along the bottom,
-  // so the service and viewers can measure glass-to-glass latency.
-  function stampedTrack() {
-    if (!stampCanvas) {
-      stampCanvas = document.createElement("canvas");
-      const ctx = stampCanvas.getContext("2d");
-      const draw = (now, meta) => {
-        const w = camVideo.videoWidth, h = camVideo.videoHeight;
-        if (w && h) {
-          if (stampCanvas.width !== w) { stampCanvas.width = w; stampCanvas.height = h; }
-          ctx.drawImage(camVideo, 0, 0, w, h);
-          const t = meta && meta.captureTime ? performance.timeOrigin + meta.captureTime : Date.now();
-          const sh = LA.cameraStripHeight(h);
-          LA.drawStamp(ctx, 0, h - sh, w, sh, [Math.round(t) % LA.MS_MOD], LA.CAMERA_FIELDS);
-        }
-        camVideo.requestVideoFrameCallback(draw);
-      };
-      camVideo.requestVideoFrameCallback(draw);
-      stampCanvas.width = 640; stampCanvas.height = 480;
-      S.stampStream = stampCanvas.captureStream(30);
+  // Each camera frame gets a timecode strip (its capture time) along the bottom, so the service
+  // and viewers can measure glass-to-glass latency. Done on the track's frames themselves
+  // (insertable streams), not through page rendering: the studio usually sits in a background
+  // tab while streaming, where rendering callbacks are throttled to ~1 fps. Browsers without
+  // insertable streams send the plain camera (no glass-to-glass figure then).
+  function stampedTrack(camera) {
+    if (!("MediaStreamTrackProcessor" in window && "MediaStreamTrackGenerator" in window && "OffscreenCanvas" in window)) {
+      S.timecode = false;
+      return camera;
     }
-    return S.stampStream.getVideoTracks()[0];
+    const processor = new MediaStreamTrackProcessor({ track: camera });
+    const generator = new MediaStreamTrackGenerator({ kind: "video" });
+    let canvas = null, ctx = null;
+    const stamp = new TransformStream({
+      transform(frame, controller) {
+        const w = frame.displayWidth, h = frame.displayHeight;
+        if (!canvas || canvas.width !== w || canvas.height !== h) {
+          canvas = new OffscreenCanvas(w, h);
+          ctx = canvas.getContext("2d", { alpha: false });
+        }
+        ctx.drawImage(frame, 0, 0, w, h);
+        const sh = LA.cameraStripHeight(h);
+        LA.drawStamp(ctx, 0, h - sh, w, sh, [Date.now() % LA.MS_MOD], LA.CAMERA_FIELDS);
+        const out = new VideoFrame(canvas, { timestamp: frame.timestamp });
+        frame.close();
+        controller.enqueue(out);
+      },
+    });
+    processor.readable.pipeThrough(stamp).pipeTo(generator.writable).catch(() => {});
+    S.timecode = true;
+    return generator;
   }
   async function fillDevices() {
     const devs = await navigator.mediaDevices.enumerateDevices();
