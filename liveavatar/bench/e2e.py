@@ -123,9 +123,11 @@ def run(seconds: float = 20.0, size: int = 512, warmup_s: float = 5.0, clip: Pat
 def _measure(ctx, url: str, seconds: float, warmup_s: float, size: int) -> dict:
     studio = ctx.new_page()
     studio.goto(url + "/studio?preview=0")  # one avatar stream: the viewer's
+    # Open the viewer tab only once the studio publishes: a studio that starts publishing from a
+    # background tab has its camera throttled by Chromium (framesSent ~1 per second).
+    _wait(studio, "window.__studio && window.__studio.publishing", 60, "the studio's camera")
     viewer = ctx.new_page()
     viewer.goto(url + "/viewer")
-    _wait(studio, "window.__studio && window.__studio.publishing", 60, "the studio's camera")
     _wait(viewer, "window.__viewer && window.__viewer.connected", 60, "the viewer")
     _wait(viewer, "window.__viewer.meter.samples.length > 5", 60, "timecoded frames at the viewer")
     time.sleep(warmup_s)
