@@ -67,7 +67,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> N
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise UserError(f"`liveavatar serve` exited early:\n{proc.stdout.read()[-2000:] if proc.stdout else ''}")
+            raise UserError(f"`liveavatar serve` exited early (code {proc.returncode})")
         try:
             with urllib.request.urlopen(url + "/health", timeout=2) as r:
                 if r.status == 200:
@@ -98,9 +98,11 @@ def run(seconds: float = 20.0, size: int = 512, warmup_s: float = 5.0, clip: Pat
         y4m, wav = fake_devices(clip, tmp)
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
+        # The service's output goes to a file: an unread pipe fills up and stalls the service.
+        log_file = open(tmp / "serve.log", "w")
         proc = subprocess.Popen([sys.executable, "-m", "liveavatar", "serve", "--port", str(port), "--no-demo",
                                  "--size", str(size), "--log-level", "warning"],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                stdout=log_file, stderr=subprocess.STDOUT, text=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
             _wait_healthy(url, proc)
@@ -118,6 +120,7 @@ def run(seconds: float = 20.0, size: int = 512, warmup_s: float = 5.0, clip: Pat
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+            log_file.close()
 
 
 def _measure(ctx, url: str, seconds: float, warmup_s: float, size: int) -> dict:
