@@ -105,16 +105,16 @@ def run(seconds: float = 20.0) -> dict:
         if "warm" not in marks and now >= WARMUP_S:
             marks["warm"] = (worker.processed, len(cues_out.latency_ms), worker.dropped,
                              perception.pose_updates, perception.hands_updates, perception.hands_gated,
-                             time.perf_counter())
+                             time.perf_counter(), time.process_time())
         frames_in.put(CapturedFrame(frames[n_offered % len(frames)], n_offered, CLOCK.now_ns()))
         n_offered += 1
         time.sleep(max(0.0, t0 + n_offered / FPS - time.perf_counter()))
-    t_end = time.perf_counter()
+    t_end, cpu_end = time.perf_counter(), time.process_time()
     stop.set()
     mic_thread.join()
     worker.stop()
     stats = perception.stats()
-    p0, l0, d0, pu0, hu0, hg0, tw = marks["warm"]
+    p0, l0, d0, pu0, hu0, hg0, tw, cpu0 = marks["warm"]
     span = t_end - tw
     processed = worker.processed - p0
     lat = cues_out.latency_ms[l0:]
@@ -133,6 +133,8 @@ def run(seconds: float = 20.0) -> dict:
     rows = [
         report.row("frames processed", processed / span, None, "fps",
                    f"offered {FPS} fps; {worker.dropped - d0} frames replaced before processing"),
+        report.row("CPU used", (cpu_end - cpu0) / span, None, "cores",
+                   f"{1e3 * (cpu_end - cpu0) / max(processed, 1):.1f} CPU-ms per processed frame, all threads"),
         report.row("capture -> cues latency", lat_s["median"], lat_s["p95"], "ms",
                    "frame put to Cues out, incl. waiting in the slot"),
         report.row("pose results", (perception.pose_updates - pu0) / span, None, "per s",
