@@ -531,6 +531,7 @@ class RenderLoop(threading.Thread):
             conds.clear()
             chars.clear()
             events.clear()
+            t_tick = time.perf_counter()
             try:
                 for s in sessions:
                     cond, ev = s.tick(t)
@@ -539,11 +540,14 @@ class RenderLoop(threading.Thread):
                     events.append(ev)
                 t0 = time.perf_counter()
                 frames = gen.render(conds, chars)
-                eng.timer.record("render", (time.perf_counter() - t0) * 1e3)
+                t1 = time.perf_counter()
+                eng.timer.record("render", (t1 - t0) * 1e3)
                 t_rendered = time.monotonic_ns()
                 for i, s in enumerate(sessions):
                     s.publish(frames[i], conds[i], events[i], t_rendered)
                 self.frames += 1
+                eng.timer.record("publish", (time.perf_counter() - t1) * 1e3)
+                eng.timer.record("tick", (time.perf_counter() - t_tick) * 1e3)
             except Exception as e:  # keep the clock running: the next tick renders again
                 self.errors += 1
                 self.error = f"{type(e).__name__}: {e}"
@@ -563,10 +567,6 @@ class RenderLoop(threading.Thread):
                             log.error("session %s: %s", s.sid, e)
 
 
-#: Our own threads keep normal priority; others a new session started are perception's.
-_OWN_THREADS = ("render", "input-", "file-", "encode-", "setup", "asyncio_", "ThreadPoolExecutor")
-
-
 def native_thread_ids() -> set[int]:
     try:
         return {int(t) for t in os.listdir("/proc/self/task")}
@@ -576,12 +576,13 @@ def native_thread_ids() -> set[int]:
 
 def deprioritize_perception(new_tids: set[int], nice: int = 5) -> int:
     """When the CPU is short, the avatar should keep its frame rate and tracking should lag:
-    the threads perception started (its Python workers and MediaPipe's native graph threads)
-    get a higher nice value. Linux sets it per thread and raising it needs no privileges;
-    elsewhere this does nothing. Returns how many threads were reniced."""
-    own = {t.native_id for t in threading.enumerate() if t.name.startswith(_OWN_THREADS)}
+    the native threads perception started (MediaPipe's graph and TFLite workers, where its CPU
+    goes) get a higher nice value. Python threads keep theirs: a niced thread holding the GIL
+    would stall the render thread and the event loop (priority inversion). Linux sets nice per
+    thread and raising it needs no privileges; elsewhere this does nothing. Returns the count."""
+    python_threads = {t.native_id for t in threading.enumerate()}
     done = 0
-    for tid in new_tids - own:
+    for tid in new_tids - python_threads:
         try:
             os.setpriority(os.PRIO_PROCESS, tid, nice)
             done += 1
