@@ -85,6 +85,16 @@ def _sampled_poses() -> list[Conditioning]:
         c.bone_angles[[B["upper_arm_l"], B["lower_arm_l"], B["upper_arm_r"], B["lower_arm_r"]]] = ul, ll, ur, lr
         c.bone_angles[[B["upper_leg_l"], B["upper_leg_r"]]] = 0.1 + 0.04 * i, -0.1 - 0.03 * i
         out.append(c)
+    rng = np.random.default_rng(7)       # and a spread of everyday poses
+    for i in range(14):
+        c = Conditioning.neutral(seq=100 + i, t_tick_ns=int(i * 1e8))
+        c.body_present = 1.0
+        c.bone_angles[[B["upper_arm_l"], B["lower_arm_l"]]] = rng.uniform(0.2, 2.8), rng.uniform(-0.5, 3.0)
+        c.bone_angles[[B["upper_arm_r"], B["lower_arm_r"]]] = -rng.uniform(0.2, 2.8), -rng.uniform(-0.5, 3.0)
+        c.bone_angles[[B["upper_leg_l"], B["lower_leg_l"]]] = rng.uniform(0.0, 0.5), rng.uniform(-0.2, 0.3)
+        c.bone_angles[[B["upper_leg_r"], B["lower_leg_r"]]] = -rng.uniform(0.0, 0.5), -rng.uniform(-0.2, 0.3)
+        c.bone_angles[B["spine"]] = np.pi + rng.uniform(-0.15, 0.15)
+        out.append(c)
     return out
 
 
