@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from liveavatar.errors import ConfigError
+from liveavatar.paths import safe_join
 from liveavatar.generation.neural import layout, manifest
 
 OUTPUT_RING = 4   # a returned frame stays valid for this many later renders
@@ -56,7 +57,8 @@ class OnnxCharacterModel:
     def __init__(self, folder: Path, entry: manifest.ModelEntry, device: str, threads: int = 0) -> None:
         import onnxruntime as ort
         self.entry = entry
-        self.path = path = folder / entry.file
+        # The manifest is data: its file name must not reach outside the models folder.
+        self.path = path = safe_join(folder, entry.file, what=f"{folder / manifest.MANIFEST}: file")
         if not path.is_file():
             raise ConfigError(f"{path}: model file missing (listed in {folder / manifest.MANIFEST})")
         digest = manifest.sha256_of(path)
