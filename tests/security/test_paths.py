@@ -95,3 +95,20 @@ def test_session_ids_are_confined(server, sid):
     status, reply = http(server.url + f"/api/sessions/{quote(sid, safe='')}/emotion", "POST", {"name": "happy"})
     assert status in (400, 404), reply
     assert set(server.engine.sessions) == {"default"}
+
+
+@pytest.mark.parametrize("rel", ["../outside.onnx", "/etc/passwd", "sub/../../outside.onnx"])
+def test_neural_model_file_cannot_point_outside_its_folder(tmp_path, rel):
+    """A neural manifest entry naming a file outside the models folder is refused before any
+    file is opened (hashing or loading /etc/passwd would be a read outside the folder)."""
+    from liveavatar.generation.neural import manifest
+    from liveavatar.generation.neural.runtime import OnnxCharacterModel
+    folder = tmp_path / "neural"
+    folder.mkdir()
+    (tmp_path / "outside.onnx").write_bytes(b"not a model")
+    entry = manifest.ModelEntry(character="nova", file=rel, sha256="0" * 64, size=11, opset=17, inputs=[],
+                                outputs=[], cond_layout=[], net_config={},
+                                training=manifest.Training(mode="from-character", source="nova"))
+    with pytest.raises(UserError) as e:
+        OnnxCharacterModel(folder, entry, "cpu")
+    assert "outside" in str(e.value) and "manifest" in str(e.value)
