@@ -91,6 +91,18 @@ class _Character:
             atlas[:, y:y + img.shape[1], x:x + img.shape[2]] = img
         self.atlas = torch.from_numpy(atlas)[None].to(device)
         self.atlas_wh = np.array([atlas.shape[2], atlas.shape[1]], np.float32)
+        # Per-part tables (P,), so the per-frame affine math is vectorised over parts.
+        self.p_bone = np.array([p.bone for p in parts])
+        self.p_rest = np.array([p.rest for p in parts], np.float32)
+        self.p_head = np.array([p.bone == HEAD_BONE for p in parts])
+        self.p_stretch = np.array([p.stretch for p in parts])
+        self.p_joint = np.array([p.joint for p in parts])
+        self.p_pivot = np.stack([p.pivot for p in parts]).astype(np.float32)
+        self.p_centre = np.stack([p.centre for p in parts]).astype(np.float32)
+        self.p_wh = np.stack([p.wh for p in parts]).astype(np.float32)
+        self.p_norm = np.stack([np.full(2, 2.0 / pack.manifest.face.canvas, np.float32) if p.is_head
+                                else 2.0 / self.atlas_wh for p in parts]).astype(np.float32)
+        self.p_shift = np.stack([np.zeros(2, np.float32) if p.is_head else p.slot for p in parts]).astype(np.float32)
 
         f = m.face
         self.F = f.canvas
@@ -305,49 +317,37 @@ class Rig2DGenerator:
         pitch = np.clip(ch[:, motion.PITCH], -0.8, 0.8)
         spine_scale = np.clip(ch[:, motion.SPINE_SCALE], 0.3, 1.5)
         P = len(c.parts)
-        ones = np.ones(n, np.float32)
-        ks = k * scale
+        # All parts of all sessions at once: arrays are (n, P).
+        delta = np.concatenate([ch[:, :motion.N_BONES], head_angle[:, None]], 1)[:, c.p_bone] - c.p_rest
+        # Turning away narrows the head, nodding shortens it; the torso follows the spine length.
+        sx = np.where(c.p_head, (1.0 - 0.15 * np.abs(yaw))[:, None], 1.0)
+        sy = np.where(c.p_head, (1.0 - 0.12 * np.abs(pitch))[:, None],
+                      np.where(c.p_stretch, spine_scale[:, None], 1.0))
+        cs, sn = np.cos(delta), np.sin(delta)
+        ks = (k * scale)[:, None]
+        m00, m01 = ks * xs[:, None] * cs * sx, ks * xs[:, None] * sn * sy
+        m10, m11 = -ks * sn * sx, ks * cs * sy
+        det = m00 * m11 - m01 * m10
+        joint = J[:, c.p_joint] * k                                    # (n, P, 2)
+        joint[:, c.p_head, 1] += (8.0 * k * scale * pitch)[:, None]    # the head dips as it nods
+        off = c.p_centre - c.p_pivot
+        centre = joint + np.stack([m00 * off[:, 0] + m01 * off[:, 1], m10 * off[:, 0] + m11 * off[:, 1]], -1)
+        # Each tile is the rotated texture's bounding box (largest over the batch, rounded up).
+        bw = np.abs(m00) * c.p_wh[:, 0] + np.abs(m01) * c.p_wh[:, 1]
+        bh = np.abs(m10) * c.p_wh[:, 0] + np.abs(m11) * c.p_wh[:, 1]
+        tile_wh = (np.ceil((np.stack([bw.max(0), bh.max(0)], -1) + 4) / TILE_ROUND) * TILE_ROUND).astype(np.int64)
+        origin = np.floor(centre - tile_wh[None] / 2).astype(np.int64)
+        # tex = pivot + Minv (origin + local - joint); Minv = [[m11, -m01], [-m10, m00]] / det
+        i00, i01, i10, i11 = m11 / det, -m01 / det, -m10 / det, m00 / det
+        rel = (origin - joint).astype(np.float32)
+        tex0 = c.p_pivot[:, 0] + i00 * rel[..., 0] + i01 * rel[..., 1]
+        tex1 = c.p_pivot[:, 1] + i10 * rel[..., 0] + i11 * rel[..., 1]
+        norm, shift = c.p_norm, c.p_shift
         A = np.empty((n, P, 2, 2), np.float32)       # normalised source coords = local @ A + bvec
-        bvec = np.empty((n, P, 2), np.float32)
-        origin = np.empty((n, P, 2), np.int64)
-        tile_wh = np.empty((P, 2), np.int64)
-        for pi_, p in enumerate(c.parts):
-            if p.bone == HEAD_BONE:   # turning away narrows the head, nodding shortens it
-                delta, sx, sy = head_angle - p.rest, 1.0 - 0.15 * np.abs(yaw), 1.0 - 0.12 * np.abs(pitch)
-            else:
-                delta, sx = ch[:, p.bone] - p.rest, ones
-                sy = spine_scale if p.stretch else ones
-            cs, sn = np.cos(delta), np.sin(delta)
-            m00, m01 = ks * xs * cs * sx, ks * xs * sn * sy
-            m10, m11 = -ks * sn * sx, ks * cs * sy
-            det = m00 * m11 - m01 * m10
-            joint = J[:, p.joint] * k
-            if p.bone == HEAD_BONE:   # the head dips as it nods down
-                joint = joint + np.stack([np.zeros(n, np.float32), 8.0 * k * scale * pitch], -1)
-            off = p.centre - p.pivot
-            centre = joint + np.stack([m00 * off[0] + m01 * off[1], m10 * off[0] + m11 * off[1]], -1)
-            # The tile is the rotated texture's bounding box (largest over the batch, rounded up).
-            bw = np.abs(m00) * p.wh[0] + np.abs(m01) * p.wh[1]
-            bh = np.abs(m10) * p.wh[0] + np.abs(m11) * p.wh[1]
-            tw = int(-(-(bw.max() + 4) // TILE_ROUND) * TILE_ROUND)
-            th = int(-(-(bh.max() + 4) // TILE_ROUND) * TILE_ROUND)
-            tile_wh[pi_] = (tw, th)
-            o = np.floor(centre - np.array([tw / 2, th / 2], np.float32)).astype(np.int64)
-            origin[:, pi_] = o
-            # tex = pivot + Minv (origin + local - joint); Minv = [[m11, -m01], [-m10, m00]] / det
-            i00, i01, i10, i11 = m11 / det, -m01 / det, -m10 / det, m00 / det
-            rel = (o - joint).astype(np.float32)
-            tex0 = p.pivot[0] + i00 * rel[:, 0] + i01 * rel[:, 1]
-            tex1 = p.pivot[1] + i10 * rel[:, 0] + i11 * rel[:, 1]
-            if p.is_head:
-                norm, shift = np.full(2, 2.0 / c.F, np.float32), np.zeros(2, np.float32)
-            else:
-                norm, shift = 2.0 / c.atlas_wh, p.slot
-            # rows of A: d(source)/d(local x), d(source)/d(local y)
-            A[:, pi_, 0, 0], A[:, pi_, 0, 1] = i00 * norm[0], i10 * norm[1]
-            A[:, pi_, 1, 0], A[:, pi_, 1, 1] = i01 * norm[0], i11 * norm[1]
-            bvec[:, pi_, 0] = (tex0 + shift[0]) * norm[0] - 1.0
-            bvec[:, pi_, 1] = (tex1 + shift[1]) * norm[1] - 1.0
+        A[..., 0, 0], A[..., 0, 1] = i00 * norm[:, 0], i10 * norm[:, 1]   # d(source)/d(local x)
+        A[..., 1, 0], A[..., 1, 1] = i01 * norm[:, 0], i11 * norm[:, 1]   # d(source)/d(local y)
+        bvec = np.stack([(tex0 + shift[:, 0]) * norm[:, 0] - 1.0, (tex1 + shift[:, 1]) * norm[:, 1] - 1.0], -1)
+        bvec = bvec.astype(np.float32)
         A_t = torch.from_numpy(A).to(dev)
         b_t = torch.from_numpy(bvec).to(dev)
         ramp = self._ramp(int(tile_wh.max()) + 1)
@@ -407,10 +407,16 @@ class Rig2DGenerator:
             if x0 >= x1 or y0 >= y1:
                 continue
             region = canvas[b, :, y0:y1, x0:x1]
-            region[:3].mul_(255.0 / region[3:4].clamp(min=1e-4))
-            region[3:4].mul_(255.0)
-            planar = region.add_(0.5).to(torch.uint8)            # planes first: cheap, contiguous
-            out[b, y0:y1, x0:x1] = planar.permute(1, 2, 0).cpu()  # then a byte-sized transpose
+            scale = 255.0 / region[3].clamp(min=1e-4)
+            if dev.type == "cpu":      # each plane straight into its interleaved uint8 channel
+                dst = out[b, y0:y1, x0:x1]
+                for ch_i in range(3):
+                    dst[..., ch_i] = region[ch_i].mul_(scale).add_(0.5)
+                dst[..., 3] = region[3].mul_(255.0).add_(0.5)
+            else:                      # on the GPU: convert there, copy bytes once
+                region[:3].mul_(scale)
+                region[3].mul_(255.0)
+                out[b, y0:y1, x0:x1] = region.add_(0.5).to(torch.uint8).permute(1, 2, 0).cpu()
         return out.numpy()
 
     def _ramp(self, length: int) -> torch.Tensor:
