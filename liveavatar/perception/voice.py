@@ -30,10 +30,10 @@ VAD_BLOCK = 512            # silero's block at 16 kHz (32 ms)
 VAD_CONTEXT = 64
 FRAME = 640                # 40 ms analysis window for pitch and formants
 F0_MIN, F0_MAX = 60.0, 500.0
-LPC_ORDER = 14
+LPC_ORDER = 18          # 2 + fs/kHz: fewer poles miss a low F1 (e.g. /u/)
 
 # (F1, F2) Hz of the open visemes; rough averages over adult voices.
-_VOWEL_FORMANTS = np.array([[750, 1250], [300, 2250], [330, 900], [500, 1850], [520, 950]], np.float64)
+_VOWEL_FORMANTS = np.array([[750, 1250], [300, 2250], [330, 1100], [500, 1850], [520, 900]], np.float64)
 _VOWEL_LOG = np.log(_VOWEL_FORMANTS)
 
 

@@ -161,7 +161,8 @@ def test_any_rate_and_channel_layout(dance, layout):
 
 def test_vowels_pick_their_visemes(tmp_path):
     shares = {}
-    for name, text in (("A", "[[A:::::]]"), ("I", "eeeee"), ("E", "eh eh eh")):
+    for name, text in (("A", "[[A:::::]]"), ("I", "eeeee"), ("U", "who knew"), ("E", "eh eh eh"),
+                       ("O", "go slow")):
         a, rate = read_wav(speak(text, tmp_path / f"{name}.wav", pad_s=0.3))
         h = analyse(a, rate).history()
         vis = h["visemes"]
