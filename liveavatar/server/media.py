@@ -189,6 +189,7 @@ class SharedEncoder(threading.Thread):
                          "static-thresh": "1"}  # the avatar is mostly still: skip unchanged blocks
         seq = 0
         last_pts = -1
+        last_forced = 0.0
         while not self._halt.is_set():
             frame = self.frames.take(0.25)
             if frame is None:
@@ -196,8 +197,15 @@ class SharedEncoder(threading.Thread):
             if frame.pts is None or frame.pts <= last_pts:
                 frame.pts = last_pts + 1
             last_pts = frame.pts
-            frame.pict_type = av.video.frame.PictureType.I if self._keyframe.is_set() else av.video.frame.PictureType.NONE
-            self._keyframe.clear()
+            # Forced keyframes are big: at most two a second, however many viewers ask (a PLI
+            # storm from one lossy viewer must not turn every frame into a keyframe).
+            now = time.monotonic()
+            if self._keyframe.is_set() and now - last_forced >= 0.5:
+                self._keyframe.clear()
+                last_forced = now
+                frame.pict_type = av.video.frame.PictureType.I
+            else:
+                frame.pict_type = av.video.frame.PictureType.NONE
             t0 = time.perf_counter()
             try:
                 packets = codec.encode(frame)
