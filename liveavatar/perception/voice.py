@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from scipy.linalg import solve_toeplitz   # imported here: a first-use import would stall the voice thread
 
 from liveavatar.types import VISEMES, KeywordHit, VoiceFeatures
 
@@ -150,7 +151,6 @@ def yin_pitch(frame: np.ndarray, rate: int = RATE, threshold: float = 0.15) -> t
 
 def formants(frame: np.ndarray, rate: int = RATE, order: int = LPC_ORDER) -> tuple[float, float]:
     """(F1, F2) Hz from LPC roots of a pre-emphasised, windowed frame; (0, 0) if not found."""
-    from scipy.linalg import solve_toeplitz
     x = np.append(frame[0], frame[1:] - 0.97 * frame[:-1]) * np.hamming(len(frame))
     n = len(x)
     spec = np.fft.rfft(x, 2 * n)
@@ -272,6 +272,17 @@ class VoiceAnalyzer:
         self.process_s = 0.0
         self.audio_s = 0.0
         self._lock = threading.Lock()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run each analysis once so the first real chunk does not pay for lazy initialisation."""
+        noise = np.random.default_rng(0).normal(0, 0.05, FRAME).astype(np.float32)
+        self.vad(noise[:VAD_BLOCK])
+        self.vad.reset()
+        yin_pitch(noise)
+        formants(noise)
+        if self.spotter is not None:
+            self.spotter.spot((noise * 32767).astype(np.int16))
 
     # -- input ---------------------------------------------------------------------------------
     def feed(self, samples: np.ndarray, sample_rate: int, t_capture_ns: int = 0) -> int:
