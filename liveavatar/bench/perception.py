@@ -73,6 +73,7 @@ def run(seconds: float = 20.0) -> dict:
     frames, audio, rate = _media()
     load_start = os.getloadavg()[0]
     perception = Perception(static=False, keywords=("dance", "wave", "happy"))
+    perception.warmup()
     frames_in: LatestSlot = LatestSlot()
     cues_out = _TimedSlot(CLOCK.now_ns, perception)
     worker = PerceptionWorker(perception, frames_in, cues_out).start()  # type: ignore[arg-type]

@@ -178,17 +178,12 @@ class Perception:
         self._hands_thread = _ModelThread("hands", lambda img, hint: self._hands.process(img, hint),
                                           self.timer) if self._hands else None
 
-        self._pose_f = PartFilter(N_POSE, passthrough=static)
-        self._face_f = PartFilter(N_FACE, min_cutoff=2.0, beta=6.0, passthrough=static)
-        self._left_f = PartFilter(N_HAND, min_cutoff=2.0, beta=6.0, passthrough=static)
-        self._right_f = PartFilter(N_HAND, min_cutoff=2.0, beta=6.0, passthrough=static)
-        self._expr_f = ExpressionFilter(_EXPR_MIN_CUTOFF, _EXPR_BETA, NEUTRAL_FEATURES, passthrough=static)
+        self._new_filters()
         self._raw = np.zeros(len(FACE_FEATURES), np.float32)
         self._work = np.zeros((N_FACE, 3), np.float64)
         self._features = np.zeros(len(FACE_FEATURES), np.float32)
         self._pose_used_n = -1
         self._hands_used_n = -1
-        self._last_pose_raw: np.ndarray | None = None
         self._n = 0
 
         # Calibration: set from any thread, consumed by the video thread.
@@ -374,6 +369,34 @@ class Perception:
             f.lose(t_s)
         self._expr_f.lose(t_s)
         self._calibration_step(None, t_s)
+
+    def _new_filters(self) -> None:
+        static = self.static
+        self._pose_f = PartFilter(N_POSE, passthrough=static)
+        self._face_f = PartFilter(N_FACE, min_cutoff=2.0, beta=6.0, passthrough=static)
+        self._left_f = PartFilter(N_HAND, min_cutoff=2.0, beta=6.0, passthrough=static)
+        self._right_f = PartFilter(N_HAND, min_cutoff=2.0, beta=6.0, passthrough=static)
+        self._expr_f = ExpressionFilter(_EXPR_MIN_CUTOFF, _EXPR_BETA, NEUTRAL_FEATURES, passthrough=static)
+        self._last_pose_raw: np.ndarray | None = None
+
+    def warmup(self, size: tuple[int, int] = (640, 480)) -> None:
+        """Run every model once on a blank frame (their first call builds graphs and delegates,
+        hundreds of ms) so the first real frame is not slow. Call before admitting a session."""
+        blank = np.full((size[1], size[0], 3), 127, np.uint8)
+        sync, self.sync = self.sync, True
+        try:
+            self._track(blank, 0.0, time.perf_counter())
+        except Exception:
+            log.warning("perception warm-up failed", exc_info=True)
+        finally:
+            self.sync = sync
+        # Forget the warm-up: tracked state and counters start clean.
+        self._new_filters()
+        self.pose_updates = self.hands_updates = self.hands_gated = 0
+        self.timer = StageTimer(window=600)
+        for th in (self._pose_thread, self._hands_thread):
+            if th:
+                th._timer = self.timer
 
     # ------------------------------------------------------------------------------------------
     # Calibration

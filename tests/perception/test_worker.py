@@ -198,3 +198,18 @@ def test_a_missing_tasks_model_file_is_a_clear_error(tmp_path):
     from liveavatar.perception import TasksFaceTracker
     with pytest.raises(NotFoundError, match="face_landmarker.task"):
         TasksFaceTracker(str(tmp_path / "face_landmarker.task"))
+
+
+def test_warmup_runs_every_model_once_and_leaves_no_trace():
+    pose, hands = _SlowPose(), _CountingHands()
+    p = Perception(static=False, face=False, enable_voice=False, pose_tracker=pose, hand_tracker=hands)
+    try:
+        p.warmup()
+        stats = p.stats()
+        warm_calls = (pose.calls, hands.calls)
+        cues = p.process_video(frame(np.zeros((64, 64, 3), np.uint8), 0, 1.0))
+    finally:
+        p.close()
+    assert warm_calls == (1, 1)
+    assert stats["pose_updates"] == 0 and stats["ms"] == {} and stats["frames"] == 0
+    assert not cues.hand_left.present and not cues.pose.present, "the warm-up pose is forgotten"
