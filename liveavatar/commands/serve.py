@@ -15,6 +15,7 @@ def serve(
     size: int = typer.Option(512, help="Avatar frame size in pixels (square)."),
     fps: int = typer.Option(30, help="Output frame rate."),
     max_sessions: int = typer.Option(4, help="Streamers served at once (admission limit)."),
+    render_threads: int = typer.Option(1, help="torch CPU threads for rendering (CPU generators)."),
     token: Optional[str] = typer.Option(None, help="Control/ingest token (default: generated and stored "
                                                    "when binding beyond localhost)."),
     viewer_token: Optional[str] = typer.Option(None, help="Read-only token for viewers and WHEP."),
@@ -56,7 +57,7 @@ def serve(
         raise UserError(f"--mapping {mapping}: no such file")
 
     cfg = config_mod.build(host=host, port=port, generator=generator, device=device, size=size, fps=fps,
-                           max_sessions=max_sessions, token=token, viewer_token=viewer_token,
+                           max_sessions=max_sessions, render_threads=render_threads, token=token, viewer_token=viewer_token,
                            ice_servers=list(ice_server), ice_username=ice_username,
                            ice_credential=ice_credential, source=source, demo=demo,
                            demo_after_s=demo_after, timecode=timecode, allow_origins=list(allow_origin),

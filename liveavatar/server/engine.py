@@ -70,7 +70,11 @@ def real_stages(cfg: ServerConfig) -> Stages:
 
     def generator():
         from liveavatar.generation import registry
-        return registry.create(cfg.generator, cfg.device, cfg.size)
+        gen = registry.create(cfg.generator, cfg.device, cfg.size)
+        if getattr(gen, "device", "cpu") == "cpu":
+            import torch
+            torch.set_num_threads(cfg.render_threads)
+        return gen
 
     def perception():
         from liveavatar.perception import Perception
