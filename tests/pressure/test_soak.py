@@ -27,9 +27,10 @@ from tests.pressure.harness import ServeProcess, dump, load_average, metric, p95
 from tests.server.browser import launch, make_y4m
 from tests.server.conftest import wait_until
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
 SOAK_S = float(os.environ.get("LIVEAVATAR_SOAK_SECONDS", "90"))
+# Start-up (serve, Chromium, warm-up) on top of the soak itself; the suite's 600 s default
+# would cut a 10-minute run short.
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(int(SOAK_S) + 400)]
 WARMUP_S = 15.0     # page load, ICE, perception warm-up, jitter buffers settling
 SAMPLE_S = 2.0
 SIZE = 256          # the CPU renderer and both VP8 encodes stay within a 2-core machine
