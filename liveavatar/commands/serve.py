@@ -32,6 +32,9 @@ def serve(
                                                       "this URL (e.g. udp://127.0.0.1:5600) for OBS."),
     virtualcam: bool = typer.Option(False, help="Also send the avatar to a virtual camera."),
     mapping: Optional[Path] = typer.Option(None, help="Conditioning mapping file (TOML)."),
+    tls_cert: Optional[Path] = typer.Option(None, help="TLS certificate (PEM): serve HTTPS, which browsers "
+                                                       "on other machines need for camera access."),
+    tls_key: Optional[Path] = typer.Option(None, help="TLS private key (PEM) for --tls-cert."),
     allow_origin: List[str] = typer.Option([], "--allow-origin", help="Extra web origin allowed to call "
                                                                       "the API (CORS); repeatable."),
     timecode: bool = typer.Option(False, help="Draw the debug timecode into the WHEP feed too."),
@@ -55,6 +58,7 @@ def serve(
         probe(source)  # missing / not a video: one line now, not a dead session later
     if mapping is not None and not mapping.is_file():
         raise UserError(f"--mapping {mapping}: no such file")
+    ssl_context = _tls(tls_cert, tls_key)
 
     cfg = config_mod.build(host=host, port=port, generator=generator, device=device, size=size, fps=fps,
                            max_sessions=max_sessions, render_threads=render_threads, token=token, viewer_token=viewer_token,
@@ -73,16 +77,36 @@ def serve(
     if virtualcam:
         feeds.append(("virtualcam", ""))
     try:
-        asyncio.run(_run(cfg, feeds, created))
+        asyncio.run(_run(cfg, feeds, created, ssl_context))
     except KeyboardInterrupt:
         pass
 
 
-def _urls(cfg, show_tokens: bool) -> list[tuple[str, str]]:
+def _tls(cert: Optional[Path], key: Optional[Path]):
+    """An SSL context from PEM files, or None. Browsers give camera access only to https pages
+    (or localhost), so a studio opened from another machine needs this or a TLS proxy."""
+    from liveavatar.errors import UserError
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise UserError("--tls-cert and --tls-key go together")
+    for opt, p in (("--tls-cert", cert), ("--tls-key", key)):
+        if not p.is_file():
+            raise UserError(f"{opt} {p}: no such file")
+    import ssl
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(str(cert), str(key))
+    except (ssl.SSLError, ValueError) as e:
+        raise UserError(f"--tls-cert {cert} / --tls-key {key}: not a matching PEM certificate and key ({e})") from None
+    return ctx
+
+
+def _urls(cfg, show_tokens: bool, scheme: str = "http") -> list[tuple[str, str]]:
     shown_host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
     if ":" in shown_host:
         shown_host = f"[{shown_host}]"
-    base = f"http://{shown_host}:{cfg.port}"
+    base = f"{scheme}://{shown_host}:{cfg.port}"
     ctl = vw = ""
     if cfg.token:
         ctl = f"?token={cfg.token if show_tokens else '<token>'}"
@@ -96,7 +120,7 @@ def _urls(cfg, show_tokens: bool) -> list[tuple[str, str]]:
             ("Control API (OpenAPI)", f"{base}/api/openapi.json")]
 
 
-async def _run(cfg, feeds, tokens_created: bool) -> None:
+async def _run(cfg, feeds, tokens_created: bool, ssl_context=None) -> None:
     import asyncio
     import errno
 
@@ -111,7 +135,7 @@ async def _run(cfg, feeds, tokens_created: bool) -> None:
     app = create_app(cfg, feeds=feeds)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, cfg.host, cfg.port)
+    site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_context)
     try:
         await site.start()
     except OSError as e:
@@ -123,7 +147,7 @@ async def _run(cfg, feeds, tokens_created: bool) -> None:
         cfg.port = site._server.sockets[0].getsockname()[1]
     console.print(f"[bold]LiveAvatar[/bold] serving on {cfg.host}:{cfg.port}")
     show = tokens_created or bool(cfg.token and cfg.loopback_only)
-    for label, url in _urls(cfg, show):
+    for label, url in _urls(cfg, show, "https" if ssl_context else "http"):
         console.print(f"  {label}: [cyan]{url}[/cyan]")
     if cfg.token and not cfg.loopback_only:
         if tokens_created:

@@ -38,9 +38,11 @@ def _first_lines(args, env, until="Warming up", timeout=60.0) -> str:
             out.append(line)
             if until in line or time.monotonic() > deadline:
                 break
+        assert f"https://127.0.0.1:{port}/studio" in (tmp_path / "serve.log").read_text()
     finally:
         p.terminate()
         p.wait(10)
+        log.close()
     return "".join(out)
 
 
@@ -68,3 +70,38 @@ def test_a_missing_virtual_camera_is_a_one_line_error_with_advice(tmp_path):
     assert r.returncode == 2
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: virtualcam:") and "v4l2loopback" in last
+
+
+def test_tls_serves_https_and_bad_files_are_one_line_errors(tmp_path):
+    import ssl
+    import urllib.request
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    r = serve("--tls-cert", str(cert), "--tls-key", str(tmp_path / "nope.pem"))
+    assert r.returncode == 2 and "--tls-key" in r.stderr and "no such file" in r.stderr
+    r = serve("--tls-cert", str(key), "--tls-key", str(key))
+    assert r.returncode == 2 and "PEM" in r.stderr
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w")  # a file, not a pipe nobody reads while we test
+    p = subprocess.Popen([sys.executable, "-m", "liveavatar", "serve", "--port", str(port), "--no-demo", "--size", "64",
+                          "--tls-cert", str(cert), "--tls-key", str(key)], stdout=log,
+                         stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "250"})
+    try:
+        ctx = ssl.create_default_context(cafile=str(cert))
+        ctx.check_hostname = False
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"https://127.0.0.1:{port}/studio", context=ctx, timeout=5) as resp:
+                    assert resp.status == 200 and b"LiveAvatar studio" in resp.read()
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        assert f"https://127.0.0.1:{port}/studio" in (tmp_path / "serve.log").read_text()
+    finally:
+        p.terminate()
+        p.wait(10)
+        log.close()
