@@ -38,11 +38,9 @@ def _first_lines(args, env, until="Warming up", timeout=60.0) -> str:
             out.append(line)
             if until in line or time.monotonic() > deadline:
                 break
-        assert f"https://127.0.0.1:{port}/studio" in (tmp_path / "serve.log").read_text()
     finally:
         p.terminate()
         p.wait(10)
-        log.close()
     return "".join(out)
 
 
