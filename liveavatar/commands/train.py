@@ -36,15 +36,18 @@ def train(
     held_out: int = typer.Option(256, min=VAL_RUN, help="Held-out frames for PSNR/SSIM."),
     record: list[Path] = typer.Option([], "--record", help="Also learn the conditionings of this video (from-character; repeatable)."),
     widths: str = typer.Option("32,48,64,16", help="Network widths at 1/4, 1/8, 1/16 and 1/2 of the output size."),
+    upsample: int = typer.Option(1, min=1, max=4, help="Predict at 256/upsample and upsample bilinearly in the graph (faster to train and run, softer edges)."),
     lr: float = typer.Option(2e-3, help="Peak learning rate."),
     seed: int = typer.Option(0, help="Seed for sampling, initialisation and batches."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
+    max_frames: int = typer.Option(0, min=0, help="Use only the first N frames of --from-video (0: all)."),
     val_every: int = typer.Option(0, min=0, help="Validate and checkpoint every N steps (0: about 12 times a run)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's checkpoint."),
     licence: str = typer.Option("Apache-2.0", help="Licence recorded in the manifest."),
 ) -> None:
     """Train a neural character model (progress bar, checkpoints, resume, PSNR/SSIM) and export
     it to ONNX with a manifest."""
+    given = dict(locals())
     if (from_character is None) == (from_video is None):
         raise UserError("give exactly one of --from-character NAME or --from-video FILE")
     if from_video is not None and not from_video.is_file():
@@ -73,11 +76,12 @@ def train(
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but torch sees no CUDA GPU")
     torch.manual_seed(seed)
+    threads = torch.get_num_threads()   # perception's voice model sets torch to one thread
     name = name or from_character or from_video.stem
     out = out or models_dir() / "neural"
     run_dir = run_dir or Path("runs") / "neural" / name
     run_dir.mkdir(parents=True, exist_ok=True)
-    command = "liveavatar train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    command = _command_line(given)
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
@@ -86,9 +90,10 @@ def train(
         if from_character:
             pairs = _character_pairs(from_character, samples, held_out, record, seed, device, run_dir, progress)
         else:
-            pairs = _video_pairs(from_video, held_out, run_dir, progress)
+            pairs = _video_pairs(from_video, held_out, run_dir, progress, max_frames)
         train_set, val_set, geometry, clips, source_note = pairs
-        net_cfg = NetConfig(widths=width_t, geometry=geometry)
+        torch.set_num_threads(threads)
+        net_cfg = NetConfig(widths=width_t, geometry=geometry, upsample=upsample, guide=64 // upsample)
         cfg = TrainConfig(steps=steps, batch=batch, lr=lr, minutes=minutes, seed=seed, device=device,
                           val_every=val_every or max(50, min(250, steps // 12)))
         trainer = Trainer(run_dir, net_cfg, cfg, train_set, val_set, VAL_RUN, clip_table=clips)
@@ -119,6 +124,23 @@ def train(
                f"(last step: {final['psnr_db']:.2f} dB)")
 
 
+def _command_line(given: dict) -> str:
+    """The options that differ from their defaults, for the manifest's record of the run."""
+    import inspect
+    parts = ["liveavatar", "train"]
+    for name, param in inspect.signature(train).parameters.items():
+        v, default = given.get(name), getattr(param.default, "default", param.default)
+        if v == default or v in (None, [], ()):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(v, bool):
+            parts.append(flag)
+        else:
+            for item in (v if isinstance(v, (list, tuple)) else [v]):
+                parts += [flag, shlex.quote(str(item))]
+    return " ".join(parts)
+
+
 # ---------------------------------------------------------------------------------------------
 # from a rig2d character
 # ---------------------------------------------------------------------------------------------
@@ -134,7 +156,14 @@ def character_geometry(character: str):
                     spine=L.spine / ref, neck=L.neck / ref, upper_arm=L.upper_arm / ref,
                     lower_arm=L.lower_arm / ref, upper_leg=L.upper_leg / ref, lower_leg=L.lower_leg / ref,
                     shoulder_half=rig.shoulder_half_width / ref, hip_half=rig.hip_half_width / ref,
-                    head_radius=0.4 * m.face.canvas / ref)
+                    head_radius=0.4 * m.face.canvas / ref,
+                    segment_sigmas=_scaled_sigmas(rig.body_height / ref / Geometry().body_height))
+
+
+def _scaled_sigmas(k: float) -> tuple[float, ...]:
+    """The default limb widths (drawn for nova's proportions) scaled to another body size."""
+    from liveavatar.generation.neural.model import Geometry
+    return tuple(s * k for s in Geometry().segment_sigmas)
 
 
 def rig2d_clips() -> dict:
@@ -226,7 +255,7 @@ def _perceive(video: Path, progress=None):
 # from a video of a person
 # ---------------------------------------------------------------------------------------------
 
-def _video_pairs(video: Path, held_out: int, run_dir: Path, progress):
+def _video_pairs(video: Path, held_out: int, run_dir: Path, progress, max_frames: int = 0):
     """Every frame of the video (square centre crop, subject cut out, mirrored when the
     conditioner mirrors) paired with its own conditioning; the last frames are held out."""
     import cv2
@@ -253,6 +282,8 @@ def _video_pairs(video: Path, held_out: int, run_dir: Path, progress):
                 if mirrored:
                     xy[:, 0] = 1.0 - xy[:, 0]
                 points.append((xy, cond.root[:2].copy()))
+            if max_frames and len(frames) >= max_frames:
+                break
     finally:
         seg.close()
     n = len(frames)
@@ -307,6 +338,7 @@ def video_geometry(points: list) -> "object":
     body_height = float(sol[2]) if 0.1 < sol[2] < 3 else 3.5 * spine
     return Geometry(
         hips=(float(sol[0]), float(sol[1])), body_height=body_height, spine=spine,
+        segment_sigmas=_scaled_sigmas(spine / Geometry().spine),
         neck=float(np.median(np.linalg.norm(head - shoulders, axis=-1))),
         head_radius=max(0.75 * dist(rt.L_EAR, rt.R_EAR), 0.02),
         shoulder_half=dist(rt.L_SHOULDER, rt.R_SHOULDER) / 2, hip_half=dist(rt.L_HIP, rt.R_HIP) / 2,

@@ -11,7 +11,8 @@ import numpy as np
 
 from liveavatar.types import ACTIONS, BONES, EMOTIONS, FACE_PARAMS, VISEMES, Conditioning
 
-#: (name, width, low, high): every field is clamped to [low, high] after NaNs become `low`.
+#: (name, width, low, high): every field is clamped to [low, high] after NaNs become 0; bone
+#: angles are wrapped into -pi..pi instead (pi + 0.2 leans the same way as -pi + 0.2).
 FIELDS: tuple[tuple[str, int, float, float], ...] = (
     ("bone_angles", len(BONES), -np.pi, np.pi),
     ("root", 3, -1.0, 2.0),
@@ -77,5 +78,7 @@ def pack(conds: Sequence[Conditioning], out: np.ndarray) -> np.ndarray:
     scale = rows[:, OFFSETS["root"].start + 2]
     scale[~np.isfinite(scale)] = 1.0   # a NaN scale means "unknown", not "vanish"
     np.nan_to_num(rows, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    bones = rows[:, OFFSETS["bone_angles"]]
+    rows[:, OFFSETS["bone_angles"]] = (bones + np.pi) % (2 * np.pi) - np.pi   # wrapped, not clamped
     np.clip(rows, _LOW, _HIGH, out=rows)
     return rows

@@ -66,13 +66,18 @@ class Geometry:
     lower_arm: float = 0.141
     upper_leg: float = 0.172
     lower_leg: float = 0.168
-    line_sigma: float = 0.018        # softness of the drawn limbs
+    line_sigma: float = 0.018        # softness of the drawn limbs (mean of the below)
+    # per segment (SEGMENTS order): about the half-width of the body part, so the guide is
+    # already a rough silhouette (torso wide, forearms thin)
+    segment_sigmas: tuple[float, ...] = (0.06, 0.02, 0.035, 0.035, 0.022, 0.02, 0.022, 0.02,
+                                         0.028, 0.024, 0.028, 0.024)
 
 
 @dataclass
 class NetConfig:
     size: int = 256                  # output is size x size
-    guide: int = 64                  # guide and state resolution (size / 4)
+    guide: int = 64                  # guide and state resolution (size / 4 / upsample)
+    upsample: int = 1                # the network predicts at size / upsample; bilinear after
     widths: tuple[int, int, int, int] = (32, 48, 64, 16)   # @guide, @guide/2, @guide/4, @2*guide
     embed: int = 128
     geometry: Geometry = field(default_factory=Geometry)
@@ -112,7 +117,8 @@ class GuideRenderer(nn.Module):
              g.lower_leg, g.upper_leg, g.lower_leg], dtype=torch.float32))
         self.register_buffer("halves", torch.tensor([g.shoulder_half, g.hip_half], dtype=torch.float32))
         self.register_buffer("head_radius", torch.tensor(g.head_radius, dtype=torch.float32))
-        self.register_buffer("sigma", torch.full((len(SEGMENTS),), g.line_sigma))
+        sig = g.segment_sigmas if len(g.segment_sigmas) == len(SEGMENTS) else (g.line_sigma,) * len(SEGMENTS)
+        self.register_buffer("sigma", torch.tensor(sig, dtype=torch.float32))
         coords = (torch.arange(res, dtype=torch.float32) + 0.5) / res
         yy, xx = torch.meshgrid(coords, coords, indexing="ij")
         self.register_buffer("grid_x", xx.reshape(1, 1, res * res), persistent=False)
@@ -133,7 +139,7 @@ class GuideRenderer(nn.Module):
                         spine=L[0], neck=L[1], upper_arm=L[2], lower_arm=L[3], upper_leg=L[6],
                         lower_leg=L[7], head_radius=float(self.head_radius),
                         shoulder_half=float(self.halves[0]), hip_half=float(self.halves[1]),
-                        line_sigma=float(self.sigma.mean()))
+                        line_sigma=float(self.sigma.mean()), segment_sigmas=tuple(self.sigma.tolist()))
 
     def field(self, cond: torch.Tensor, name: str) -> torch.Tensor:
         a, b = self._sl[name]
@@ -256,8 +262,8 @@ class NeuralAvatarNet(nn.Module):
     def __init__(self, cfg: NetConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg = cfg or NetConfig()
-        if cfg.size != 4 * cfg.guide:
-            raise ValueError("size must be 4 x guide")
+        if cfg.size != 4 * cfg.guide * cfg.upsample:
+            raise ValueError("size must be 4 x guide x upsample")
         c0, c1, c2, c3 = cfg.widths
         E = cfg.embed
         self.guide = GuideRenderer(cfg.guide, cfg.geometry)
@@ -295,8 +301,21 @@ class NeuralAvatarNet(nn.Module):
         rgb = torch.sigmoid(o[:, :3])
         return torch.cat([rgb * alpha, alpha], dim=1)
 
+    @property
+    def native(self) -> int:
+        """The resolution the network predicts at."""
+        return self.cfg.size // self.cfg.upsample
+
     def next_state(self, premult: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(premult, self.cfg.size // self.cfg.guide)
+        """State for the next frame from a frame at native or output resolution."""
+        return F.avg_pool2d(premult, premult.shape[-1] // self.cfg.guide)
+
+    def to_output(self, premult: torch.Tensor) -> torch.Tensor:
+        """Native prediction -> output size (bilinear), for export and honest evaluation."""
+        if self.cfg.upsample == 1:
+            return premult
+        return F.interpolate(premult, scale_factor=float(self.cfg.upsample), mode="bilinear",
+                             align_corners=False).clamp(0, 1)
 
 
 class ExportWrapper(nn.Module):
@@ -308,10 +327,11 @@ class ExportWrapper(nn.Module):
         self.net = net
 
     def forward(self, cond: torch.Tensor, state: torch.Tensor):
-        premult = self.net(cond, state)
+        native = self.net(cond, state)
+        premult = self.net.to_output(native)
         alpha = premult[:, 3:4]
         # straight alpha; fully transparent pixels get black colour instead of noise
         rgb = premult[:, :3] / alpha.clamp_min(1e-3) * (alpha > 2e-3).to(premult.dtype)
         rgba = torch.cat([rgb.clamp(0, 1), alpha], dim=1).permute(0, 2, 3, 1)
         rgba_u8 = torch.round(rgba * 255.0).to(torch.uint8)
-        return rgba_u8, self.net.next_state(premult)
+        return rgba_u8, self.net.next_state(native)

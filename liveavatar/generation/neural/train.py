@@ -123,12 +123,12 @@ def evaluate(net: NeuralAvatarNet, val: PairSet, run_len: int, device: str = "cp
         idx = order[:, t]
         cond = torch.from_numpy(val.cond[idx]).to(device)
         target = premultiplied(torch.from_numpy(np.ascontiguousarray(val.images[idx]))).to(device)
-        pred = net(cond, state)
-        # what the exported model outputs is rounded to uint8: measure that
-        pred = torch.round(pred * 255) / 255
+        native = net(cond, state)
+        # measured at the output size, rounded to uint8 as the exported model outputs it
+        pred = torch.round(net.to_output(native) * 255) / 255
         ps.append(psnr(pred, target))
         ss.append(ssim(pred, target))
-        state = net.next_state(pred)
+        state = net.next_state(native)
     net.train()
     p, s = torch.cat(ps), torch.cat(ss)
     return {"psnr_db": float(p.mean()), "psnr_p10_db": float(torch.quantile(p, 0.1)),
@@ -201,6 +201,8 @@ class Trainer:
         idx = np.sort(self.rng.integers(0, len(ts), cfg.batch))
         cond = torch.from_numpy(ts.cond[idx]).to(self.device)
         target = premultiplied(torch.from_numpy(np.ascontiguousarray(ts.images[idx]))).to(self.device)
+        if self.net.cfg.upsample > 1:   # the network is taught at its native resolution
+            target = F.avg_pool2d(target, self.net.cfg.upsample)
         prev_idx = np.maximum(idx - 1, 0)
         prev = premultiplied(torch.from_numpy(np.ascontiguousarray(ts.images[prev_idx]))).to(self.device)
         state = self.net.next_state(prev)
