@@ -69,8 +69,8 @@ def soak_run(tmp_path_factory):
                 studio.goto(serve.url + "/studio?preview=0")
                 wait_until(lambda: studio.evaluate("window.__studio && window.__studio.publishing"), 90,
                            what="the studio's camera connection")
-                # Only now the viewer tab: a studio that starts publishing from a background tab
-                # sends ~1 fps (Chromium throttles its frame stamping); see the report.
+                # The viewer tab opens in front of the publishing studio (the studio's camera
+                # must keep its full rate from a background tab; "kept streaming" checks that).
                 viewer = ctx.new_page()
                 viewer.goto(serve.url + "/viewer")
                 wait_until(lambda: viewer.evaluate("window.__viewer && window.__viewer.frames > 30"), 90,
