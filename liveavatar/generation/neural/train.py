@@ -193,7 +193,7 @@ class Trainer:
 
     def _lr(self) -> float:
         t = self.progress()
-        warm = min(1.0, (self.state.step + 1) / 100)
+        warm = min(1.0, (self.state.step + 1) / max(1, min(100, self.cfg.steps // 10)))   # short runs warm up fast
         return self.cfg.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
     def _batch(self):
