@@ -46,7 +46,7 @@ def run(generator: str = "rig2d", device: str | None = None, batches: list[int] 
     from liveavatar.generation import registry
 
     batches = batches or [1, 8]
-    gen = registry.create(generator, device=device, size=size or 512)
+    gen = registry.create(generator, device=device, size=size)
     names = gen.characters()
     character = "nova" if "nova" in names else (names[0] if names else "nova")
     gen.prepare_character(character)

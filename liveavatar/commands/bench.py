@@ -40,6 +40,16 @@ def generator(generator: str = typer.Option("rig2d", "--generator", "-g", help="
                   size=size, frames=frames), json_path)
 
 
+@app.command("neural-quality")
+def neural_quality(character: str = typer.Option("nova", help="Character whose model is checked."),
+                   frames: int = typer.Option(256, help="Held-out conditionings."),
+                   json_path: Optional[Path] = JsonOpt) -> None:
+    """Shipped neural model vs. its rig2d teacher: PSNR/SSIM on held-out conditionings, and
+    MediaPipe-on-output fidelity."""
+    from liveavatar.bench import neural_quality as b
+    _finish(b.run(character=character, frames=frames), json_path)
+
+
 @app.command()
 def conditioning(ticks: int = typer.Option(3000), json_path: Optional[Path] = JsonOpt) -> None:
     """Cost of one conditioning tick (cues -> conditioning)."""

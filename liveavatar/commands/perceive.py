@@ -28,7 +28,7 @@ def perceive(
 
     the_mapping = load_mapping(mapping)
     words = [w.strip() for w in keywords.split(",") if w.strip()] or \
-        list(getattr(the_mapping, "keyword_words", lambda: [])())
+        the_mapping.keyword_words()
     still = input.suffix.lower() in IMAGE_SUFFIXES
     if still:
         items = iter([CapturedFrame(load_image(input), 0, 0)])

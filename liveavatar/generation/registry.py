@@ -26,9 +26,9 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def create(name: str, device: str | None = None, size: int = 512, load: bool = True) -> Generator:
-    """Instantiate generator `name` on `device` (default: cuda when available, else cpu),
-    load it and warm it up."""
+def create(name: str, device: str | None = None, size: int | None = None, load: bool = True) -> Generator:
+    """Instantiate generator `name` on `device` (default: cuda when available, else cpu) at
+    `size` (default: the generator's own), load it and warm it up."""
     gens = available()
     if name not in gens:
         raise UserError(f"unknown generator {name!r}; available: {', '.join(sorted(gens))}")
@@ -44,7 +44,8 @@ def create(name: str, device: str | None = None, size: int = 512, load: bool = T
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
         raise UserError(f"generator {name!r} could not be loaded from {gens[name]}: {e}") from e
-    gen = factory(device=device or default_device(), size=size)
+    kwargs = {} if size is None else {"size": size}
+    gen = factory(device=device or default_device(), **kwargs)
     if load:
         gen.load()
         gen.warmup()

@@ -75,7 +75,8 @@ def render_file(opts: RenderOptions, progress: Callable[[int, int], None] | None
         conditioner.push_event(ControlEvent(ControlKind.EMOTION, opts.emotion, EventSource.API,
                                             TriggerMode.TOGGLE, t_ns=0))
 
-    perception = Perception(static=False, keywords=list(getattr(mapping, "keyword_words", lambda: [])()))
+    # sync: every frame gets its own pose and hands, and audio is analysed in order (deterministic).
+    perception = Perception(static=False, sync=True, keywords=mapping.keyword_words())
     timer = StageTimer(window=1_000_000)
     period_ns = 1e9 / fps
     n_ticks_total = max(1, int(round(info.duration_s * fps))) if info.duration_s > 0 else 0
