@@ -178,7 +178,10 @@ async def index(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     eng = request.app[ENGINE]
-    return web.json_response(eng.health(), status=200 if eng.ready else 503)
+    # Ready means warmed up *and* the default session exists, so a hotkey sent right after a
+    # 200 (OBS script, Stream Deck) always finds its session.
+    ready = eng.ready and request.app[STATE]["outputs_ready"].is_set() and "default" in eng.sessions
+    return web.json_response(eng.health(), status=200 if ready else 503)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
