@@ -480,7 +480,6 @@ class Session:
                 pstats = self.perception.stats()
             except Exception:
                 pstats = {}
-        worker_dropped = int(getattr(self.worker, "dropped", 0) or 0)
         return {
             "type": "stats", "session": self.sid,
             "fps_in": round(self.frames_received.rate(), 1),
@@ -491,7 +490,7 @@ class Session:
             "render_ms": round(self.engine.render_ms(), 1),
             "capture_to_render_ms": round(timings.get("capture_to_render", {}).get("median_ms", 0.0), 1),
             "dropped": {"ingest": self.input.raw_video.dropped,
-                        "perception": self.frames_in.dropped + worker_dropped,
+                        "perception": self.frames_in.dropped,  # the worker reports this same slot's count
                         "cues": self.cues.dropped,
                         "audio": self.input.audio_dropped},
             "render_skipped": self.engine.ticker_skipped(),
