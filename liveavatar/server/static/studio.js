@@ -170,6 +170,15 @@
   async function publish() {
     const cfg = await LA.config();
     pc = S.pc = new RTCPeerConnection({ iceServers: cfg.ice_servers });
+    // Listen before negotiating: on a fast localhost link the connection can come up while we
+    // are still awaiting below, and a handler attached later would never hear "connected".
+    const thisPc = pc;
+    pc.onconnectionstatechange = () => {
+      if (thisPc !== pc) return;  // a replaced connection's late events
+      S.publishing = pc.connectionState === "connected";
+      setStatus(S.publishing ? "live" : pc.connectionState, S.publishing);
+      if (["failed", "closed"].includes(pc.connectionState)) setTimeout(startPublishing, 2000);
+    };
     const vt = pc.addTransceiver(sendTrack, { direction: "sendonly" });
     const at = media.getAudioTracks()[0];
     if (at) pc.addTransceiver(at, { direction: "sendonly" });
@@ -179,11 +188,6 @@
       p.degradationPreference = "maintain-resolution";
       await vt.sender.setParameters(p);
     } catch (e) { /* older browsers */ }
-    pc.onconnectionstatechange = () => {
-      S.publishing = pc.connectionState === "connected";
-      setStatus(S.publishing ? "live" : pc.connectionState, S.publishing);
-      if (["failed", "closed"].includes(pc.connectionState)) setTimeout(startPublishing, 2000);
-    };
   }
   async function startPublishing() {
     try {
