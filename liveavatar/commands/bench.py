@@ -104,10 +104,15 @@ def all_(out: Path = typer.Option(Path("bench-results"), help="Folder for bench.
     ]
     out.mkdir(parents=True, exist_ok=True)
     results, failures = [], {}
+    import torch
+    torch_threads = torch.get_num_threads()
     base_start = report.baseline_ms()
     for label, module, kwargs in plan:
         if label in skipped:
             continue
+        # Loading perception (silero-vad) drops torch to one thread process-wide; each benchmark
+        # starts from the machine's default, as it would in its own process.
+        torch.set_num_threads(torch_threads)
         typer.echo(f"== bench {label}")
         try:
             res = importlib.import_module(f"liveavatar.bench.{module}").run(**kwargs)
