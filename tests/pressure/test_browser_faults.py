@@ -5,29 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from liveavatar.server.config import ServerConfig
-from liveavatar.server.engine import real_stages
-from tests.media import path as media_path
-from tests.server.browser import launch, make_y4m
-from tests.server.conftest import ServerThread, free_port, http, wait_until
+from tests.server.browser import served_browser
+from tests.server.conftest import http, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def browser_live(tmp_path_factory):
-    from playwright.sync_api import sync_playwright
-    tmp = tmp_path_factory.mktemp("tab")
-    y4m = make_y4m(media_path("astronaut_talk.mp4"), tmp / "camera.y4m")
-    cfg = ServerConfig(port=free_port(), size=128, demo=False)
-    server = ServerThread(cfg, real_stages(cfg)).start()
-    with sync_playwright() as pw:
-        ctx = launch(pw, tmp / "profile", y4m, media_path("speech_hello.wav"))
-        try:
-            yield server, ctx
-        finally:
-            ctx.close()
-            server.stop()
+    with served_browser(tmp_path_factory.mktemp("tab"), size=128) as live:
+        yield live
 
 
 def open_studio(server, ctx):

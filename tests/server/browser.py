@@ -3,6 +3,7 @@ real media of a person and a fake microphone of real speech (see notes/webrtc-br
 from __future__ import annotations
 
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 from liveavatar.bench.e2e import CHROMIUM, chromium_args
@@ -49,3 +50,28 @@ OVERLAY_PIXELS_JS = """() => {
   for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
   return n;
 }"""
+
+
+@contextmanager
+def served_browser(tmp: Path, size: int):
+    """A service with the real stages, and a Chromium whose fake camera and microphone are a
+    real person talking. Yields (server, browser context); stops both afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    from liveavatar.server.config import ServerConfig
+    from liveavatar.server.engine import real_stages
+    from tests.media import path as media_path
+    from tests.server.conftest import ServerThread, free_port
+
+    y4m = make_y4m(media_path("astronaut_talk.mp4"), tmp / "camera.y4m")
+    cfg = ServerConfig(port=free_port(), size=size, demo=False)
+    server = ServerThread(cfg, real_stages(cfg)).start()
+    try:
+        with sync_playwright() as pw:
+            ctx = launch(pw, tmp / "profile", y4m, media_path("speech_hello.wav"))
+            try:
+                yield server, ctx
+            finally:
+                ctx.close()
+    finally:
+        server.stop()

@@ -9,34 +9,21 @@ import cv2
 import numpy as np
 import pytest
 
-from liveavatar.server.config import ServerConfig
-from liveavatar.server.engine import real_stages
-from tests.media import path as media_path
 from tests.server.browser import (AUDIO_ENERGY_JS, FRAMES_DECODED_JS, OVERLAY_PIXELS_JS, RED_PIXELS_JS,
-                                  launch, make_y4m)
-from tests.server.conftest import ServerThread, free_port, http, wait_until
+                                  served_browser)
+from tests.server.conftest import http, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    from playwright.sync_api import sync_playwright
-    tmp = tmp_path_factory.mktemp("browser")
-    y4m = make_y4m(media_path("astronaut_talk.mp4"), tmp / "camera.y4m")
-    cfg = ServerConfig(port=free_port(), size=256, demo=False)
-    server = ServerThread(cfg, real_stages(cfg)).start()
-    with sync_playwright() as pw:
-        ctx = launch(pw, tmp / "profile", y4m, media_path("speech_hello.wav"))
+    with served_browser(tmp_path_factory.mktemp("browser"), size=256) as (server, ctx):
         studio = ctx.new_page()
         studio.goto(server.url + "/studio?preview=0")  # the viewer page is the avatar stream here
         viewer = ctx.new_page()
         viewer.goto(server.url + "/viewer?transparent=1")
-        try:
-            yield server, studio, viewer
-        finally:
-            ctx.close()
-            server.stop()
+        yield server, studio, viewer
 
 
 def test_studio_connects_and_service_perceives_a_person(live):
