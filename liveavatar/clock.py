@@ -46,10 +46,6 @@ class VirtualClock:
 CLOCK = MonotonicClock()
 
 
-def now_ns() -> int:
-    return time.monotonic_ns()
-
-
 class Ticker:
     """Fixed-rate deadlines. `next()` returns the next tick time; if we fell behind by more than
     one period, it skips the missed ticks (counting them) instead of bursting to catch up."""
