@@ -1,3 +1,4 @@
 from liveavatar.cli import main
 
-main()
+if __name__ == "__main__":   # multiprocessing children import this module too
+    main()

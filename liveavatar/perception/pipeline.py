@@ -565,6 +565,8 @@ class Perception:
                     except queue.Empty:
                         pass
             self._voice_thread.join(timeout=2.0)
+        if self.voice_analyzer is not None:
+            self.voice_analyzer.close()
         for m in (self._pose, self._face, self._hands):
             if m is not None:
                 try:

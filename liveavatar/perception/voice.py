@@ -172,10 +172,10 @@ def formants(frame: np.ndarray, rate: int = RATE, order: int = LPC_ORDER) -> tup
     return float(f[0]), float(f[1])
 
 
-class KeywordSpotter:
-    """pocketsphinx keyword search (bundled US-English model) over whole utterances. Searching an
-    utterance at once is far more reliable than streaming tiny blocks (checked on espeak-ng and
-    recorded speech), so the VAD cuts utterances and this decodes each one."""
+class _KeywordDecoder:
+    """pocketsphinx keyword search (bundled US-English model) over whole utterances, in this
+    process. Searching an utterance at once is far more reliable than streaming tiny blocks
+    (checked on espeak-ng and recorded speech: streamed 50 ms blocks missed every word)."""
 
     def __init__(self, words: Sequence[str], threshold: float = 1e-20) -> None:
         """`words`: phrases to spot, each optionally with its own detection threshold as
@@ -216,7 +216,6 @@ class KeywordSpotter:
         self._decoder.activate_search("keywords")
 
     def spot(self, pcm16: np.ndarray) -> list[tuple[str, float, float]]:
-        """(word, end time in s from the start of `pcm16`, confidence) for each hit."""
         d = self._decoder
         d.start_utt()
         d.process_raw(pcm16.astype(np.int16).tobytes(), False, True)
@@ -227,6 +226,90 @@ class KeywordSpotter:
             if word in self.words:
                 hits.append((word, (seg.end_frame + 1) / 100.0, float(np.clip(seg.prob, 0, 1))))
         return hits
+
+
+def _spotter_process(conn, words: list[str], threshold: float) -> None:
+    """Child process: build the decoder, then answer one utterance (int16 bytes) at a time; an
+    empty message or a closed pipe ends it."""
+    from liveavatar.errors import UserError
+    try:
+        decoder = _KeywordDecoder(words, threshold)
+    except UserError as e:
+        conn.send(("error", str(e)))
+        return
+    conn.send(("ready", decoder.words))
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        if not data:
+            return
+        conn.send(decoder.spot(np.frombuffer(data, np.int16)))
+
+
+class KeywordSpotter:
+    """Spots command words in whole utterances, in a child process.
+
+    Why a process: pocketsphinx holds the GIL while it decodes, and an utterance takes about
+    150 ms. In the live service that stalled the event loop, so voice left for viewers in bursts
+    and their browsers grew the audio buffer (and, to keep lips in sync, the video's) by ~150 ms.
+    The caller still waits for the answer, but with the GIL released."""
+
+    def __init__(self, words: Sequence[str], threshold: float = 1e-20) -> None:
+        """`words`: phrases to spot, each optionally with its own detection threshold as
+        "phrase/1e-30" (lower finds more, with more false alarms; longer phrases need lower).
+        Raises ConfigError for an empty list, a bad threshold or a word not in the dictionary."""
+        import multiprocessing
+        import weakref
+
+        from liveavatar.errors import ConfigError
+        ctx = multiprocessing.get_context("spawn")   # never fork a process running native threads
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_spotter_process, args=(child, [str(w) for w in words], threshold),
+                                 name="keyword-spotter", daemon=True)
+        self._proc.start()
+        child.close()
+        self._finalizer = weakref.finalize(self, KeywordSpotter._shutdown, self._conn, self._proc)
+        try:
+            kind, value = self._conn.recv()
+        except (EOFError, OSError):
+            self.close()
+            raise ConfigError("keywords: the pocketsphinx process failed to start") from None
+        if kind == "error":
+            self.close()
+            raise ConfigError(value)
+        self.words: tuple[str, ...] = tuple(value)
+        self.failed = False
+
+    def spot(self, pcm16: np.ndarray) -> list[tuple[str, float, float]]:
+        """(word, end time in s from the start of `pcm16`, confidence) for each hit. If the
+        child process is gone, spotting stops (logged once) and voice analysis goes on."""
+        if self.failed or not len(pcm16):
+            return []
+        try:
+            self._conn.send_bytes(np.ascontiguousarray(pcm16, np.int16).tobytes())
+            return [tuple(h) for h in self._conn.recv()]
+        except (EOFError, OSError, BrokenPipeError):
+            self.failed = True
+            log.error("keyword spotting stopped: its pocketsphinx process exited (code %s)",
+                      self._proc.exitcode)
+            return []
+
+    def close(self) -> None:
+        self._finalizer()
+
+    @staticmethod
+    def _shutdown(conn, proc) -> None:
+        try:
+            conn.send_bytes(b"")
+        except (OSError, ValueError):
+            pass
+        conn.close()
+        proc.join(timeout=2.0)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=1.0)
 
 
 class VoiceAnalyzer:
@@ -430,6 +513,11 @@ class VoiceAnalyzer:
             self._last_hit[word] = t_ns
             with self._lock:
                 self._hits.append(KeywordHit(word, t_ns, conf))
+
+    def close(self) -> None:
+        """Stop the keyword spotter's process (analysis without keywords goes on working)."""
+        if self.spotter is not None:
+            self.spotter.close()
 
     def flush(self) -> None:
         """End of stream: decode any utterance in progress."""

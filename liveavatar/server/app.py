@@ -662,6 +662,17 @@ async def stats_task(app: web.Application) -> None:
         await eng.reap_idle()
 
 
+async def loop_lag_task(app: web.Application, period_s: float = 0.05) -> None:
+    """How late the event loop wakes up. Everything WebRTC does runs on it, so a stall here
+    shows up as jitter at every viewer (and their browsers buffer more to ride it out)."""
+    timer = app[ENGINE].timer
+    loop = asyncio.get_running_loop()
+    while True:
+        t0 = loop.time()
+        await asyncio.sleep(period_s)
+        timer.record("loop_lag", max(0.0, loop.time() - t0 - period_s) * 1e3)
+
+
 async def cues_task(app: web.Application) -> None:
     eng = app[ENGINE]
     last: dict[str, int] = {}
@@ -721,7 +732,7 @@ async def on_startup(app: web.Application) -> None:
     st["relay"] = MediaRelay()
     st["outputs_ready"] = asyncio.Event()
     st["tasks"] = [asyncio.ensure_future(startup_task(app)), asyncio.ensure_future(stats_task(app)),
-                   asyncio.ensure_future(cues_task(app))]
+                   asyncio.ensure_future(cues_task(app)), asyncio.ensure_future(loop_lag_task(app))]
 
 
 async def on_shutdown(app: web.Application) -> None:

@@ -259,7 +259,9 @@ class InputPump(threading.Thread):
             if mapped is not None:
                 t_capture = mapped
                 self.stamped_frames += 1
-                self.session.timer.record("capture_to_ingest", (t_arrival - mapped) / 1e6)
+                ms = (t_arrival - mapped) / 1e6
+                self.session.timer.record("capture_to_ingest", ms)
+                self.session.ingest_ms += 0.1 * (ms - self.session.ingest_ms)
         self._seq += 1
         return CapturedFrame(image, self._seq, t_capture)
 
@@ -331,7 +333,8 @@ class Session:
         self.cues_meter = RateMeter()
         self.rendered = RateMeter()
         self._last_capture_ns = 0
-        self.latency_ms = 0.0         # capture -> rendered, smoothed (delays the voice to match)
+        self.latency_ms = 0.0         # capture -> rendered, smoothed
+        self.ingest_ms = 0.0          # capture -> arrival here, smoothed (stamped cameras only)
         self.ingest: Any = None       # the RTCPeerConnection feeding us, if any
         self.ingest_kind = ""
         self.ever_had_camera = False
@@ -418,6 +421,11 @@ class Session:
                 q.get_nowait()
             q.put_nowait(event)
 
+    def voice_delay_ms(self) -> float:
+        """How long to hold the voice so it meets the avatar frames showing the same moment: the
+        avatar's capture -> render time, less the trip to us that the voice made as well."""
+        return max(0.0, self.latency_ms - self.ingest_ms)
+
     def push_voice_threadsafe(self, frames: list[av.AudioFrame]) -> None:
         if self.voice is not None and frames:
             self.engine.loop.call_soon_threadsafe(self.voice.push_many, frames)
@@ -488,6 +496,7 @@ class Session:
             "ms": {k: round(v["median_ms"], 1) for k, v in timings.items()},
             "ms_p95": {k: round(v["p95_ms"], 1) for k, v in timings.items()},
             "render_ms": round(self.engine.render_ms(), 1),
+            "loop_lag_ms": self.engine.loop_lag_ms(),
             "capture_to_render_ms": round(timings.get("capture_to_render", {}).get("median_ms", 0.0), 1),
             "dropped": {"ingest": self.input.raw_video.dropped,
                         "perception": self.frames_in.dropped,  # the worker reports this same slot's count
@@ -755,6 +764,10 @@ class Engine:
     # -- stats --------------------------------------------------------------------------------
     def render_ms(self) -> float:
         return self.timer.summary().get("render", {}).get("median_ms", 0.0)
+
+    def loop_lag_ms(self) -> dict:
+        lag = self.timer.summary().get("loop_lag", {})
+        return {"median": round(lag.get("median_ms", 0.0), 1), "p95": round(lag.get("p95_ms", 0.0), 1)}
 
     def ticker_skipped(self) -> int:
         return self.render_loop.ticker.skipped if self.render_loop else 0

@@ -260,10 +260,21 @@ class SharedVideoTrack(MediaStreamTrack):
 
 
 class VoiceTrack(MediaStreamTrack):
-    """The streamer's voice for viewers, held back by the session's current capture-to-render
-    latency so it stays in sync with the avatar's lips. Bounded: at most 2 s buffered."""
+    """The streamer's voice for viewers, held back so it stays in sync with the avatar's lips,
+    and sent at a steady 20 ms cadence.
+
+    Steady pacing matters for latency, not only for sound: the viewer's browser plays voice and
+    avatar in sync, so the video waits as long as the audio jitter buffer does. Voice forwarded
+    as it arrived (bursty: the browser, aiortc's receive buffer and a busy loop) made Chromium's
+    audio buffer grow to ~175 ms and the avatar waited with it. So frames leave on a clock; the
+    queue depth sets the delay and is steered towards the target by dropping a frame (too late)
+    or sending 20 ms of silence (too early). Bounded: at most 2 s buffered."""
 
     kind = "audio"
+    # How far a frame's wait may exceed its target before frames are dropped: wide, because the
+    # frames of a burst arrived early and wait longer without being late.
+    LATE_SLACK_MS = 120.0
+    EARLY_SLACK_MS = 40.0   # how much sooner than its target a frame may leave
 
     def __init__(self, session: Session) -> None:
         super().__init__()
@@ -271,7 +282,9 @@ class VoiceTrack(MediaStreamTrack):
         self._frames: collections.deque[tuple[av.AudioFrame, int]] = collections.deque(maxlen=100)
         self._wake = asyncio.Event()
         self._samples = 0
-        self.dropped = 0
+        self._next_due_ns: int | None = None
+        self.dropped = 0           # frames discarded: queue full, or the voice ran too late
+        self.silence_sent = 0      # 20 ms silences sent: underrun, or the voice ran too early
 
     def push_many(self, frames: list[av.AudioFrame]) -> None:
         now = time.monotonic_ns()
@@ -281,24 +294,44 @@ class VoiceTrack(MediaStreamTrack):
             self._frames.append((f, now))
         self._wake.set()
 
+    def target_delay_ns(self) -> int:
+        return int(min(self.session.voice_delay_ms(), MAX_VOICE_DELAY_MS) * 1e6)
+
+    @staticmethod
+    def _silence(rate: int) -> av.AudioFrame:
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, rate // 50), np.int16), format="s16", layout="mono")
+        frame.sample_rate = rate
+        return frame
+
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        while True:
-            if self._frames:
-                frame, t_arrival = self._frames[0]
-                delay_ms = min(self.session.latency_ms, MAX_VOICE_DELAY_MS)
-                wait = (t_arrival + delay_ms * 1e6 - time.monotonic_ns()) / 1e9
-                if wait > 0.001:
-                    await asyncio.sleep(wait)
-                    continue
-                self._frames.popleft()
-                frame.pts = self._samples
-                frame.time_base = fractions.Fraction(1, frame.sample_rate)
-                self._samples += frame.samples
-                return frame
-            self._wake.clear()
-            await self._wake.wait()
+        if self._next_due_ns is None:   # nothing sent yet: start with the first voice frame
+            while not self._frames:
+                self._wake.clear()
+                await self._wake.wait()
+            self._next_due_ns = self._frames[0][1] + self.target_delay_ns()
+        wait = (self._next_due_ns - time.monotonic_ns()) / 1e9
+        if wait > 0:
+            await asyncio.sleep(wait)
+        now = time.monotonic_ns()
+        if now - self._next_due_ns > 200_000_000:   # the loop stalled: restart the cadence, no burst
+            self._next_due_ns = now
+        target = self.target_delay_ns()
+        late, early = target + int(self.LATE_SLACK_MS * 1e6), target - int(self.EARLY_SLACK_MS * 1e6)
+        while len(self._frames) > 1 and now - self._frames[0][1] > late:
+            self._frames.popleft()   # running late: catch up
+            self.dropped += 1
+        if self._frames and now - self._frames[0][1] >= early:
+            frame = self._frames.popleft()[0]
+        else:                        # nothing due yet (running early) or nothing at all
+            frame = self._silence(self._frames[0][0].sample_rate if self._frames else VOICE_RATE)
+            self.silence_sent += 1
+        frame.pts = self._samples
+        frame.time_base = fractions.Fraction(1, frame.sample_rate)
+        self._samples += frame.samples
+        self._next_due_ns += frame.samples * 1_000_000_000 // frame.sample_rate
+        return frame
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,6 +29,13 @@ class EngineCollector:
             g.add_metric(["0.5"], render["median_ms"])
             g.add_metric(["0.95"], render["p95_ms"])
         yield g
+        lag = eng.timer.summary().get("loop_lag")
+        g = GaugeMetricFamily("liveavatar_event_loop_lag_ms", "How late the asyncio loop wakes (ms)",
+                              labels=["quantile"])
+        if lag:
+            g.add_metric(["0.5"], lag["median_ms"])
+            g.add_metric(["0.95"], lag["p95_ms"])
+        yield g
         yield CounterMetricFamily("liveavatar_render_ticks_skipped", "Output ticks skipped because rendering fell behind",
                                   value=eng.ticker_skipped())
         yield CounterMetricFamily("liveavatar_render_errors", "Output ticks whose render raised (frame skipped)",
@@ -57,6 +64,8 @@ class EngineCollector:
             dropped.add_metric([sid, "perception"], s.frames_in.dropped)
             dropped.add_metric([sid, "cues"], s.cues.dropped)
             dropped.add_metric([sid, "audio"], s.input.audio_dropped)
+            if s.voice is not None:
+                dropped.add_metric([sid, "voice_out"], s.voice.dropped)
             for name, v in s.timer.summary().items():
                 stage.add_metric([sid, name, "0.5"], v["median_ms"])
                 stage.add_metric([sid, name, "0.95"], v["p95_ms"])

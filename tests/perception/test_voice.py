@@ -1,4 +1,6 @@
 """Voice features on real speech: espeak-ng sentences and the alsa-utils human recordings."""
+import os
+
 import numpy as np
 import pytest
 
@@ -226,3 +228,19 @@ def test_keyword_thresholds_per_phrase(dance):
         VoiceAnalyzer(keywords=("dance/loud",))
     with pytest.raises(ConfigError, match="between 0 and 1"):
         VoiceAnalyzer(keywords=("dance/5",))
+
+
+def test_keyword_spotting_runs_in_its_own_process_and_survives_it_dying(dance):
+    """pocketsphinx holds the GIL for a whole utterance, so it runs in a child process; if
+    that process dies, spotting stops and voice analysis goes on without raising."""
+    from liveavatar.perception.voice import KeywordSpotter
+    a, rate = dance
+    spotter = KeywordSpotter(["dance"])
+    try:
+        assert spotter._proc.pid != os.getpid() and spotter._proc.is_alive()
+        spotter._proc.kill()
+        spotter._proc.join(5)
+        assert spotter.spot(np.zeros(16000, np.int16)) == []
+        assert spotter.failed
+    finally:
+        spotter.close()
