@@ -123,19 +123,41 @@ def run(seconds: float = 20.0, size: int = 512, warmup_s: float = 5.0, clip: Pat
             log_file.close()
 
 
-def _measure(ctx, url: str, seconds: float, warmup_s: float, size: int) -> dict:
-    studio = ctx.new_page()
-    studio.goto(url + "/studio?preview=0")  # one avatar stream: the viewer's
-    # Open the viewer tab only once the studio publishes: a studio that starts publishing from a
-    # background tab has its camera throttled by Chromium (framesSent ~1 per second).
-    _wait(studio, "window.__studio && window.__studio.publishing", 60, "the studio's camera")
+PLAYOUT_JS = """async () => { const o = {};
+  (await window.__viewer.pc.getStats()).forEach((r) => {
+    if (r.type === "inbound-rtp") o[r.kind] = [r.jitterBufferDelay || 0, r.jitterBufferEmittedCount || 0];
+  }); return o; }"""
+
+
+def _buffer_ms(before: dict, after: dict, kind: str) -> float:
+    """Mean time a frame (video) or sample (audio) spent in the browser's jitter buffer."""
+    if kind not in before or kind not in after:
+        return float("nan")
+    n = after[kind][1] - before[kind][1]
+    return 1e3 * (after[kind][0] - before[kind][0]) / n if n > 0 else float("nan")
+
+
+def _open_viewer(ctx, url: str, query: str, warmup_s: float):
     viewer = ctx.new_page()
-    viewer.goto(url + "/viewer")
+    viewer.goto(url + "/viewer" + query)
     _wait(viewer, "window.__viewer && window.__viewer.connected", 60, "the viewer")
     _wait(viewer, "window.__viewer.meter.samples.length > 5", 60, "timecoded frames at the viewer")
     time.sleep(warmup_s)
     viewer.evaluate("window.__viewer.meter.samples.length = 0")
+    return viewer
+
+
+def _measure(ctx, url: str, seconds: float, warmup_s: float, size: int) -> dict:
+    studio = ctx.new_page()
+    studio.goto(url + "/studio?preview=0")  # one avatar stream at a time: the viewer's
+    # Open the viewer tab only once the studio publishes: a studio that starts publishing from a
+    # background tab has its camera throttled by Chromium (framesSent ~1 per second).
+    _wait(studio, "window.__studio && window.__studio.publishing", 60, "the studio's camera")
+
+    # 1. The viewer with the streamer's voice (lip-synced by the browser), with key presses.
+    viewer = _open_viewer(ctx, url, "", warmup_s)
     n0 = viewer.evaluate("async () => await LA.framesDecoded(window.__viewer.pc)")
+    buf0 = viewer.evaluate(PLAYOUT_JS)
     t0 = time.monotonic()
     studio.select_option("#mode", "momentary")
     studio.locator("body").click(position={"x": 5, "y": 5})
@@ -149,31 +171,53 @@ def _measure(ctx, url: str, seconds: float, warmup_s: float, size: int) -> dict:
         time.sleep(0.05)
     elapsed = time.monotonic() - t0
     n1 = viewer.evaluate("async () => await LA.framesDecoded(window.__viewer.pc)")
+    buf1 = viewer.evaluate(PLAYOUT_JS)
     g2g = viewer.evaluate("window.__viewer.meter.samples.slice()")
     press_times = studio.evaluate("window.__studio.presses.map(p => p.t)")
     changes = viewer.evaluate("window.__viewer.meter.eventChanges.map(c => c.t)")
+    stats = studio.evaluate("window.__studio.stats") or {}
+    viewer.close()
     t2p = []
     for tp in press_times:
         after = [tc for tc in changes if tc >= tp]
         if after and after[0] - tp < 5000:
             t2p.append(after[0] - tp)
-    stats = studio.evaluate("window.__studio.stats") or {}
-    g = report.stats(g2g)
-    t = report.stats(t2p)
+
+    # 2. The picture alone (?audio=0: OBS capturing the voice itself; the studio preview).
+    picture = _open_viewer(ctx, url, "?audio=0", warmup_s)
+    time.sleep(seconds / 2)
+    g2g_picture = picture.evaluate("window.__viewer.meter.samples.slice()")
+    picture.close()
+
+    g, gp, t = report.stats(g2g), report.stats(g2g_picture), report.stats(t2p)
+    ms, ms95 = stats.get("ms", {}), stats.get("ms_p95", {})
+    lag = stats.get("loop_lag_ms", {})
+    nan = float("nan")
     rows = [
         report.row("glass_to_glass", g["median"], g["p95"], "ms",
-                   f"camera capture -> viewer presentation, {g['n']} frames; goal p50<=150, p95<=250"),
+                   f"camera capture -> viewer presentation, with voice in sync, {g['n']} frames; "
+                   "goal p50<=150, p95<=250"),
+        report.row("glass_to_glass_picture_only", gp["median"], gp["p95"], "ms",
+                   f"the same with ?audio=0 (voice from OBS's own mic; studio preview), {gp['n']} frames"),
         report.row("trigger_to_pixel", t["median"], t["p95"], "ms",
                    f"studio key -> first viewer frame with the event, {t['n']}/{presses} presses"),
-        report.row("capture_to_ingest", float(stats.get("ms", {}).get("capture_to_ingest", float("nan"))),
-                   float(stats.get("ms_p95", {}).get("capture_to_ingest", float("nan"))), "ms",
-                   "browser encode + network + aiortc jitter buffer + VP8 decode"),
-        report.row("capture_to_render", float(stats.get("capture_to_render_ms", float("nan"))),
-                   float(stats.get("ms_p95", {}).get("capture_to_render", float("nan"))), "ms",
-                   "server side: ingest + perception + conditioning + render"),
+        report.row("capture_to_ingest", float(ms.get("capture_to_ingest", nan)),
+                   float(ms95.get("capture_to_ingest", nan)), "ms",
+                   "browser encode + network + jitter buffer + VP8 decode"),
+        report.row("capture_to_cues", float(ms.get("capture_to_cues", nan)),
+                   float(ms95.get("capture_to_cues", nan)), "ms", "... + perception"),
+        report.row("capture_to_render", float(stats.get("capture_to_render_ms", nan)),
+                   float(ms95.get("capture_to_render", nan)), "ms",
+                   "... + wait for the output tick + conditioning + render"),
+        report.row("viewer_video_buffer", _buffer_ms(buf0, buf1, "video"), None, "ms",
+                   "browser jitter buffer per frame (follows the audio buffer for lip sync)"),
+        report.row("viewer_audio_buffer", _buffer_ms(buf0, buf1, "audio"), None, "ms",
+                   "browser jitter buffer per sample"),
+        report.row("event_loop_lag", float(lag.get("median", nan)), float(lag.get("p95", nan)), "ms",
+                   "service asyncio loop wake-up delay"),
         report.row("viewer_fps", (n1 - n0) / elapsed, None, "fps", "frames decoded by the viewer"),
-        report.row("camera_fps_at_service", float(stats.get("fps_in", float("nan"))), None, "fps", ""),
-        report.row("render_batch", float(stats.get("render_ms", float("nan"))), None, "ms",
+        report.row("camera_fps_at_service", float(stats.get("fps_in", nan)), None, "fps", ""),
+        report.row("render_batch", float(stats.get("render_ms", nan)), None, "ms",
                    f"generator, {size}x{size}, 1 session"),
     ]
     return report.result("e2e", rows, seconds=elapsed, size=size, presses=presses)

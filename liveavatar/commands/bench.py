@@ -58,10 +58,12 @@ def conditioning(ticks: int = typer.Option(3000), json_path: Optional[Path] = Js
 
 
 @app.command()
-def e2e(seconds: float = typer.Option(20.0), json_path: Optional[Path] = JsonOpt) -> None:
+def e2e(seconds: float = typer.Option(20.0),
+        size: int = typer.Option(512, min=64, max=2048, help="Avatar size `serve` renders (its default: 512)."),
+        json_path: Optional[Path] = JsonOpt) -> None:
     """Glass-to-glass and trigger-to-pixel latency through `serve` with a real browser."""
     from liveavatar.bench import e2e as b
-    _finish(b.run(seconds=seconds), json_path)
+    _finish(b.run(seconds=seconds, size=size), json_path)
 
 
 @app.command()

@@ -20,7 +20,7 @@ from liveavatar.server.config import LOOPBACK_NAMES, ServerConfig
 from liveavatar.server.engine import STRIP_ROWS, AdmissionError, Engine, Session, Stages, real_stages
 from liveavatar.server.media import (AvatarTrack, SharedEncoder, SharedVideoTrack, VoiceTrack,
                                      add_bitrate_hints, check_offer, drain_audio, drain_video,
-                                     new_peer_connection)
+                                     new_peer_connection, use_low_latency_jitter_buffers)
 from liveavatar.types import ControlEvent, ControlKind, EventSource
 
 log = logging.getLogger("liveavatar.server")
@@ -454,6 +454,7 @@ async def whip(request: web.Request) -> web.Response:
     def setup(pc, s: Session, offer: str):
         if not any(t.kind in ("video", "audio") for t in pc.getTransceivers()):
             raise UserError("the offer sends no audio or video")
+        use_low_latency_jitter_buffers(pc)
         # aiortc made the remote tracks while applying the offer; read them from now on.
         tasks = []
         for t in pc.getTransceivers():

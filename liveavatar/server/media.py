@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError
 
 from liveavatar.runtime import LatestSlot
@@ -41,6 +42,47 @@ def new_peer_connection(cfg: ServerConfig) -> RTCPeerConnection:
 # ---------------------------------------------------------------------------------------------
 # Ingest
 # ---------------------------------------------------------------------------------------------
+
+class LowLatencyJitterBuffer(JitterBuffer):
+    """aiortc's jitter buffer hands a frame on only when the first packet of the NEXT frame
+    arrives: one frame interval (33 ms at 30 fps) of camera latency, and 4 x 20 ms of audio
+    prefetch. This one hands a video frame on as soon as its last packet (the RTP marker bit,
+    RFC 7741 / RFC 6184) has arrived with every packet before it, and an audio packet (a whole
+    Opus frame) as soon as it is next in order."""
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        if not self._is_video:
+            packet = self._packets[self._origin % self._capacity]
+            if packet is None:
+                return None
+            self.remove(1)
+            return JitterFrame(data=packet._data, timestamp=packet.timestamp)
+        packets = []
+        timestamp = None
+        for count in range(self.capacity):
+            packet = self._packets[(self._origin + count) % self._capacity]
+            if packet is None or (timestamp is not None and packet.timestamp != timestamp):
+                break
+            timestamp = packet.timestamp
+            packets.append(packet)
+            if packet.marker:
+                self.remove(count + 1)
+                return JitterFrame(data=b"".join(p._data for p in packets), timestamp=timestamp)
+        return super()._remove_frame(sequence_number)   # no marker seen: aiortc's rule
+
+
+def use_low_latency_jitter_buffers(pc: RTCPeerConnection) -> None:
+    """Swap the receivers' jitter buffers of a freshly negotiated ingest connection (before any
+    media arrives). aiortc exposes no option for this, hence the name-mangled attribute."""
+    for t in pc.getTransceivers():
+        r = t.receiver
+        if r is None or not hasattr(r, "_RTCRtpReceiver__jitter_buffer"):
+            continue
+        if t.kind == "video":
+            r._RTCRtpReceiver__jitter_buffer = LowLatencyJitterBuffer(capacity=512, is_video=True)
+        else:
+            r._RTCRtpReceiver__jitter_buffer = LowLatencyJitterBuffer(capacity=16)
+
 
 async def drain_video(track: MediaStreamTrack, session: Session) -> None:
     """Read the camera continuously: aiortc's receive queue is unbounded, so we never let it

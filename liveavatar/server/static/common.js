@@ -80,11 +80,14 @@ const LA = (() => {
   }
 
   // Play the session's avatar (packed layout) into `video`; returns {pc, resource}.
-  async function watch(video) {
+  // With audio the browser keeps voice and avatar in sync, so the picture also waits for the
+  // audio buffer (~40-60 ms more); without it (studio preview, or an OBS source whose voice
+  // comes from OBS's own microphone capture) the picture shows as soon as it is decoded.
+  async function watch(video, { audio = true } = {}) {
     const cfg = await config();
     const pc = new RTCPeerConnection({ iceServers: cfg.ice_servers });
     pc.addTransceiver("video", { direction: "recvonly" });
-    pc.addTransceiver("audio", { direction: "recvonly" });
+    if (audio) pc.addTransceiver("audio", { direction: "recvonly" });
     const stream = new MediaStream();
     pc.ontrack = (e) => { stream.addTrack(e.track); video.srcObject = stream; };
     const resource = await negotiate(pc, "/whep/" + encodeURIComponent(session) + "?layout=packed");

@@ -223,7 +223,8 @@
     r.onFrame = (info) => meter.frame(info);
     S.renderer = r;
     try {
-      const conn = await LA.watch(feed);
+      // The streamer hears themselves already: the preview is picture only (and the fastest).
+      const conn = await LA.watch(feed, { audio: false });
       S.previewPc = conn.pc;
       conn.pc.onconnectionstatechange = () => { S.previewing = conn.pc.connectionState === "connected"; };
       window.addEventListener("pagehide", () => LA.hangup(conn.resource));

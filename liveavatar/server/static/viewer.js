@@ -1,5 +1,6 @@
 // Viewer: plays the session's avatar with the streamer's voice. ?transparent=1 gives a truly
-// transparent page (OBS browser source); ?bg=green (or ?bg=%23rrggbb) a chroma-key colour.
+// transparent page (OBS browser source); ?bg=green (or ?bg=%23rrggbb) a chroma-key colour;
+// ?audio=0 the picture alone, with the least delay (voice captured by OBS itself).
 "use strict";
 (async () => {
   const video = document.getElementById("feed");
@@ -24,7 +25,7 @@
   let conn = null;
   async function connect() {
     try {
-      conn = await LA.watch(video);
+      conn = await LA.watch(video, { audio: p.get("audio") !== "0" });
       state.pc = conn.pc;
       conn.pc.onconnectionstatechange = () => {
         state.connected = conn.pc.connectionState === "connected";
