@@ -145,7 +145,8 @@ def run(seconds: float = 20.0) -> dict:
         report.row("pose age", behind["median"], behind["p95"], "frames",
                    "how many frames older the carried pose is (0: this frame's)"),
         report.row("hands results", (perception.hands_updates - hu0) / span, None, "per s",
-                   f"hands skipped on {perception.hands_gated - hg0} frames (wrists out of view)"),
+                   f"hands skipped on {perception.hands_gated - hg0} frames "
+                   "(wrists out of view, or no hand: searched every 3rd frame)"),
     ]
     for name in ("frame", "face", "pose", "hands", "voice"):
         if name in timer:

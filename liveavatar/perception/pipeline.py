@@ -75,6 +75,9 @@ def prepare_image(image: Any, max_side: int) -> np.ndarray | None:
     return np.ascontiguousarray(a)
 
 
+HAND_SEARCH_EVERY = 3     # live: with no hand tracked, run the hand model on every 3rd frame
+
+
 class _ModelThread:
     """Runs one model on its own thread over the newest submitted frame; results are tagged with
     the submission number so the caller can wait for "this frame or later"."""
@@ -253,7 +256,12 @@ class Perception:
         n = self._n
         if self._pose_thread:
             self._pose_thread.submit(n, t_s, img)
-        run_hands = self._hands_thread is not None and not self._wrists_out_of_view()
+        # With no hand in view, look for one on every few frames only: the hand model's palm
+        # search over the whole frame is most of its cost, and on a 2-core machine that CPU
+        # is latency for everything else. A hand that appears is found within ~100 ms.
+        searching = not (self._left_f.present or self._right_f.present)
+        run_hands = (self._hands_thread is not None and not self._wrists_out_of_view()
+                     and (self.static or not searching or n % HAND_SEARCH_EVERY == 1))
         if run_hands:
             self._hands_thread.submit(n, t_s, img, self._last_pose_raw)
         elif self._hands_thread is not None:
