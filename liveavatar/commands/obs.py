@@ -64,13 +64,16 @@ def setup(host: str = HostOpt, port: int = PortOpt, password: str = PasswordOpt,
                                           "`serve --obs-feed URL`)."),
           size: int = typer.Option(720, "--size", min=64, max=4096, help="Browser source size in pixels."),
           reposition: bool = typer.Option(False, "--reposition", help="Move an existing source back "
-                                          "to the default place and size.")) -> None:
+                                          "to the default place and size."),
+          voice: bool = typer.Option(False, "--voice/--no-voice", help="Browser source also plays "
+                                     "the streamer's voice, lip-synced and mixed by OBS (default: "
+                                     "picture only, quickest; OBS captures your microphone).")) -> None:
     """Create or update the avatar source in an OBS scene. Safe to run again: never duplicates."""
     from liveavatar.obs.setup import SetupOptions, setup as do_setup
     feed_host = "127.0.0.1" if _is_loopback(host) else host  # the service sends to OBS's machine
     opts = SetupOptions(session=session, scene=scene, mode=mode.value, service=_service(service, token),
                         viewer_token=viewer_token or token, feed_url=feed or f"udp://{feed_host}:5600",
-                        start_feed=start_feed, size=size, reposition=reposition)
+                        start_feed=start_feed, size=size, reposition=reposition, voice=voice)
     with _connect(host, port, password) as obs:
         report = do_setup(obs, opts)
     for line in report.lines():

@@ -30,8 +30,13 @@ class Service:
     def session_path(self, session: str, tail: str) -> str:
         return f"/api/sessions/{quote(session, safe='')}/{tail}"
 
-    def viewer_url(self, session: str, viewer_token: str | None) -> str:
+    def viewer_url(self, session: str, viewer_token: str | None, voice: bool = False) -> str:
+        """The viewer page for an OBS browser source. Without `voice` it plays the picture
+        alone: OBS already captures the microphone, and the picture shows sooner when the
+        browser need not hold it back to keep a voice track in sync."""
         query = {"session": session, "transparent": "1"}
+        if not voice:
+            query["audio"] = "0"
         if viewer_token:
             query["token"] = viewer_token
         return f"{self.url}/viewer?{urlencode(query)}"

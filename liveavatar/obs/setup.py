@@ -42,10 +42,11 @@ def media_settings(feed_url: str) -> dict:
             "seekable": False, "looping": False, "ffmpeg_options": "fflags=nobuffer flags=low_delay"}
 
 
-def browser_settings(url: str, size: int, fps: int) -> dict:
-    # OBS's default page CSS already makes the page background transparent.
+def browser_settings(url: str, size: int, fps: int, voice: bool = False) -> dict:
+    # OBS's default page CSS already makes the page background transparent. With the voice, OBS
+    # mixes the page's audio ("Control audio via OBS") instead of playing it on the speakers.
     return {"url": url, "width": size, "height": size, "fps_custom": True, "fps": fps,
-            "reroute_audio": False, "shutdown": False, "restart_when_active": False}
+            "reroute_audio": voice, "shutdown": False, "restart_when_active": False}
 
 
 def placement(canvas_w: int, canvas_h: int) -> dict:
@@ -72,6 +73,7 @@ class SetupOptions:
     size: int = 720                     # browser source page size (square)
     fps: int = 30
     reposition: bool = False            # re-apply our placement to an existing scene item
+    voice: bool = False                 # browser source plays the streamer's voice (lip-synced)
 
 
 @dataclass
@@ -171,8 +173,8 @@ def setup(obs: ObsClient, opts: SetupOptions) -> SetupReport:
     if kind == MEDIA:
         settings = media_settings(opts.feed_url)
     else:
-        settings = browser_settings(opts.service.viewer_url(opts.session, opts.viewer_token),
-                                    opts.size, opts.fps)
+        settings = browser_settings(opts.service.viewer_url(opts.session, opts.viewer_token, opts.voice),
+                                    opts.size, opts.fps, opts.voice)
     report = SetupReport(obs_version=str(info.get("obsVersion")), scene=scene, source=name, kind=kind)
 
     existing = find_input(obs, name)

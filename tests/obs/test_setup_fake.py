@@ -114,11 +114,20 @@ def test_browser_source_first_setup_sequence():
     assert create["sceneName"] == "Scene" and create["inputName"] == "LiveAvatar default"
     assert create["inputKind"] == "browser_source"
     assert create["inputSettings"]["url"] == ("http://127.0.0.1:8080/viewer?session=default"
-                                              "&transparent=1&token=view-only")
+                                              "&transparent=1&audio=0&token=view-only")
+    assert create["inputSettings"]["reroute_audio"] is False   # OBS captures the microphone
     assert create["inputSettings"]["width"] == create["inputSettings"]["height"] == 720
     assert fake.transforms[1] == placement(1920, 1080)
     assert fake.transforms[1]["boundsHeight"] == 810 and fake.transforms[1]["positionY"] == 270
     assert report.created and report.positioned and not report.filter_created and not report.feed
+
+
+def test_browser_source_with_voice_plays_it_through_obs():
+    fake = FakeObs()
+    setup(ObsClient(fake), opts(voice=True))
+    settings = fake.calls[4][1]["inputSettings"]
+    assert "audio=0" not in settings["url"] and "transparent=1" in settings["url"]
+    assert settings["reroute_audio"] is True
 
 
 def test_browser_source_second_setup_updates_in_place():
