@@ -10,12 +10,12 @@ import sys
 import numpy as np
 import pytest
 
-from liveavatar.clock import VirtualClock
-from liveavatar.conditioning import Conditioner, conditioning_over
+from liveavatar.conditioning import conditioning_over
 from liveavatar.conditioning.gestures import GestureRecognizer
 from liveavatar.perception import Perception
 from liveavatar.sources.file import iter_media
 from liveavatar.types import BONE_INDEX, EMOTIONS, AudioChunk, CapturedFrame, Cues
+from tests.holding import hold
 from tests.media import load_rgb, path
 
 B = BONE_INDEX
@@ -36,25 +36,11 @@ def _still_cues(perception, name: str, flip: bool = False) -> Cues:
     return cues
 
 
-def _hold(cues: Cues, seconds: float = 2.0, mirror: bool = True):
-    """The conditioning after seeing the same perception result for `seconds` at 30 fps."""
-    clock = VirtualClock(int(1e9))
-    c = Conditioner(clock=clock)
-    c.set_mirror(mirror)
-    out = None
-    for i in range(int(seconds * 30)):
-        cues.t_capture_ns = int(1e9 + i * 1e9 / 30)
-        clock.sleep_until(cues.t_capture_ns)
-        c.push_cues(cues)
-        out = c.tick(cues.t_capture_ns)
-    return c, out
-
-
 def test_real_raised_arm_is_mirrored_like_a_selfie_preview(still_perception):
     """messi5: his right arm is raised (image left). Mirrored, the character's left arm (image
     right) goes up; the flipped photo, not mirrored, gives the same pose."""
-    _, mirrored = _hold(_still_cues(still_perception, "messi5.jpg"))
-    _, flipped = _hold(_still_cues(still_perception, "messi5.jpg", flip=True), mirror=False)
+    _, mirrored = hold(_still_cues(still_perception, "messi5.jpg"), mirror=True)
+    _, flipped = hold(_still_cues(still_perception, "messi5.jpg", flip=True), mirror=False)
     up_l = abs(mirrored.bone_angles[B["upper_arm_l"]])
     up_r = abs(mirrored.bone_angles[B["upper_arm_r"]])
     assert up_l > np.pi / 2 > up_r                    # left above horizontal, right below
@@ -65,7 +51,7 @@ def test_real_raised_arm_is_mirrored_like_a_selfie_preview(still_perception):
 
 @pytest.mark.parametrize("photo, expected", [("astronaut.png", "happy"), ("grace_hopper.jpg", "neutral")])
 def test_real_faces_read_as_the_right_emotion(still_perception, photo, expected):
-    c, out = _hold(_still_cues(still_perception, photo))
+    c, out = hold(_still_cues(still_perception, photo), mirror=True)
     assert EMOTIONS[int(np.argmax(out.emotion))] == expected
     assert c.state()["emotion"]["dominant"] == expected
     # An upright portrait: spine and neck point up.

@@ -7,11 +7,11 @@ import mediapipe as mp
 import numpy as np
 import pytest
 
-from liveavatar.clock import VirtualClock
-from liveavatar.conditioning import Conditioner, conditioning_over
+from liveavatar.conditioning import conditioning_over
 from liveavatar.perception import Perception
 from liveavatar.sources.file import iter_media
 from liveavatar.types import BONE_INDEX, FP, AudioChunk, CapturedFrame, Conditioning
+from tests.holding import hold
 from tests.media import load_rgb, path
 
 from .conftest import over_background
@@ -35,18 +35,6 @@ def face_model():
         yield f
 
 
-def _held(cues, seconds: float = 1.0) -> Conditioning:
-    clock = VirtualClock(int(1e9))
-    c = Conditioner(clock=clock)
-    out = None
-    for i in range(int(seconds * 30)):
-        cues.t_capture_ns = int(1e9 + i * 1e9 / 30)
-        clock.sleep_until(cues.t_capture_ns)
-        c.push_cues(cues)
-        out = c.tick(cues.t_capture_ns)
-    return out
-
-
 def _clip_conditionings(name: str, seconds: float) -> list[Conditioning]:
     cues = []
     with Perception(static=False, sync=True, enable_voice=False) as p:
@@ -67,7 +55,7 @@ def real_pose_conditionings() -> list[Conditioning]:
         for name in ("messi5.jpg", "basketball1.png", "basketball2.png", "astronaut.png"):
             cues = p.process_video(CapturedFrame(load_rgb(name), 0, int(1e9)))
             assert cues.pose.present, name
-            out.append(_held(cues, seconds=2.0))
+            out.append(hold(cues, seconds=2.0)[1])
     out += _clip_conditionings("messi_sway.mp4", 2.0)[::3]
     out = [c for c in out if c.body_present == 1.0]     # once tracking has fully faded in
     assert len(out) >= 12
