@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -78,8 +77,9 @@ def real_stages(cfg: ServerConfig) -> Stages:
         return gen
 
     def perception():
-        from liveavatar.perception import Perception
-        return Perception(static=False, keywords=keywords)
+        # Vision in a child process: MediaPipe's Python side off this process's GIL.
+        from liveavatar.perception.process import PerceptionProcess
+        return PerceptionProcess(keywords=keywords)
 
     def worker(perception, frames_in, cues_out):
         from liveavatar.perception import PerceptionWorker
@@ -352,7 +352,6 @@ class Session:
         self.voice = None             # media.VoiceTrack, set by the app
         self.out_tracks: dict[str, Any] = {}   # layout -> media.AvatarTrack (relayed to viewers)
         self.shared_encoder: Any = None        # media.SharedEncoder: one VP8 encode for our pages
-        self.reniced_threads = 0
         self._t0_ns = 0
         self._seq = 0
 
@@ -584,30 +583,6 @@ class RenderLoop(threading.Thread):
                             log.error("session %s: %s", s.sid, e)
 
 
-def native_thread_ids() -> set[int]:
-    try:
-        return {int(t) for t in os.listdir("/proc/self/task")}
-    except OSError:  # not Linux
-        return set()
-
-
-def deprioritize_perception(new_tids: set[int], nice: int = 5) -> int:
-    """When the CPU is short, the avatar should keep its frame rate and tracking should lag:
-    the native threads perception started (MediaPipe's graph and TFLite workers, where its CPU
-    goes) get a higher nice value. Python threads keep theirs: a niced thread holding the GIL
-    would stall the render thread and the event loop (priority inversion). Linux sets nice per
-    thread and raising it needs no privileges; elsewhere this does nothing. Returns the count."""
-    python_threads = {t.native_id for t in threading.enumerate()}
-    done = 0
-    for tid in new_tids - python_threads:
-        try:
-            os.setpriority(os.PRIO_PROCESS, tid, nice)
-            done += 1
-        except OSError:
-            pass
-    return done
-
-
 class Engine:
     def __init__(self, cfg: ServerConfig, stages: Stages, loop: asyncio.AbstractEventLoop | None,
                  flat_bg: tuple[int, int, int] = (0, 255, 0)) -> None:
@@ -687,11 +662,9 @@ class Engine:
         fut = self.loop.create_future()
         self._creating[sid] = fut
         try:
-            before = native_thread_ids()
             perception, conditioner = await self.loop.run_in_executor(self.pool, self._make_stages)
             s = Session(sid, self, perception, conditioner, self.default_character())
             s.start()
-            s.reniced_threads = deprioritize_perception(native_thread_ids() - before)
             self.sessions[sid] = s
             self.live = tuple(self.sessions.values())
             fut.set_result(s)

@@ -1,0 +1,196 @@
+"""Live perception with the vision models in a child process.
+
+Why: MediaPipe's Python side (its graph calls, the landmark protobufs, our feature code) holds
+the GIL for milliseconds per model per frame, and on a busy machine the OS preempts it while it
+holds it. Everything else in the live service (the asyncio loop that sends WebRTC, the render
+thread) then waited: the loop woke 40-60 ms late several times a second, viewers' browsers
+buffered more audio to ride it out, and the lip-synced video waited with it. In a child
+process vision has its own GIL; it also runs at a lower priority (nice), so when the CPU is
+short the avatar keeps its frame rate and tracking lags instead.
+
+Voice stays here (its VAD is light and releases the GIL; keyword decoding already has its own
+process), and its features are merged into each frame's Cues, as `Perception` does.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Sequence
+
+import numpy as np
+
+from liveavatar.errors import UserError
+from liveavatar.perception.pipeline import Perception, prepare_image
+from liveavatar.types import AudioChunk, CapturedFrame, Cues
+
+log = logging.getLogger(__name__)
+
+MAX_SIDE = 960             # frames are downscaled to this before they cross (as Perception does)
+RESTART_AFTER_S = 5.0      # a crashed child is restarted at most this often
+
+
+def _vision_main(conn, nice: int, max_side: int) -> None:
+    """Child: a voice-less live Perception. Messages in: ("frame", shape, seq, t_ns) followed by
+    the pixels as bytes; ("calibrate", seconds); ("close",). Out: ("ready",) or ("error", text),
+    then (cues, stats) per frame."""
+    import os
+    try:
+        os.nice(nice)
+    except OSError:
+        pass
+    try:
+        perception = Perception(static=False, enable_voice=False, max_side=max_side)
+    except Exception as e:   # e.g. a broken MediaPipe install: the parent reports it
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+        return
+    conn.send(("ready",))
+    last_stats = 0.0
+    try:
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                return
+            kind = msg[0]
+            if kind == "close":
+                return
+            if kind == "calibrate":
+                perception.start_calibration(msg[1])
+                continue
+            _, shape, seq, t_ns = msg
+            data = conn.recv_bytes()
+            image = np.frombuffer(data, np.uint8).reshape(shape) if shape else np.zeros(0, np.uint8)
+            cues = perception.process_video(CapturedFrame(image, seq, t_ns))
+            now = time.monotonic()
+            stats = None
+            if now - last_stats >= 0.5:    # stats ride along twice a second
+                last_stats = now
+                stats = perception.stats()
+            conn.send((cues, stats))
+    finally:
+        perception.close()
+
+
+class PerceptionProcess:
+    """Drop-in for `Perception` in the live service (process_video from one worker thread,
+    process_audio and start_calibration from anywhere, stats, close). Construction starts the
+    child and waits until its models are loaded; a failure there raises UserError."""
+
+    def __init__(self, keywords: Sequence[str] = (), keyword_threshold: float = 1e-20, nice: int = 5,
+                 max_side: int = MAX_SIDE) -> None:
+        self.nice, self.max_side = nice, max_side
+        # Voice first: a bad keyword list is a ConfigError before any process starts.
+        self._voice = Perception(static=False, keywords=keywords, keyword_threshold=keyword_threshold,
+                                 pose=False, face=False, hands=False)
+        self.voice_analyzer = self._voice.voice_analyzer
+        self._calibrate: float | None = None
+        self._stats: dict = {}
+        self._lock = threading.Lock()     # one frame in flight; close() waits for it
+        self._closed = False
+        self.restarts = 0
+        self._last_start = 0.0
+        self._conn = self._proc = None
+        try:
+            self._start()
+        except BaseException:
+            self._voice.close()
+            raise
+
+    # -- child lifecycle -----------------------------------------------------------------------
+    def _start(self) -> None:
+        import multiprocessing
+        ctx = multiprocessing.get_context("spawn")   # never fork a process running native threads
+        conn, child = ctx.Pipe()
+        proc = ctx.Process(target=_vision_main, args=(child, self.nice, self.max_side),
+                           name="perception-vision", daemon=True)
+        self._last_start = time.monotonic()
+        proc.start()
+        child.close()
+        try:
+            reply = conn.recv()
+        except (EOFError, OSError):
+            reply = ("error", f"the vision process exited (code {proc.exitcode})")
+        if reply[0] != "ready":
+            conn.close()
+            proc.join(2.0)
+            raise UserError(f"perception could not start: {reply[1]}")
+        self._conn, self._proc = conn, proc
+
+    def _stop_child(self) -> None:
+        conn, proc = self._conn, self._proc
+        self._conn = self._proc = None
+        if conn is not None:
+            try:
+                conn.send(("close",))
+            except (OSError, ValueError):
+                pass
+            conn.close()
+        if proc is not None:
+            proc.join(3.0)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1.0)
+
+    # -- the Perception interface ---------------------------------------------------------------
+    def process_video(self, frame: CapturedFrame) -> Cues:
+        image = prepare_image(frame.image, self.max_side)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("perception is closed")
+            if self._conn is None:
+                if time.monotonic() - self._last_start < RESTART_AFTER_S:
+                    raise RuntimeError("the vision process is down; restarting it shortly")
+                self.restarts += 1
+                log.error("restarting the perception vision process (restart %d)", self.restarts)
+                self._start()
+            try:
+                if self._calibrate is not None:
+                    self._conn.send(("calibrate", self._calibrate))
+                    self._calibrate = None
+                shape = image.shape if image is not None else ()
+                self._conn.send(("frame", shape, frame.seq, frame.t_capture_ns))
+                self._conn.send_bytes(memoryview(image).cast("B") if image is not None else b"")
+                cues, stats = self._conn.recv()
+            except (EOFError, OSError, BrokenPipeError):
+                code = self._proc.exitcode if self._proc is not None else None
+                self._stop_child()
+                raise RuntimeError(f"the vision process died (exit code {code})") from None
+        if stats is not None:
+            self._stats = stats
+        cues.voice = self._voice.voice()
+        cues.keywords = self._voice._drain_hits()
+        return cues
+
+    def process_audio(self, chunk: AudioChunk) -> None:
+        self._voice.process_audio(chunk)
+
+    def start_calibration(self, seconds: float = 3.0) -> None:
+        """Never blocks the caller: the request goes with the next frame."""
+        self._calibrate = max(0.2, float(seconds))
+
+    def stats(self) -> dict:
+        out = dict(self._stats)
+        voice = self._voice.stats()
+        for key in ("voice_cpu_fraction", "bad_audio_chunks", "voice_vad_providers"):
+            if key in voice:
+                out[key] = voice[key]
+        dropped = dict(out.get("dropped", {}))
+        dropped["audio_chunks"] = voice.get("dropped", {}).get("audio_chunks", 0)
+        out["dropped"] = dropped
+        out["vision_process_restarts"] = self.restarts
+        return out
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            self._stop_child()
+        self._voice.close()
+
+    def __enter__(self) -> "PerceptionProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
