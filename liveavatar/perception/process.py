@@ -90,7 +90,7 @@ class PerceptionProcess:
         self._closed = False
         self.restarts = 0
         self._last_start = 0.0
-        self._conn = self._proc = None
+        self._child = None
         try:
             self._start()
         except BaseException:
@@ -99,38 +99,20 @@ class PerceptionProcess:
 
     # -- child lifecycle -----------------------------------------------------------------------
     def _start(self) -> None:
-        import multiprocessing
-        ctx = multiprocessing.get_context("spawn")   # never fork a process running native threads
-        conn, child = ctx.Pipe()
-        proc = ctx.Process(target=_vision_main, args=(child, self.nice, self.max_side),
-                           name="perception-vision", daemon=True)
+        from liveavatar.runtime.child import Child
         self._last_start = time.monotonic()
-        proc.start()
-        child.close()
-        try:
-            reply = conn.recv()
-        except (EOFError, OSError):
-            reply = ("error", f"the vision process exited (code {proc.exitcode})")
-        if reply[0] != "ready":
-            conn.close()
-            proc.join(2.0)
-            raise UserError(f"perception could not start: {reply[1]}")
-        self._conn, self._proc = conn, proc
+        self._child = Child(_vision_main, (self.nice, self.max_side), "perception-vision",
+                            goodbye=("close",), error=lambda msg: UserError(f"perception could not start: {msg}"))
 
     def _stop_child(self) -> None:
-        conn, proc = self._conn, self._proc
-        self._conn = self._proc = None
-        if conn is not None:
-            try:
-                conn.send(("close",))
-            except (OSError, ValueError):
-                pass
-            conn.close()
-        if proc is not None:
-            proc.join(3.0)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(1.0)
+        child, self._child = self._child, None
+        if child is not None:
+            child.stop()
+
+    @property
+    def process(self):
+        """The vision process (multiprocessing.Process), or None while it is down."""
+        return self._child.proc if self._child is not None else None
 
     # -- the Perception interface ---------------------------------------------------------------
     def process_video(self, frame: CapturedFrame) -> Cues:
@@ -138,23 +120,25 @@ class PerceptionProcess:
         with self._lock:
             if self._closed:
                 raise RuntimeError("perception is closed")
-            if self._conn is None:
+            if self._child is None:
                 if time.monotonic() - self._last_start < RESTART_AFTER_S:
                     raise RuntimeError("the vision process is down; restarting it shortly")
                 self.restarts += 1
                 log.error("restarting the perception vision process (restart %d)", self.restarts)
                 self._start()
             try:
-                if self._calibrate is not None:
-                    self._conn.send(("calibrate", self._calibrate))
-                    self._calibrate = None
+                calibrate, self._calibrate = self._calibrate, None
+                if calibrate is not None:
+                    self._child.conn.send(("calibrate", calibrate))
                 shape = image.shape if image is not None else ()
-                self._conn.send(("frame", shape, frame.seq, frame.t_capture_ns))
-                self._conn.send_bytes(memoryview(image).cast("B") if image is not None else b"")
-                cues, stats = self._conn.recv()
-            except (EOFError, OSError, BrokenPipeError):
-                code = self._proc.exitcode if self._proc is not None else None
+                conn = self._child.conn
+                conn.send(("frame", shape, frame.seq, frame.t_capture_ns))
+                conn.send_bytes(memoryview(image).cast("B") if image is not None else b"")
+                cues, stats = conn.recv()
+            except (EOFError, OSError):
+                child = self._child
                 self._stop_child()
+                code = child.exitcode
                 raise RuntimeError(f"the vision process died (exit code {code})") from None
         if stats is not None:
             self._stats = stats

@@ -229,8 +229,8 @@ class _KeywordDecoder:
 
 
 def _spotter_process(conn, words: list[str], threshold: float) -> None:
-    """Child process: build the decoder, then answer one utterance (int16 bytes) at a time; an
-    empty message or a closed pipe ends it."""
+    """Child process: build the decoder, then answer one utterance (int16 bytes) at a time until
+    None or a closed pipe."""
     from liveavatar.errors import UserError
     try:
         decoder = _KeywordDecoder(words, threshold)
@@ -240,10 +240,10 @@ def _spotter_process(conn, words: list[str], threshold: float) -> None:
     conn.send(("ready", decoder.words))
     while True:
         try:
-            data = conn.recv_bytes()
+            data = conn.recv()
         except (EOFError, OSError):
             return
-        if not data:
+        if data is None:
             return
         conn.send(decoder.spot(np.frombuffer(data, np.int16)))
 
@@ -260,26 +260,14 @@ class KeywordSpotter:
         """`words`: phrases to spot, each optionally with its own detection threshold as
         "phrase/1e-30" (lower finds more, with more false alarms; longer phrases need lower).
         Raises ConfigError for an empty list, a bad threshold or a word not in the dictionary."""
-        import multiprocessing
         import weakref
 
         from liveavatar.errors import ConfigError
-        ctx = multiprocessing.get_context("spawn")   # never fork a process running native threads
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_spotter_process, args=(child, [str(w) for w in words], threshold),
-                                 name="keyword-spotter", daemon=True)
-        self._proc.start()
-        child.close()
-        self._finalizer = weakref.finalize(self, KeywordSpotter._shutdown, self._conn, self._proc)
-        try:
-            kind, value = self._conn.recv()
-        except (EOFError, OSError):
-            self.close()
-            raise ConfigError("keywords: the pocketsphinx process failed to start") from None
-        if kind == "error":
-            self.close()
-            raise ConfigError(value)
-        self.words: tuple[str, ...] = tuple(value)
+        from liveavatar.runtime.child import Child
+        self._child = Child(_spotter_process, ([str(w) for w in words], threshold), "keyword-spotter",
+                            goodbye=None, error=ConfigError)
+        self._finalizer = weakref.finalize(self, self._child.stop)
+        self.words: tuple[str, ...] = tuple(self._child.ready_value)
         self.failed = False
 
     def spot(self, pcm16: np.ndarray) -> list[tuple[str, float, float]]:
@@ -288,28 +276,16 @@ class KeywordSpotter:
         if self.failed or not len(pcm16):
             return []
         try:
-            self._conn.send_bytes(np.ascontiguousarray(pcm16, np.int16).tobytes())
-            return [tuple(h) for h in self._conn.recv()]
-        except (EOFError, OSError, BrokenPipeError):
+            self._child.conn.send(np.ascontiguousarray(pcm16, np.int16).tobytes())
+            return [tuple(h) for h in self._child.conn.recv()]
+        except (EOFError, OSError):
             self.failed = True
             log.error("keyword spotting stopped: its pocketsphinx process exited (code %s)",
-                      self._proc.exitcode)
+                      self._child.exitcode)
             return []
 
     def close(self) -> None:
         self._finalizer()
-
-    @staticmethod
-    def _shutdown(conn, proc) -> None:
-        try:
-            conn.send_bytes(b"")
-        except (OSError, ValueError):
-            pass
-        conn.close()
-        proc.join(timeout=2.0)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(timeout=1.0)
 
 
 class VoiceAnalyzer:

@@ -20,7 +20,7 @@ def test_vision_in_a_child_process_tracks_a_real_person_and_merges_voice():
     frames = video_frames("messi_sway.mp4", limit=45)
     speech, rate = read_wav(path("speech_hello.wav"))
     with PerceptionProcess(keywords=["hello"]) as p:
-        assert p._proc.pid != os.getpid() and p._proc.is_alive()
+        assert p.process.pid != os.getpid() and p.process.is_alive()
         cues = []
         hop = rate // 30
         for i, f in enumerate(frames):
@@ -57,8 +57,8 @@ def test_a_dead_vision_process_is_reported_then_restarted(monkeypatch):
     monkeypatch.setattr(pp, "RESTART_AFTER_S", 0.0)
     image = video_frames("astronaut_talk.mp4", limit=1)[0]
     with PerceptionProcess() as p:
-        p._proc.kill()
-        p._proc.join(5)
+        p.process.kill()
+        p.process.join(5)
         try:
             p.process_video(CapturedFrame(image, 1, 0))
             raise AssertionError("a dead child must raise")
@@ -74,4 +74,4 @@ def test_bad_frames_are_survived():
         cues = p.process_video(CapturedFrame(np.zeros((3,), np.float32), 7, 0))
         assert cues.seq == 7 and not cues.pose.present
         cues = p.process_video(CapturedFrame(image, 8, int(1e8)))     # the child is still fine
-        assert cues.seq == 8 and p.restarts == 0 and p._proc.is_alive()
+        assert cues.seq == 8 and p.restarts == 0 and p.process.is_alive()

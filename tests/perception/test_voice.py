@@ -237,9 +237,9 @@ def test_keyword_spotting_runs_in_its_own_process_and_survives_it_dying(dance):
     a, rate = dance
     spotter = KeywordSpotter(["dance"])
     try:
-        assert spotter._proc.pid != os.getpid() and spotter._proc.is_alive()
-        spotter._proc.kill()
-        spotter._proc.join(5)
+        assert spotter._child.proc.pid != os.getpid() and spotter._child.proc.is_alive()
+        spotter._child.proc.kill()
+        spotter._child.proc.join(5)
         assert spotter.spot(np.zeros(16000, np.int16)) == []
         assert spotter.failed
     finally:

@@ -32,7 +32,7 @@ def test_studio_connects_and_service_perceives_a_person(live):
                what="the studio's camera connection")
     s = server.engine.sessions["default"]
     assert s.ingest is not None and s.ingest_kind == "webrtc"
-    vision = s.perception._proc      # MediaPipe runs in its own process, off our GIL ...
+    vision = s.perception.process      # MediaPipe runs in its own process, off our GIL ...
     assert vision.is_alive() and vision.pid != os.getpid()
     assert os.getpriority(os.PRIO_PROCESS, vision.pid) >= 5, "... and yields the CPU to rendering"
     cues = wait_until(lambda: s.last_cues if (s.last_cues is not None and s.last_cues.face.present

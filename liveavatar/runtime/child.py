@@ -1,0 +1,47 @@
+"""Helper processes that hold the GIL too long for our threads (MediaPipe, pocketsphinx): started
+with `spawn` (never fork a process that runs native threads), talked to over one pipe, and
+ready only once they say so."""
+from __future__ import annotations
+
+import multiprocessing
+from typing import Any, Callable
+
+from liveavatar.errors import UserError
+
+
+class Child:
+    """A daemon process running `target(conn, *args)`. The target first sends ("ready", value) or
+    ("error", message); the constructor returns after "ready" (`ready_value` holds the value) and
+    raises `error(message)` otherwise. `stop()` sends `goodbye`, closes the pipe and waits."""
+
+    def __init__(self, target: Callable[..., None], args: tuple, name: str, goodbye: Any,
+                 error: Callable[[str], Exception] = UserError) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=target, args=(child, *args), name=name, daemon=True)
+        self.goodbye = goodbye
+        self.proc.start()
+        child.close()
+        try:
+            reply = self.conn.recv()
+        except (EOFError, OSError):
+            reply = ("error", f"{name} exited while starting (code {self.proc.exitcode})")
+        if reply[0] != "ready":
+            self.stop()
+            raise error(reply[1])
+        self.ready_value = reply[1] if len(reply) > 1 else None
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.proc.exitcode
+
+    def stop(self, timeout: float = 3.0) -> None:
+        try:
+            self.conn.send(self.goodbye)
+        except (OSError, ValueError):
+            pass
+        self.conn.close()
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(1.0)
