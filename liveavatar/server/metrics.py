@@ -22,20 +22,14 @@ class EngineCollector:
                        str(getattr(eng.generator, "device", "none"))], 1.0 if eng.ready else 0.0)
         yield up
         yield GaugeMetricFamily("liveavatar_sessions", "Live sessions", value=len(eng.sessions))
-        render = eng.timer.summary().get("render")
-        g = GaugeMetricFamily("liveavatar_render_batch_ms", "Generator batch render time (ms)",
-                              labels=["quantile"])
-        if render:
-            g.add_metric(["0.5"], render["median_ms"])
-            g.add_metric(["0.95"], render["p95_ms"])
-        yield g
-        lag = eng.timer.summary().get("loop_lag")
-        g = GaugeMetricFamily("liveavatar_event_loop_lag_ms", "How late the asyncio loop wakes (ms)",
-                              labels=["quantile"])
-        if lag:
-            g.add_metric(["0.5"], lag["median_ms"])
-            g.add_metric(["0.95"], lag["p95_ms"])
-        yield g
+        timings = eng.timer.summary()
+        for stage, name, doc in (("render", "liveavatar_render_batch_ms", "Generator batch render time (ms)"),
+                                 ("loop_lag", "liveavatar_event_loop_lag_ms", "How late the asyncio loop wakes (ms)")):
+            g = GaugeMetricFamily(name, doc, labels=["quantile"])
+            if stage in timings:
+                g.add_metric(["0.5"], timings[stage]["median_ms"])
+                g.add_metric(["0.95"], timings[stage]["p95_ms"])
+            yield g
         yield CounterMetricFamily("liveavatar_render_ticks_skipped", "Output ticks skipped because rendering fell behind",
                                   value=eng.ticker_skipped())
         yield CounterMetricFamily("liveavatar_render_errors", "Output ticks whose render raised (frame skipped)",
