@@ -102,6 +102,7 @@ def all_(out: Path = typer.Option(Path("bench-results"), help="Folder for bench.
         ("neural_quality", "neural_quality", {}),
         ("render", "render", dict(seconds=10.0)),
         ("e2e", "e2e", dict(seconds=20 * f)),
+        ("e2e_256", "e2e", dict(seconds=20 * f, size=256)),
         ("feed", "feed", dict(seconds=10 * f)),
     ]
     out.mkdir(parents=True, exist_ok=True)
