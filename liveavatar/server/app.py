@@ -512,6 +512,12 @@ async def whep(request: web.Request) -> web.Response:
                 src = s.out_tracks[layout] = AvatarTrack(s, layout)
             pc.addTrack(relay.subscribe(src, buffered=False))
         if "audio" in kinds:
+            # The voice is encoded once, to Opus, for every viewer (media.VoiceTrack).
+            if "opus/48000" not in offer.lower():
+                raise UserError("the offer's audio has no Opus (opus/48000/2): the voice is sent as Opus only")
+            audio = next(t for t in pc.getTransceivers() if t.kind == "audio")
+            audio.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("audio").codecs
+                                       if c.mimeType.lower() == "audio/opus"])
             pc.addTrack(relay.subscribe(s.voice, buffered=False))
         if layout == "packed":
             s.want_packed += 1
