@@ -111,10 +111,11 @@ def _urls(cfg, show_tokens: bool, scheme: str = "http") -> list[tuple[str, str]]
     if cfg.token:
         ctl = f"?token={cfg.token if show_tokens else '<token>'}"
         vw = f"?token={(cfg.viewer_token or cfg.token) if show_tokens else '<viewer-token>'}"
-    transparent = (vw + "&" if vw else "?") + "transparent=1"
+    # OBS captures the microphone itself: the source shows the picture alone (the least delay).
+    transparent = (vw + "&" if vw else "?") + "transparent=1&audio=0"
     return [("Studio (camera, mic, controls)", f"{base}/studio{ctl}"),
             ("Viewer", f"{base}/viewer{vw}"),
-            ("OBS browser source (transparent)", f"{base}/viewer{transparent}"),
+            ("OBS browser source (transparent, picture only)", f"{base}/viewer{transparent}"),
             ("WHIP ingest (OBS 30+ WHIP output, ffmpeg)", f"{base}/whip/default"),
             ("WHEP playback", f"{base}/whep/default"),
             ("Control API (OpenAPI)", f"{base}/api/openapi.json")]
