@@ -13,6 +13,7 @@ The fake camera and microphone are the bundled demo clip (a real person, with sp
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -88,7 +89,8 @@ def _wait(page, js: str, timeout: float, what: str):
     raise UserError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def run(seconds: float = 20.0, size: int = 512, warmup_s: float = 5.0, clip: Path | None = None) -> dict:
+def run(seconds: float = 20.0, size: int | None = None, warmup_s: float = 5.0, clip: Path | None = None) -> dict:
+    """`size`: the avatar size `serve` renders (None: its default, 256 on CPU, 512 on a GPU)."""
     if not Path(CHROMIUM).exists():
         raise UserError(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
@@ -101,11 +103,13 @@ def run(seconds: float = 20.0, size: int = 512, warmup_s: float = 5.0, clip: Pat
         # The service's output goes to a file: an unread pipe fills up and stalls the service.
         log_file = open(tmp / "serve.log", "w")
         proc = subprocess.Popen([sys.executable, "-m", "liveavatar", "serve", "--port", str(port), "--no-demo",
-                                 "--size", str(size), "--log-level", "warning"],
+                                 *(["--size", str(size)] if size else []), "--log-level", "warning"],
                                 stdout=log_file, stderr=subprocess.STDOUT, text=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
             _wait_healthy(url, proc)
+            with urllib.request.urlopen(url + "/health", timeout=5) as r:
+                size = json.loads(r.read())["size"]
             with sync_playwright() as pw:
                 ctx = pw.chromium.launch_persistent_context(
                     str(tmp / "profile"), executable_path=CHROMIUM, headless=True,

@@ -59,7 +59,8 @@ def conditioning(ticks: int = typer.Option(3000), json_path: Optional[Path] = Js
 
 @app.command()
 def e2e(seconds: float = typer.Option(20.0),
-        size: int = typer.Option(512, min=64, max=2048, help="Avatar size `serve` renders (its default: 512)."),
+        size: Optional[int] = typer.Option(None, min=64, max=2048, help="Avatar size `serve` renders "
+                                           "(default: serve's own, 256 on CPU, 512 on a GPU)."),
         json_path: Optional[Path] = JsonOpt) -> None:
     """Glass-to-glass and trigger-to-pixel latency through `serve` with a real browser."""
     from liveavatar.bench import e2e as b
@@ -102,7 +103,7 @@ def all_(out: Path = typer.Option(Path("bench-results"), help="Folder for bench.
         ("neural_quality", "neural_quality", {}),
         ("render", "render", dict(seconds=10.0)),
         ("e2e", "e2e", dict(seconds=20 * f)),
-        ("e2e_256", "e2e", dict(seconds=20 * f, size=256)),
+        ("e2e_512", "e2e", dict(seconds=20 * f, size=512)),
         ("feed", "feed", dict(seconds=10 * f)),
     ]
     out.mkdir(parents=True, exist_ok=True)

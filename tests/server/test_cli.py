@@ -103,3 +103,14 @@ def test_tls_serves_https_and_bad_files_are_one_line_errors(tmp_path):
         p.terminate()
         p.wait(10)
         log.close()
+
+
+def test_default_size_is_512_on_a_gpu_and_256_on_cpu(monkeypatch):
+    import torch
+
+    from liveavatar.commands.serve import default_size
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_size(None) == 256 and default_size("cpu") == 256
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_size(None) == 512 and default_size("cuda") == 512
+    assert default_size("cpu") == 256      # asked for the CPU on a GPU machine
