@@ -26,6 +26,7 @@ from pathlib import Path
 from liveavatar.bench import report
 from liveavatar.errors import UserError
 from liveavatar.paths import assets_dir
+from liveavatar.server.engine import VOICE_LEAD_MS
 
 CHROMIUM = "/usr/bin/chromium"
 EMOTION_KEYS = ("4", "3", "5", "2")   # angry, sad, surprised, happy (studio keys 1-9)
@@ -214,9 +215,13 @@ def _measure(ctx, url: str, seconds: float, warmup_s: float, size: int) -> dict:
                    float(ms95.get("capture_to_render", nan)), "ms",
                    "... + wait for the output tick + conditioning + render"),
         report.row("viewer_video_buffer", _buffer_ms(buf0, buf1, "video"), None, "ms",
-                   "browser jitter buffer per frame (follows the audio buffer for lip sync)"),
+                   "browser jitter buffer per frame"),
         report.row("viewer_audio_buffer", _buffer_ms(buf0, buf1, "audio"), None, "ms",
                    "browser jitter buffer per sample"),
+        report.row("voice_after_picture", _buffer_ms(buf0, buf1, "audio") - _buffer_ms(buf0, buf1, "video")
+                   - VOICE_LEAD_MS, None, "ms",
+                   f"lip sync: audio buffer - video buffer - the {VOICE_LEAD_MS:.0f} ms the voice is sent early "
+                   "(> 0: voice late; imperceptible within -125..+45, ITU-R BT.1359)"),
         report.row("event_loop_lag", float(lag.get("median", nan)), float(lag.get("p95", nan)), "ms",
                    "service asyncio loop wake-up delay"),
         report.row("viewer_fps", (n1 - n0) / elapsed, None, "fps", "frames decoded by the viewer"),

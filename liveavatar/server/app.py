@@ -518,7 +518,11 @@ async def whep(request: web.Request) -> web.Response:
             audio = next(t for t in pc.getTransceivers() if t.kind == "audio")
             audio.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("audio").codecs
                                        if c.mimeType.lower() == "audio/opus"])
-            pc.addTrack(relay.subscribe(s.voice, buffered=False))
+            voice = pc.addTrack(relay.subscribe(s.voice, buffered=False))
+            # Its own media stream id, so the browser plays the picture as soon as it can instead
+            # of holding it for the (longer) audio buffer; we align them (engine.VOICE_LEAD_MS).
+            # aiortc has no API for the msid of an answer's track, hence the private attribute.
+            voice._stream_id = f"{s.sid}-voice-{uuid.uuid4().hex[:8]}"
         if layout == "packed":
             s.want_packed += 1
         else:

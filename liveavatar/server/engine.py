@@ -38,6 +38,10 @@ STRIP_ROWS = 16
 #: Perception gets at most this width; bigger cameras are scaled down in the input pump.
 MAX_INPUT_WIDTH = 640
 VOICE_RATE = 48000
+#: Viewers' browsers buffer audio longer than video (measured in Chromium against this service:
+#: ~45-55 ms of audio vs ~10 ms of video). The voice is sent this much earlier so both play
+#: together; the browser itself does not sync them (see app.whep), or the picture would wait.
+VOICE_LEAD_MS = 35.0
 
 
 class AdmissionError(UserError):
@@ -427,8 +431,9 @@ class Session:
 
     def voice_delay_ms(self) -> float:
         """How long to hold the voice so it meets the avatar frames showing the same moment: the
-        avatar's capture -> render time, less the trip to us that the voice made as well."""
-        return max(0.0, self.latency_ms - self.ingest_ms)
+        avatar's capture -> render time, less the trip to us that the voice made as well, less
+        the extra time a viewer's browser buffers audio over video (VOICE_LEAD_MS)."""
+        return max(0.0, self.latency_ms - self.ingest_ms - VOICE_LEAD_MS)
 
     def push_voice_threadsafe(self, frames: list[av.AudioFrame]) -> None:
         if self.voice is not None and frames:

@@ -305,10 +305,10 @@ class VoiceTrack(MediaStreamTrack):
     """The streamer's voice for viewers: held back so it stays in sync with the avatar's lips,
     sent on a steady 20 ms clock, and encoded to Opus here, once for every viewer.
 
-    Steady pacing matters for latency, not only for sound: the viewer's browser plays voice and
-    avatar in sync, so the video waits as long as the audio jitter buffer does. Voice forwarded
-    as it arrived (bursty: the browser, aiortc's receive buffer and a busy loop) made Chromium's
-    audio buffer grow to ~175 ms and the avatar waited with it. So frames leave on a clock; the
+    Steady pacing keeps lips in sync: the delay (engine.VOICE_LEAD_MS) assumes a small, steady
+    audio buffer at the viewer. Voice forwarded as it arrived (bursty: the browser, aiortc's
+    receive buffer and a busy loop) made Chromium's audio buffer grow to ~175 ms. So frames
+    leave on a clock; the
     queue depth sets the delay and is steered towards the target by dropping a frame (too late)
     or sending 20 ms of silence (too early). Encoding here, in ~0.3 ms on the loop, also spares
     each viewer's sender its round trip through aiortc's thread pool for every packet.

@@ -80,9 +80,9 @@ const LA = (() => {
   }
 
   // Play the session's avatar (packed layout) into `video`; returns {pc, resource}.
-  // With audio the browser keeps voice and avatar in sync, so the picture also waits for the
-  // audio buffer (~40-60 ms more); without it (studio preview, or an OBS source whose voice
-  // comes from OBS's own microphone capture) the picture shows as soon as it is decoded.
+  // The voice arrives as its own stream, already lined up with the picture by the service, so
+  // the browser shows each frame as soon as it is decoded. Without audio: the studio preview,
+  // or an OBS source whose voice comes from OBS's own microphone capture.
   async function watch(video, { audio = true } = {}) {
     const cfg = await config();
     const pc = new RTCPeerConnection({ iceServers: cfg.ice_servers });
