@@ -221,7 +221,7 @@ def _measure(ctx, url: str, seconds: float, warmup_s: float, size: int) -> dict:
         report.row("voice_after_picture", _buffer_ms(buf0, buf1, "audio") - _buffer_ms(buf0, buf1, "video")
                    - VOICE_LEAD_MS, None, "ms",
                    f"lip sync: audio buffer - video buffer - the {VOICE_LEAD_MS:.0f} ms the voice is sent early "
-                   "(> 0: voice late; imperceptible within -125..+45, ITU-R BT.1359)"),
+                   "(> 0: voice late; ITU-R BT.1359 detectability: 45 ms early, 125 ms late)"),
         report.row("event_loop_lag", float(lag.get("median", nan)), float(lag.get("p95", nan)), "ms",
                    "service asyncio loop wake-up delay"),
         report.row("viewer_fps", (n1 - n0) / elapsed, None, "fps", "frames decoded by the viewer"),
