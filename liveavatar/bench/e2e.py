@@ -159,7 +159,7 @@ def _measure(ctx, url: str, seconds: float, warmup_s: float, size: int) -> dict:
     # background tab has its camera throttled by Chromium (framesSent ~1 per second).
     _wait(studio, "window.__studio && window.__studio.publishing", 60, "the studio's camera")
 
-    # 1. The viewer with the streamer's voice (lip-synced by the browser), with key presses.
+    # 1. The viewer with the streamer's voice (lined up by the service), with key presses.
     viewer = _open_viewer(ctx, url, "", warmup_s)
     n0 = viewer.evaluate("async () => await LA.framesDecoded(window.__viewer.pc)")
     buf0 = viewer.evaluate(PLAYOUT_JS)

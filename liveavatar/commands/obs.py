@@ -67,7 +67,7 @@ def setup(host: str = HostOpt, port: int = PortOpt, password: str = PasswordOpt,
                                           "to the default place and size."),
           voice: bool = typer.Option(False, "--voice/--no-voice", help="Browser source also plays "
                                      "the streamer's voice, lip-synced and mixed by OBS (default: "
-                                     "picture only, quickest; OBS captures your microphone).")) -> None:
+                                     "picture only; OBS captures your microphone).")) -> None:
     """Create or update the avatar source in an OBS scene. Safe to run again: never duplicates."""
     from liveavatar.obs.setup import SetupOptions, setup as do_setup
     feed_host = "127.0.0.1" if _is_loopback(host) else host  # the service sends to OBS's machine

@@ -128,7 +128,7 @@ def _urls(cfg, show_tokens: bool, scheme: str = "http") -> list[tuple[str, str]]
     if cfg.token:
         ctl = f"?token={cfg.token if show_tokens else '<token>'}"
         vw = f"?token={(cfg.viewer_token or cfg.token) if show_tokens else '<viewer-token>'}"
-    # OBS captures the microphone itself: the source shows the picture alone (the least delay).
+    # OBS captures the microphone itself: the source shows the picture alone (no echoed voice).
     transparent = (vw + "&" if vw else "?") + "transparent=1&audio=0"
     return [("Studio (camera, mic, controls)", f"{base}/studio{ctl}"),
             ("Viewer", f"{base}/viewer{vw}"),

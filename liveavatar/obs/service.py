@@ -32,8 +32,7 @@ class Service:
 
     def viewer_url(self, session: str, viewer_token: str | None, voice: bool = False) -> str:
         """The viewer page for an OBS browser source. Without `voice` it plays the picture
-        alone: OBS already captures the microphone, and the picture shows sooner when the
-        browser need not hold it back to keep a voice track in sync."""
+        alone: OBS already captures the microphone, and a second copy of the voice would echo."""
         query = {"session": session, "transparent": "1"}
         if not voice:
             query["audio"] = "0"
