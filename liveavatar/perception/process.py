@@ -41,6 +41,7 @@ def _vision_main(conn, nice: int, max_side: int) -> None:
         pass
     try:
         perception = Perception(static=False, enable_voice=False, max_side=max_side)
+        perception.warmup()   # graphs are built now, while the session is being created
     except Exception as e:   # e.g. a broken MediaPipe install: the parent reports it
         conn.send(("error", f"{type(e).__name__}: {e}"))
         return
