@@ -18,9 +18,10 @@ from liveavatar.paths import assets_dir
 from liveavatar.server import api, metrics
 from liveavatar.server.config import LOOPBACK_NAMES, ServerConfig
 from liveavatar.server.engine import STRIP_ROWS, AdmissionError, Engine, Session, Stages, real_stages
-from liveavatar.server.media import (AvatarTrack, SharedEncoder, SharedVideoTrack, VoiceTrack,
-                                     add_bitrate_hints, check_offer, drain_audio, drain_video,
-                                     new_peer_connection, use_low_latency_jitter_buffers)
+from liveavatar.server.media import (FFMPEG_WHIP_HINT, AvatarTrack, SharedEncoder, SharedVideoTrack,
+                                     VoiceTrack, add_bitrate_hints, check_offer, drain_audio, drain_video,
+                                     looks_like_ffmpeg_whip, new_peer_connection,
+                                     use_low_latency_jitter_buffers)
 from liveavatar.types import ControlEvent, ControlKind, EventSource
 
 log = logging.getLogger("liveavatar.server")
@@ -422,6 +423,8 @@ async def _answer(request: web.Request, kind: str, setup) -> web.Response:
 
     @pc.on("connectionstatechange")
     async def on_state():
+        if pc.connectionState == "failed" and kind == "whip" and looks_like_ffmpeg_whip(sdp):
+            log.warning(FFMPEG_WHIP_HINT)  # why and the fix: media.FFMPEG_WHIP_HINT
         if pc.connectionState in ("failed", "closed"):
             await closed()
 

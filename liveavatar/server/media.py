@@ -435,3 +435,20 @@ def check_offer(sdp: str) -> None:
         raise UserError("malformed SDP offer: no DTLS fingerprint (a=fingerprint)")
     if "a=ice-ufrag:" not in text:
         raise UserError("malformed SDP offer: no ICE credentials (a=ice-ufrag)")
+
+
+# FFmpeg's WHIP muxer (`-f whip`, FFmpeg 8) as built into the PyAV wheel makes its own DTLS
+# certificate on an ECDSA P-224 key. The OpenSSL that aiortc runs on (the cryptography wheel's,
+# 4.x) no longer knows P-224 as a TLS group, so the handshake stops with illegal_parameter
+# (wrong curve) whichever side is the DTLS client: FFmpeg then reports "DTLS session failed"
+# with its default role and with whip_flags=dtls_active alike. ICE, the SDP and the SRTP
+# profiles are fine; nothing in the answer can change the muxer's key. A P-256 certificate
+# given to the muxer (its cert_file / key_file options) gets through and the camera reaches the
+# avatar (tests/interop/test_ffmpeg_whip.py).
+FFMPEG_WHIP_HINT = ("a WHIP publisher that looks like FFmpeg's muxer failed the DTLS handshake: its own "
+                    "certificate is ECDSA P-224, which this service's OpenSSL refuses; give it a P-256 "
+                    "certificate with -cert_file/-key_file (see the README, 'WHIP with FFmpeg')")
+
+
+def looks_like_ffmpeg_whip(offer_sdp: str) -> bool:
+    return "s=FFmpegPublishSession" in offer_sdp or "\no=FFmpeg " in offer_sdp.replace("\r\n", "\n")
