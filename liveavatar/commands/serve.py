@@ -40,6 +40,15 @@ def serve(
     allow_origin: List[str] = typer.Option([], "--allow-origin", help="Extra web origin allowed to call "
                                                                       "the API (CORS); repeatable."),
     timecode: bool = typer.Option(False, help="Draw the debug timecode into the WHEP feed too."),
+    vmc_out: Optional[str] = typer.Option(None, help="Send the default session's tracking as a VMC "
+                                                     "Performer to HOST:PORT (VSeeFace, Warudo: 39539)."),
+    vmc_bundle: bool = typer.Option(True, "--vmc-bundle/--vmc-single", help="VMC out: one OSC bundle per "
+                                                                            "frame, or single messages."),
+    vmc_arkit: bool = typer.Option(False, help="VMC out: also ARKit's blendshape names."),
+    vmc_in: Optional[int] = typer.Option(None, help="Drive the default session from a VMC tracker's "
+                                                    "stream on this UDP port instead of the camera."),
+    vts_port: Optional[int] = typer.Option(None, help="VTube Studio-compatible API (WebSocket) on "
+                                                      "127.0.0.1:PORT for its plugins (VTS uses 8001)."),
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
 ) -> None:
     """Run the live service: open the printed studio URL, pick your camera, and watch the viewer."""
@@ -69,7 +78,8 @@ def serve(
                            ice_servers=list(ice_server), ice_username=ice_username,
                            ice_credential=ice_credential, source=source, demo=demo,
                            demo_after_s=demo_after, timecode=timecode, allow_origins=list(allow_origin),
-                           mapping=mapping)
+                           mapping=mapping, vmc_out=vmc_out, vmc_bundle=vmc_bundle, vmc_arkit=vmc_arkit,
+                           vmc_in=vmc_in, vts_port=vts_port)
     created = False
     if cfg.token is None and not cfg.loopback_only:
         stored_token, stored_viewer, created = config_mod.load_or_create_tokens()

@@ -14,6 +14,7 @@ from aiortc import RTCRtpSender, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 
 from liveavatar.errors import NotFoundError, UserError
+from liveavatar.interop import service as interop
 from liveavatar.paths import assets_dir
 from liveavatar.server import api, metrics
 from liveavatar.server.config import LOOPBACK_NAMES, ServerConfig
@@ -723,6 +724,11 @@ async def startup_task(app: web.Application) -> None:
             except (UserError, ImportError) as e:
                 log.error("%s output not started: %s", name, e)
                 app[STATE]["startup_errors"].append(f"{name}: {e}")
+        try:  # VMC out/in, the VTube Studio-style API (serve --vmc-out/--vmc-in/--vts-port)
+            await interop.start_for(app, s)
+        except UserError as e:
+            log.error("interop not started: %s", e)
+            app[STATE]["startup_errors"].append(str(e))
     except Exception as e:  # e.g. perception cannot start: `serve` reports it and exits
         log.exception("the default session could not start")
         app[STATE]["startup_errors"].append(f"default session: {e}")
@@ -797,4 +803,5 @@ def create_app(cfg: ServerConfig, stages: Stages | None = None,
     r.add_patch(f"/{{kind:whip|whep}}/{{sid:{SESSION_ID}}}/{{rid:[0-9a-f]{{32}}}}", resource_patch)
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
+    interop.attach(app, engine, cfg)
     return app

@@ -40,6 +40,12 @@ class ServerConfig(BaseModel):
     session_idle_s: float = 60.0         # forget a session nobody uses after this long
     keywords: list[str] = ["dance", "jump", "wave"]   # when the mapping names none
     mapping: Optional[Path] = None       # conditioning mapping file (default: the shipped one)
+    # VTuber interop (liveavatar/interop), all off by default; they drive the default session.
+    vmc_out: Optional[str] = None        # HOST:PORT of a VMC receiver (VSeeFace, Warudo: 39539)
+    vmc_bundle: bool = True              # one OSC bundle per frame (False: single messages)
+    vmc_arkit: bool = False              # also ARKit's blendshape names
+    vmc_in: Optional[int] = Field(None, ge=1, le=65535)   # UDP port for a VMC tracker's stream
+    vts_port: Optional[int] = Field(None, ge=1, le=65535)  # VTube Studio-style API on 127.0.0.1
 
     @field_validator("size")
     @classmethod

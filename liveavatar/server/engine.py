@@ -358,6 +358,9 @@ class Session:
         self.shared_encoder: Any = None        # media.SharedEncoder: one VP8 encode for our pages
         self._t0_ns = 0
         self._seq = 0
+        # Called on the render thread with each tick's Conditioning (e.g. interop.vmc's sender):
+        # each must return at once (copy into a slot, never send or wait).
+        self.tick_taps: list[Callable[[Any], None]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -452,6 +455,8 @@ class Session:
             with self.timer.measure("condition"):
                 cond = self.conditioner.tick(t_ns)
             events = self.events_applied
+        for tap in self.tick_taps:
+            tap(cond)
         if cues is not None and cues.keywords:
             words = [k.word for k in cues.keywords]
             self.engine.loop.call_soon_threadsafe(
