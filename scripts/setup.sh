@@ -32,5 +32,8 @@ extra=""
 pip install -q -c constraints.txt -e ".$extra"
 
 if [ $WANT_TEST = 1 ]; then
+    # pyvts (the independent VTube Studio client the interop tests use) requires opencv-python,
+    # which would overwrite opencv-contrib-python's cv2: install it without its requirements.
+    pip install -q --no-deps "pyvts==0.3.3" && pip install -q -c constraints.txt "aiofiles>=23"
     python -m tests.media.fetch
 fi

@@ -106,7 +106,34 @@ def attach(app: web.Application, engine: Any, cfg: Any) -> Interop:
         await interop.stop()
 
     app.on_cleanup.append(on_cleanup)
+    if cfg.vts_port:
+        # The studio page's prompt for VTS plugins asking for a token (static/vts-approval.js).
+        app.router.add_get("/api/vts/approvals", _approvals)
+        app.router.add_post("/api/vts/approvals/{id:[0-9a-f]{32}}", _decide)
     return interop
+
+
+async def _approvals(request: web.Request) -> web.Response:
+    from liveavatar.server.app import CONTROL, require
+    require(request, CONTROL)
+    vts = request.app[INTEROP].vts
+    return web.json_response({"pending": vts.pending_list() if vts is not None else []})
+
+
+async def _decide(request: web.Request) -> web.Response:
+    from liveavatar.errors import NotFoundError, UserError
+    from liveavatar.server.app import CONTROL, require
+    require(request, CONTROL)
+    try:
+        body = await request.json()
+    except ValueError:
+        raise UserError("send JSON: {\"allow\": true} or {\"allow\": false}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("allow"), bool):
+        raise UserError("send JSON: {\"allow\": true} or {\"allow\": false}")
+    vts = request.app[INTEROP].vts
+    if vts is None or not vts.decide(request.match_info["id"], body["allow"]):
+        raise NotFoundError("no VTS plugin is waiting under that id")
+    return web.json_response({"ok": True})
 
 
 async def start_for(app: web.Application, session: Any) -> None:

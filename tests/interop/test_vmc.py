@@ -33,8 +33,14 @@ class VmcpReceiver:
     """vmcp's own receiver on a thread, collecting the events it decodes."""
 
     def __init__(self, port: int) -> None:
-        from vmcp.events import (BlendShapeApplyEvent, BlendShapeEvent, BoneTransformEvent, RelativeTimeEvent,
-                                 RootTransformEvent, StateEvent)
+        from vmcp.events import (
+            BlendShapeApplyEvent,
+            BlendShapeEvent,
+            BoneTransformEvent,
+            RelativeTimeEvent,
+            RootTransformEvent,
+            StateEvent,
+        )
         from vmcp.facades import on_receive
         from vmcp.osc import OSC
         from vmcp.osc.backend.osc4py3 import as_comthreads as backend
@@ -82,8 +88,14 @@ def server(ports, receiver):
 
 
 def test_vmc_out_decoded_by_vmcp(server, receiver):
-    from vmcp.events import (BlendShapeApplyEvent, BlendShapeEvent, BoneTransformEvent, RelativeTimeEvent,
-                             RootTransformEvent, StateEvent)
+    from vmcp.events import (
+        BlendShapeApplyEvent,
+        BlendShapeEvent,
+        BoneTransformEvent,
+        RelativeTimeEvent,
+        RootTransformEvent,
+        StateEvent,
+    )
     wait_until(lambda: sum(isinstance(e, BlendShapeApplyEvent) for e in list(receiver.events)) >= 30,
                timeout=30, what="30 VMC frames at vmcp")
     events = list(receiver.events)
@@ -142,9 +154,14 @@ def _bone_err(angle: float, target: float) -> float:
 
 def test_vmc_in_from_vmcp_sender_drives_the_avatar_and_idles_when_it_stops(server, ports, receiver):
     from vmcp.osc.typing import Message
-    from vmcp.protocol import blendshape, blendshape_apply, bone_transform, root_transform
-    from vmcp.typing import Bone, CoordinateVector, Quaternion
+    from vmcp.protocol import (
+        blendshape,
+        blendshape_apply,
+        bone_transform,
+        root_transform,
+    )
     from vmcp.typing import BlendShapeKey as AbstractKey
+    from vmcp.typing import Bone, CoordinateVector, Quaternion
 
     class Key(AbstractKey):
         BLINK_L = "Blink_L"
