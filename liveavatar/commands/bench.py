@@ -83,6 +83,16 @@ def feed(seconds: float = typer.Option(10.0, help="Measured duration per frame s
     _finish(b.run(seconds=seconds), json_path)
 
 
+@app.command()
+def interop(seconds: float = typer.Option(20.0, help="Length of the VMC stream fed to the service."),
+            size: int = typer.Option(256, help="Avatar size of the service under test."),
+            hotkeys: int = typer.Option(40, help="VTS hotkey triggers timed."),
+            json_path: Optional[Path] = JsonOpt) -> None:
+    """VMC send cost per tick, VMC-in receive-to-render latency, VTS hotkey-to-rendered-frame."""
+    from liveavatar.bench import interop as b
+    _finish(b.run(seconds=seconds, size=size, hotkeys=hotkeys), json_path)
+
+
 @app.command("all")
 def all_(out: Path = typer.Option(Path("bench-results"), help="Folder for bench.json and bench.md."),
          quick: bool = typer.Option(False, help="Shorter runs (for a smoke check, not for the README)."),

@@ -296,7 +296,7 @@ class VmcSender:
         self._thread: threading.Thread | None = None
         self.frames_sent = 0
         self.send_errors = 0
-        self.build_us: collections.deque[float] = collections.deque(maxlen=600)
+        self.build_us: collections.deque[float] = collections.deque(maxlen=600)  # build + send, per frame
 
     @property
     def dropped(self) -> int:
@@ -330,14 +330,13 @@ class VmcSender:
                     return
                 continue
             t0 = time.perf_counter()
-            packets = self.encode(frame)
-            self.build_us.append((time.perf_counter() - t0) * 1e6)
             try:
-                for p in packets:
+                for p in self.encode(frame):
                     self._sock.send(p)  # type: ignore[union-attr]
                 self.frames_sent += 1
             except OSError:  # nobody listening (ICMP refused), buffer full: the next tick retries
                 self.send_errors += 1
+            self.build_us.append((time.perf_counter() - t0) * 1e6)
 
     def stop(self) -> None:
         self._slot.close()

@@ -350,10 +350,11 @@ async def hotkey_trigger(srv: VtsServer, data: dict, conn: dict) -> tuple[str, d
                                          "HotkeysInCurrentModelRequest")
     kind, name = key["hotkeyID"].split(".", 1)
     if kind == "emotion":  # VTS toggles expressions on and off
-        s.control(ControlEvent(ControlKind.EMOTION, name, EventSource.HOTKEY, TriggerMode.TOGGLE))
+        n = s.control(ControlEvent(ControlKind.EMOTION, name, EventSource.HOTKEY, TriggerMode.TOGGLE))
     else:
-        s.control(ControlEvent(ControlKind.ACTION, name, EventSource.HOTKEY, TriggerMode.MOMENTARY))
+        n = s.control(ControlEvent(ControlKind.ACTION, name, EventSource.HOTKEY, TriggerMode.MOMENTARY))
     srv.hotkeys_triggered += 1
+    await s.state_after(n)  # answer once a frame showing it is rendered, as the HTTP API does
     return "HotkeyTriggerResponse", {"hotkeyID": key["hotkeyID"]}
 
 
