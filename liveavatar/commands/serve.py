@@ -80,6 +80,9 @@ def serve(
                            demo_after_s=demo_after, timecode=timecode, allow_origins=list(allow_origin),
                            mapping=mapping, vmc_out=vmc_out, vmc_bundle=vmc_bundle, vmc_arkit=vmc_arkit,
                            vmc_in=vmc_in, vts_port=vts_port)
+    if cfg.vmc_out:
+        from liveavatar.interop.vmc import parse_host_port
+        parse_host_port(cfg.vmc_out, "--vmc-out")  # a typo: one line now, not after warm-up
     created = False
     if cfg.token is None and not cfg.loopback_only:
         stored_token, stored_viewer, created = config_mod.load_or_create_tokens()
