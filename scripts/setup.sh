@@ -10,7 +10,7 @@ PY=${PYTHON:-python3}
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     pkgs="ffmpeg espeak-ng sox alsa-utils"
-    [ $WANT_TEST = 1 ] && pkgs="$pkgs chromium chromium-driver obs-studio xvfb xauth mesa-utils"
+    [ $WANT_TEST = 1 ] && pkgs="$pkgs chromium chromium-driver obs-studio xvfb xauth mesa-utils nodejs npm"
     missing=""
     for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
     if [ -n "$missing" ]; then
@@ -35,5 +35,9 @@ if [ $WANT_TEST = 1 ]; then
     # pyvts (the independent VTube Studio client the interop tests use) requires opencv-python,
     # which would overwrite opencv-contrib-python's cv2: install it without its requirements.
     pip install -q --no-deps "pyvts==0.3.3" && pip install -q -c constraints.txt "aiofiles>=23"
+    # An independent WHIP/WHEP browser client (medooze's whip.js / whep.js) for tests/interop.
+    if command -v npm >/dev/null; then
+        npm install --silent --no-audit --no-fund --prefix tests/interop/.npm "whip-whep@1.2.0" >/dev/null
+    fi
     python -m tests.media.fetch
 fi
