@@ -296,6 +296,7 @@ class VmcSender:
         self._thread: threading.Thread | None = None
         self.frames_sent = 0
         self.send_errors = 0
+        self.offer_errors = 0
         self.build_us: collections.deque[float] = collections.deque(maxlen=600)  # build + send, per frame
 
     @property
@@ -315,8 +316,14 @@ class VmcSender:
         return self
 
     def offer(self, cond: Any) -> None:
-        """Render thread: hand over this tick (copies ~60 floats; never waits)."""
-        self._slot.put(frame_from_conditioning(cond, self._emotions(), time.monotonic() - self._t0))
+        """Render thread: hand over this tick (copies ~60 floats; never waits, never raises: a
+        VMC problem must not cost the avatar a frame)."""
+        try:
+            self._slot.put(frame_from_conditioning(cond, self._emotions(), time.monotonic() - self._t0))
+        except Exception:
+            self.offer_errors += 1
+            if self.offer_errors == 1:
+                log.exception("VMC out: this tick could not be sent")
 
     def encode(self, frame: VmcFrame) -> list[bytes]:
         msgs = vmc_messages(frame, self.arkit)
