@@ -437,8 +437,8 @@ def check_offer(sdp: str) -> None:
         raise UserError("malformed SDP offer: no ICE credentials (a=ice-ufrag)")
 
 
-# FFmpeg's WHIP muxer (`-f whip`, FFmpeg 8) as built into the PyAV wheel makes its own DTLS
-# certificate on an ECDSA P-224 key. The OpenSSL that aiortc runs on (the cryptography wheel's,
+# FFmpeg's WHIP muxer (`-f whip`, FFmpeg 8) as built into the PyAV wheel (TLS via GnuTLS) makes
+# its own DTLS certificate on an ECDSA P-224 key (seen in its handshake). The OpenSSL that aiortc runs on (the cryptography wheel's,
 # 4.x) no longer knows P-224 as a TLS group, so the handshake stops with illegal_parameter
 # (wrong curve) whichever side is the DTLS client: FFmpeg then reports "DTLS session failed"
 # with its default role and with whip_flags=dtls_active alike. ICE, the SDP and the SRTP
