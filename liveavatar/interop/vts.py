@@ -413,10 +413,10 @@ async def inject_parameters(srv: VtsServer, data: dict, conn: dict) -> tuple[str
         if spec is None:
             raise VtsError(INJECT_PARAM_NOT_FOUND, f"no parameter {_one_line(item['id'])!r}; known: "
                                                    + ", ".join(INJECTABLE))
-        value, weight = item.get("value"), item.get("weight", 1.0)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        value, weight = _number(item.get("value")), _number(item.get("weight", 1.0))
+        if value is None or not math.isfinite(value):
             raise VtsError(INJECT_VALUE_INVALID, f"{item['id']}: value must be a finite number")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+        if weight is None or not 0.0 <= weight <= 1.0:
             raise VtsError(INJECT_WEIGHT_INVALID, f"{item['id']}: weight must be between 0 and 1")
         feature, scale, offset = spec
         i = FF[feature]
@@ -431,6 +431,16 @@ async def inject_parameters(srv: VtsServer, data: dict, conn: dict) -> tuple[str
                 (), last.image_size if last is not None and last.image_size[0] else (1000, 1000))
     s.cues.put(cues)
     return "InjectParameterDataResponse", {}
+
+
+def _number(v: Any) -> float | None:
+    """A JSON number as a float (None for anything else, including ints too big for a float)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        return float(v)
+    except OverflowError:
+        return None
 
 
 def _silence() -> Any:
