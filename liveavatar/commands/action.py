@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -19,27 +20,27 @@ app = typer.Typer(help="Import motion capture (BVH) as actions, list, show, remo
 
 
 class PartsOpt(str, enum.Enum):
-    whole = "whole"
-    upper = "upper"
-    arms = "arms"
-    legs = "legs"
+    WHOLE = "whole"
+    UPPER = "upper"
+    ARMS = "arms"
+    LEGS = "legs"
 
 
 @app.command("import")
 def import_(
-    file: Path = typer.Argument(..., help="A BVH motion file (CMU, Mixamo, Animated Drawings, ... skeletons)."),
-    name: str = typer.Option(..., "--name", help="Action name (lower case, digits, _ and -; not a built-in)."),
-    start: float = typer.Option(0.0, "--start", help="Start at this time in the file (s)."),
-    end: float | None = typer.Option(None, "--end", help="End at this time in the file (s); default: the end."),
-    loop: bool = typer.Option(False, "--loop", help="Loop until toggled off (hotkeys), instead of playing once."),
-    speed: float = typer.Option(1.0, "--speed", help="Playback speed factor (0.1-10)."),
-    parts: PartsOpt = typer.Option(PartsOpt.whole, "--parts", help="Body parts the action moves."),
-    projection: str | None = typer.Option(
-        None, "--projection",
+    file: Annotated[Path, typer.Argument(help="A BVH motion file (CMU, Mixamo, Animated Drawings, ... skeletons).")],
+    name: Annotated[str, typer.Option("--name", help="Action name (lower case, digits, _ and -; not a built-in).")],
+    start: Annotated[float, typer.Option("--start", help="Start at this time in the file (s).")] = 0.0,
+    end: Annotated[float | None, typer.Option("--end", help="End at this time in the file (s).")] = None,
+    loop: Annotated[bool, typer.Option("--loop", help="Loop until toggled off, not play once.")] = False,
+    speed: Annotated[float, typer.Option("--speed", help="Playback speed factor (0.1-10).")] = 1.0,
+    parts: Annotated[PartsOpt, typer.Option("--parts", help="Body parts the action moves.")] = PartsOpt.WHOLE,
+    projection: Annotated[str | None, typer.Option(
+        "--projection",
         help="Picture plane per body group: frontal, sagittal or pca, for all or per group "
-             "(e.g. arms=sagittal,legs=pca). Default: trunk=frontal, arms=pca, legs=pca."),
-    description: str = typer.Option("", "--description", help="Free text shown in lists."),
-    replace: bool = typer.Option(False, "--replace", help="Replace an imported action of the same name."),
+             "(e.g. arms=sagittal,legs=pca). Default: trunk=frontal, arms=pca, legs=pca.")] = None,
+    description: Annotated[str, typer.Option("--description", help="Free text shown in lists.")] = "",
+    replace: Annotated[bool, typer.Option("--replace", help="Replace an imported action of the same name.")] = False,
 ) -> None:
     """Retarget a BVH file onto the character skeleton and save it as an action."""
     from liveavatar.conditioning import action_files as af
@@ -56,12 +57,12 @@ def import_(
 
 
 @app.command("list")
-def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def list_(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Built-in and imported actions."""
     from liveavatar.conditioning.action_files import ActionLibrary
     from liveavatar.types import ACTIONS
     lib = ActionLibrary()
-    rows = [{"name": a, "kind": "built-in"} for a in ACTIONS if a != "none"]
+    rows: list[dict[str, object]] = [{"name": a, "kind": "built-in"} for a in ACTIONS if a != "none"]
     for clip in lib.clips.values():
         rows.append({"name": clip.name, "kind": "imported", "duration_s": round(clip.duration_s, 2),
                      "loop": clip.loop, "parts": clip.parts})
@@ -78,7 +79,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
 
 
 @app.command("show")
-def show(name: str = typer.Argument(..., help="An imported action.")) -> None:
+def show(name: Annotated[str, typer.Argument(help="An imported action.")]) -> None:
     """An imported action's settings and source, as JSON."""
     from liveavatar.conditioning import action_files as af
     act = af.load_action(af.action_path(name))
@@ -86,7 +87,7 @@ def show(name: str = typer.Argument(..., help="An imported action.")) -> None:
 
 
 @app.command("remove")
-def remove(name: str = typer.Argument(..., help="An imported action.")) -> None:
+def remove(name: Annotated[str, typer.Argument(help="An imported action.")]) -> None:
     """Delete an imported action."""
     from liveavatar.conditioning import action_files as af
     typer.echo(f"removed {name} ({af.remove_action(name)})")
@@ -94,8 +95,8 @@ def remove(name: str = typer.Argument(..., help="An imported action.")) -> None:
 
 @app.command("export")
 def export(
-    name: str = typer.Argument(..., help="An imported or recorded action."),
-    out: Path = typer.Option(..., "-o", "--out", help="BVH file to write."),
+    name: Annotated[str, typer.Argument(help="An imported or recorded action.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="BVH file to write.")],
 ) -> None:
     """Write an action as BVH (our skeleton in the picture plane; Mixamo joint names)."""
     from liveavatar.conditioning import action_files as af

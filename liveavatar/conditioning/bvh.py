@@ -192,6 +192,9 @@ def parse_bvh(text: str, label: str = "BVH") -> Bvh:
                 raise UserError(f"{label}: unbalanced '}}' in the hierarchy")
             stack.pop()
             i += 1
+        elif (t in _POS or t in _ROT) and names:
+            raise UserError(f"{label}: joint {_clean(names[-1])!r}: more channel names than its CHANNELS count "
+                            f"{len(channels[-1])}")
         else:
             raise UserError(f"{label}: unexpected {_clean(t)!r} in the hierarchy")
     if not names:

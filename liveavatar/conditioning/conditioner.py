@@ -421,10 +421,11 @@ class Conditioner:
         if t_ns is None:
             t_ns = self.clock.now_ns()
         t_s = t_ns / 1e9
-        if self.mapping_path is not None and t_s >= self._next_reload_check:
+        if t_s >= self._next_reload_check:
             self._next_reload_check = t_s + RELOAD_CHECK_S
-            self.reload_if_changed()
-            if self.library.refresh():      # an action imported / removed meanwhile
+            if self.mapping_path is not None:
+                self.reload_if_changed()
+            if self.library.refresh():      # an action imported / recorded / removed meanwhile
                 with self._lock:
                     self._sync_library()
         with self._lock:

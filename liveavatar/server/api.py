@@ -89,7 +89,7 @@ def _schema(models: list[type[BaseModel]]) -> dict:
     return out
 
 
-def openapi(version: str) -> dict:
+def openapi(version: str, actions: tuple[str, ...] | list[str] = ()) -> dict:
     def body(model: str) -> dict:
         return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}}}}
 
@@ -145,8 +145,16 @@ def openapi(version: str) -> dict:
                                            "?layout=packed gives colour|alpha side by side (our viewer page).",
                                  "parameters": [sid], "requestBody": sdp, "responses": created}},
     }
+    from liveavatar.server import actions as action_routes
+    paths.update(action_routes.openapi_paths(sid, body, ok, errors))
     models = [EmotionRequest, ActionRequest, CharacterRequest, CalibrateRequest, HotkeyRequest,
-              FeedRequest, OkState, ErrorBody]
+              FeedRequest, OkState, ErrorBody, *action_routes.MODELS]
+    schemas = _schema(models)
+    names = [a for a in actions if a != "none"]
+    if names:   # built-in and imported actions alike, as the default session plays them
+        prop = schemas["ActionRequest"]["properties"]["name"]
+        prop["examples"] = names
+        prop["description"] = "Action to play: " + ", ".join(names) + " (or 'none' to stop)"
     return {
         "openapi": "3.1.0",
         "info": {"title": "LiveAvatar control API", "version": version,
@@ -154,7 +162,7 @@ def openapi(version: str) -> dict:
                                 "WHIP ingest and WHEP playback. Studio keys, OBS hotkeys and voice "
                                 "keywords all become the same control events."},
         "paths": paths,
-        "components": {"schemas": _schema(models),
+        "components": {"schemas": schemas,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                                       "description": "Required when the service binds beyond localhost "
                                                                      "(or --token is set); ?token= works too."}}},
