@@ -14,7 +14,9 @@ body group (trunk, arms, legs), chosen as
 - pca: the vertical plane through the horizontal direction the group's bones move along most
   (principal component of their horizontal bone vectors over the clip, centred per bone, the
   right side mirrored onto the left so both arms vote for one plane).
-Each projected bone becomes an image-plane angle (liveavatar.types.BONES). The performer's
+Each projected bone becomes an image-plane angle (liveavatar.types.BONES); for the limbs, the
+part of a bone pointing out of the plane is turned to the limb's own side instead of being lost,
+so limbs keep their elevation (see `retarget`). The performer's
 facing is removed per frame (from the shoulders and hips), so a turning dancer stays frontal.
 Root motion is kept: the hips' offset from the first frame in body heights, and moving towards
 the camera as a scale (a pinhole camera ~4 body heights away).
@@ -488,6 +490,14 @@ def retarget(bvh: Bvh, projection: dict[str, str] | None = None) -> Retargeted:
             side = -1.0 if right[col] else 1.0
             # Left side: a cos + f sin; the right side is its mirror image.
             x[:, col] = a[:, col] * cb + side * f[:, col] * sb
+            if group != "trunk":
+                # What points out of the plane (towards or away from the camera) is turned to the
+                # limb's own side rather than dropped, so a limb keeps its elevation: an arm held
+                # forward at shoulder height stays level instead of folding down. Exact for limbs
+                # on their own side, continuous where one crosses the body; in-plane motion is
+                # unchanged.
+                horizontal = np.hypot(a[:, col], f[:, col])
+                x[:, col] += side * (horizontal - np.abs(x[:, col]))
     bones = np.arctan2(x, -u)
 
     body_h = float(np.linalg.norm(at["shoulders"] - at["hips"], axis=1).mean()) / TORSO_PER_HEIGHT
