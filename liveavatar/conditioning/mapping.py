@@ -231,11 +231,12 @@ def _cross_check(m: Mapping, label: str) -> None:
 
 def load_mapping(path: str | Path | None = None, actions: Sequence[str] | None = None) -> Mapping:
     """Load and validate a mapping file merged over the bundled default (None: the default).
-    `actions`: the action names triggers may use (None: the built-ins and the user's actions
+    `actions`: action names triggers may use besides the built-ins (None: the user's actions
     folder). Raises ConfigError naming the file and the key."""
     if actions is None:
         from .action_files import user_action_names
-        actions = tuple(ACTIONS) + tuple(n for n in user_action_names() if n not in ACTIONS)
+        actions = user_action_names()
+    actions = tuple(ACTIONS) + tuple(n for n in actions if n not in ACTIONS)   # built-ins always
     defaults = _read_toml(DEFAULT_MAPPING_PATH, str(DEFAULT_MAPPING_PATH))
     if path is None:
         data, label, src = defaults, str(DEFAULT_MAPPING_PATH), None

@@ -71,7 +71,7 @@ def _angle(lm, a: int, b: int) -> float:
 @pytest.mark.slow
 def test_wave_hello_on_nova_raises_and_swings_the_right_hand(rig, pose_model, tmp_path):
     conds, want = _played(tmp_path, "wave_hello", every=1)
-    for c, w in zip(conds, want):    # the conditioning carries the retargeted BVH pose itself
+    for c, w in zip(conds, want, strict=True):    # the conditioning carries the retargeted BVH pose itself
         assert np.abs(_wrap(c.bone_angles - w)).max() < 1e-3
     # Every frame while the performer's right wrist is above the shoulder in the BVH (3D), and a
     # sample of the rest.
@@ -82,7 +82,7 @@ def test_wave_hello_on_nova_raises_and_swings_the_right_hand(rig, pose_model, tm
     outside = (t < up_s[0] - 0.5) | (t > up_s[1] + 0.5)
     pick = np.nonzero(inside | (outside & (np.arange(len(conds)) % 4 == 0)))[0]
     seen = _read_back(rig, pose_model, [conds[i] for i in pick], "nova")
-    found = [(conds[i], lm, inside[i]) for i, lm in zip(pick, seen) if lm is not None]
+    found = [(conds[i], lm, inside[i]) for i, lm in zip(pick, seen, strict=True) if lm is not None]
     assert len(found) >= 0.9 * len(pick), f"avatar detected in {len(found)}/{len(pick)} frames"
     errors = {k: [] for k in ARMS}
     for c, lm, _ in found:
@@ -122,7 +122,7 @@ def _wrist_up_window(path: Path) -> tuple[float, float]:
 def test_more_real_clips_on_characters(rig, pose_model, tmp_path, clip, character):
     conds, _ = _played(tmp_path, clip, every=4)
     seen = _read_back(rig, pose_model, conds, character)
-    found = [(c, lm) for c, lm in zip(conds, seen) if lm is not None]
+    found = [(c, lm) for c, lm in zip(conds, seen, strict=True) if lm is not None]
     assert len(found) >= 0.8 * len(conds), f"avatar detected in {len(found)}/{len(conds)} frames"
     err = [abs(_wrap(_angle(lm, a, b) - c.bone_angles[B[n]])) for c, lm in found for n, (a, b) in ARMS.items()]
     assert float(np.degrees(np.mean(err))) < 20.0
