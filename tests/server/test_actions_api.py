@@ -107,3 +107,21 @@ def test_unknown_session_and_action_are_404(server):
     assert status == 404 and "no imported action called 'nothing-here'" in body["error"]
     status, body = http(server.url + "/api/actions/wave", "DELETE")
     assert status == 400 and "built-in" in body["error"]
+
+
+def test_the_obs_script_lists_imported_actions_from_the_service(server):
+    import importlib.util
+    script_path = Path(__file__).resolve().parents[2] / "integrations" / "obs" / "liveavatar_obs.py"
+    spec = importlib.util.spec_from_file_location("liveavatar_obs_script_actions", script_path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    names = script.fetch_actions(server.url, "", "default")
+    assert names == ["dab"]
+    hotkeys = script.hotkey_names(names)
+    assert "liveavatar.action.dab" in hotkeys and "liveavatar.action.wave" in hotkeys
+    assert script.hotkey_description("liveavatar.action.dab") == "LiveAvatar: action dab"
+    # what an OBS hotkey press sends resolves like any built-in
+    status, body = post(server, *script.hotkey_payload(script.Config(url=server.url), "liveavatar.action.dab"))
+    assert status == 200 and body["state"]["conditioning"]["action"]["name"] == "dab"
+    assert script.imported_from_listing({"all": ["dance", "dab", "Bad Name", 3]}) == ["dab"]
+    assert script.split_names("dab,,my-take,Bad") == ["dab", "my-take"]
