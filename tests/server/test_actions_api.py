@@ -125,3 +125,26 @@ def test_the_obs_script_lists_imported_actions_from_the_service(server):
     assert status == 200 and body["state"]["conditioning"]["action"]["name"] == "dab"
     assert script.imported_from_listing({"all": ["dance", "dab", "Bad Name", 3]}) == ["dab"]
     assert script.split_names("dab,,my-take,Bad") == ["dab", "my-take"]
+
+
+def test_a_character_pack_brings_its_own_actions(server):
+    from liveavatar.paths import data_dir
+    own = data_dir() / "characters" / "nova" / "actions"
+    wave = af.import_bvh(BVH.parent / "wave_hello.bvh", "wave-hello").model_copy(update={"name": "wave"})
+    af.save_action(wave, own)
+    af.save_action(af.import_bvh(BVH.parent / "zombie.bvh", "nova-zombie", end_s=4.0), own)
+    try:
+        status, _ = post(server, "/api/sessions/default/character", {"name": "nova"})
+        assert status == 200
+        status, body = http(server.url + "/api/actions")
+        origins = {a["name"]: a["origin"] for a in body["imported"]}
+        assert origins == {"wave": "character", "nova-zombie": "character", "dab": "user"}
+        assert "nova-zombie" in body["all"] and body["all"].count("wave") == 1
+        status, body = post(server, "/api/sessions/default/action", {"name": "nova-zombie"})
+        assert status == 200 and body["state"]["conditioning"]["action"]["name"] == "nova-zombie"
+        status, body = post(server, "/api/sessions/default/character", {"name": "bolt"})
+        status, body = http(server.url + "/api/actions")
+        assert "nova-zombie" not in body["all"] and [a["name"] for a in body["imported"]] == ["dab"]
+    finally:
+        shutil.rmtree(own.parent.parent, ignore_errors=True)
+        post(server, "/api/sessions/default/character", {"name": "nova"})
