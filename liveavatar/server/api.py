@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from liveavatar.errors import UserError
-from liveavatar.types import ControlEvent, ControlKind, EventSource, TriggerMode
+from liveavatar.types import ACTIONS, ControlEvent, ControlKind, EventSource, TriggerMode
 
 Name = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
 
@@ -89,7 +89,7 @@ def _schema(models: list[type[BaseModel]]) -> dict:
     return out
 
 
-def openapi(version: str, actions: tuple[str, ...] | list[str] = ()) -> dict:
+def openapi(version: str, actions: tuple[str, ...] | list[str] = ACTIONS) -> dict:
     def body(model: str) -> dict:
         return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}}}}
 
@@ -147,7 +147,7 @@ def openapi(version: str, actions: tuple[str, ...] | list[str] = ()) -> dict:
     }
     from liveavatar.server import actions as action_routes
     paths.update(action_routes.openapi_paths(sid, body, ok, errors))
-    models = [EmotionRequest, ActionRequest, CharacterRequest, CalibrateRequest, HotkeyRequest,
+    models: list[type[BaseModel]] = [EmotionRequest, ActionRequest, CharacterRequest, CalibrateRequest, HotkeyRequest,
               FeedRequest, OkState, ErrorBody, *action_routes.MODELS]
     schemas = _schema(models)
     names = [a for a in actions if a != "none"]

@@ -207,7 +207,8 @@ async def client_config(request: web.Request) -> web.Response:
 async def openapi_handler(request: web.Request) -> web.Response:
     from liveavatar import __version__ as version
     s = request.app[ENGINE].sessions.get("default")
-    return web.json_response(api.openapi(version, getattr(s.conditioner, "actions", ()) if s else ()))
+    actions = getattr(s.conditioner, "actions", None) if s else None   # imported ones too
+    return web.json_response(api.openapi(version) if actions is None else api.openapi(version, actions))
 
 
 # ---------------------------------------------------------------------------------------------
