@@ -129,3 +129,20 @@ def test_more_real_clips_on_characters(rig, pose_model, tmp_path, clip, characte
     if clip == "jumping_jacks":    # the hands go over the head and come back down
         above = [lm[15].y < lm[0].y and lm[16].y < lm[0].y for _, lm in found]
         assert any(above) and not all(above)
+
+
+def test_neural_plays_an_imported_action_from_its_bone_angles(tmp_path):
+    """The neural generator knows only the built-in clips: an imported action reaches it as bone
+    angles (action_weight 0), so its unknown name changes nothing and the pose comes through."""
+    from liveavatar.generation import registry
+    conds, want = _played(tmp_path, "wave_hello", every=30)
+    gen = registry.create("neural", "cpu", 256)
+    c = next(c for c, w in zip(conds, want, strict=True) if abs(_wrap(w[B["lower_arm_r"]])) > 2.0)
+    assert c.action == "wave-hello" and c.action_weight == 0.0
+    import dataclasses
+    as_none = dataclasses.replace(c, action="none", bone_angles=c.bone_angles.copy())
+    rest = dataclasses.replace(c, action="none", bone_angles=np.array(
+        [np.pi, np.pi, 0.25, 0.1, -0.25, -0.1, 0.05, 0.0, -0.05, 0.0], np.float32))
+    a, b, r = gen.render([c, as_none, rest], ["nova"] * 3)
+    assert np.array_equal(a, b)                              # the name is harmless
+    assert np.abs(a.astype(int) - r.astype(int)).mean() > 2  # the raised arm is drawn
