@@ -33,6 +33,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -294,8 +295,9 @@ class ActionLibrary:
     def __init__(self, user_folder: Path | None = None, character_folder: Path | None = None) -> None:
         self.user_folder = user_folder if user_folder is not None else actions_dir()
         self.character_folder = character_folder
-        self.clips: dict[str, ActionClip] = {}
+        self.clips: dict[str, ActionClip] = {}     # replaced whole, never mutated: safe to read
         self.errors: list[str] = []
+        self._lock = threading.Lock()              # the render thread and the service refresh
         self._stamp: tuple[tuple[str, int | None, int | None], ...] = ()
         self.refresh(force=True)
 
@@ -318,6 +320,10 @@ class ActionLibrary:
 
     def refresh(self, force: bool = False) -> bool:
         """Reload if a folder changed (a file added, replaced or removed). True if reloaded."""
+        with self._lock:
+            return self._refresh(force)
+
+    def _refresh(self, force: bool) -> bool:
         stamp = self._stat()
         if stamp == self._stamp and not force:
             return False
@@ -339,9 +345,10 @@ class ActionLibrary:
         return True
 
     def set_character_folder(self, folder: Path | None) -> None:
-        if folder != self.character_folder:
-            self.character_folder = folder
-            self.refresh(force=True)
+        with self._lock:
+            if folder != self.character_folder:
+                self.character_folder = folder
+                self._refresh(force=True)
 
     def names(self) -> list[str]:
         return list(self.clips)

@@ -506,12 +506,13 @@ class Conditioner:
                                              self._speaking)
         self.action.update(t_s)
         self._play_clip(out)
-        if self._take is not None:
+        self.seq += 1
+        cond = self._build(t_ns, out, vis, emo, intensity)
+        if self._take is not None:          # recording: the pose as sent (finite, clamped)
             self._take.add(t_s, out[:N_CH])
             if self._take.done:
                 self._take = None
-        self.seq += 1
-        return self._build(t_ns, out, vis, emo, intensity)
+        return cond
 
     def _play_clip(self, out: np.ndarray) -> None:
         """Blend a playing library clip over bones and root, by its part mask, eased in/out
