@@ -33,3 +33,18 @@ def safe_join(root: Path, rel: str, what: str = "path") -> Path:
     if p != root and root not in p.parents:
         raise UserError(f"{what} {rel!r} points outside {root}")
     return p
+
+
+def data_dir() -> Path:
+    """The user's own data (imported actions, ...): $LIVEAVATAR_DATA_DIR, else
+    $XDG_DATA_HOME/liveavatar, else ~/.local/share/liveavatar."""
+    env = os.environ.get("LIVEAVATAR_DATA_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "liveavatar"
+
+
+def actions_dir() -> Path:
+    """Where imported and recorded actions are saved (one JSON file per action)."""
+    return data_dir() / "actions"

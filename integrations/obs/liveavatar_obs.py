@@ -3,6 +3,9 @@
 Registers one OBS hotkey per emotion and per action (File > Settings > Hotkeys, names like
 "LiveAvatar: emotion happy"; obs-websocket's TriggerHotkeyByName uses liveavatar.emotion.happy),
 remembers their key bindings, and on a press sends the control event to the LiveAvatar service.
+Imported and recorded actions (`liveavatar action import`, the studio's "Record action") are
+fetched from the service (GET /api/actions) when the script loads and on "Refresh actions", and
+get hotkeys too; the names are remembered, so their bindings load even while the service is down.
 Optionally, switching to a named scene sets an emotion.
 
 Standard library only: OBS runs scripts in its own embedded Python, which cannot see packages
@@ -11,6 +14,7 @@ stopped service never freezes OBS's interface; failures are written to the scrip
 """
 import json
 import queue
+import re
 import threading
 import urllib.error
 import urllib.parse
@@ -33,9 +37,33 @@ QUEUE_SIZE = 16           # presses waiting to be sent; beyond that a press is d
 LOG_FLUSH_MS = 250        # log lines from the sender thread are written from OBS's own thread
 
 
-def hotkey_names():
+ACTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+def hotkey_names(extra_actions=()):
     return (["liveavatar.emotion." + e for e in EMOTIONS]
-            + ["liveavatar.action." + a for a in ACTIONS])
+            + ["liveavatar.action." + a for a in ACTIONS]
+            + ["liveavatar.action." + a for a in extra_actions if a not in ACTIONS])
+
+
+def imported_from_listing(listing):
+    """GET /api/actions -> the action names beyond the built-ins (well-formed ones only)."""
+    names = listing.get("all", []) if isinstance(listing, dict) else []
+    return [n for n in names if isinstance(n, str) and ACTION_NAME.match(n) and n not in ACTIONS]
+
+
+def fetch_actions(url, token, session):
+    """The service's imported actions for `session` (blocking; call off OBS's thread)."""
+    query = urllib.parse.urlencode({"session": session})
+    req = urllib.request.Request(url.rstrip("/") + "/api/actions?" + query)
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
+        return imported_from_listing(json.loads(resp.read().decode("utf-8")))
+
+
+def split_names(text):
+    return [n for n in (text or "").split(",") if ACTION_NAME.match(n)]
 
 
 def hotkey_description(name):
@@ -156,6 +184,8 @@ _config = Config()
 _pending_logs = deque(maxlen=100)
 _sender = Sender(_pending_logs.append)
 _hotkey_ids = {}
+_fetched = queue.Queue(maxsize=4)     # imported action names from the background fetch
+_settings = None
 
 
 def _log(level_name, msg):
@@ -166,6 +196,46 @@ def _log(level_name, msg):
 def _flush_logs():
     while _pending_logs:
         _log("LOG_WARNING", _pending_logs.popleft())
+    while not _fetched.empty():
+        _register(hotkey_names(_fetched.get_nowait()))
+
+
+def _register(names):
+    """Register hotkeys not registered yet (OBS's thread), loading their saved bindings."""
+    added = 0
+    for name in names:
+        if name in _hotkey_ids:
+            continue
+        hotkey_id = obs.obs_hotkey_register_frontend(name, hotkey_description(name), _on_hotkey(name))
+        _hotkey_ids[name] = hotkey_id
+        if _settings is not None:
+            saved = obs.obs_data_get_array(_settings, name)
+            obs.obs_hotkey_load(hotkey_id, saved)
+            obs.obs_data_array_release(saved)
+        added += 1
+    return added
+
+
+def _fetch_in_background():
+    config = _config
+
+    def run():
+        try:
+            names = fetch_actions(config.url, config.token, config.session)
+        except Exception as e:  # service down or old: the remembered names stay registered
+            _pending_logs.append("LiveAvatar: could not list imported actions at %s (%s)"
+                                 % (config.url, getattr(e, "reason", e)))
+            return
+        try:
+            _fetched.put_nowait(names)
+        except queue.Full:
+            pass
+    threading.Thread(target=run, name="liveavatar-obs-actions", daemon=True).start()
+
+
+def _on_refresh(props, prop):
+    _fetch_in_background()
+    return False
 
 
 def _on_hotkey(name):
@@ -202,6 +272,7 @@ def script_properties():
     obs.obs_properties_add_text(props, "scene_map", "Scene = emotion (one per line, optional)",
                                 obs.OBS_TEXT_MULTILINE)
     obs.obs_properties_add_float(props, "scene_hold_s", "Scene emotion lasts (s)", 0.5, 3600.0, 0.5)
+    obs.obs_properties_add_button(props, "refresh_actions", "Refresh actions (imported, recorded)", _on_refresh)
     return props
 
 
@@ -225,21 +296,22 @@ def script_update(settings):
 
 
 def script_load(settings):
+    global _settings
+    _settings = settings
     script_update(settings)
-    for name in hotkey_names():
-        hotkey_id = obs.obs_hotkey_register_frontend(name, hotkey_description(name), _on_hotkey(name))
-        _hotkey_ids[name] = hotkey_id
-        saved = obs.obs_data_get_array(settings, name)
-        obs.obs_hotkey_load(hotkey_id, saved)
-        obs.obs_data_array_release(saved)
+    _register(hotkey_names(split_names(obs.obs_data_get_string(settings, "imported_actions"))))
     obs.obs_frontend_add_event_callback(_on_frontend_event)
     obs.timer_add(_flush_logs, LOG_FLUSH_MS)
     _sender.start()
+    _fetch_in_background()
     _log("LOG_INFO", "LiveAvatar: %d hotkeys registered, service %s, session %s"
          % (len(_hotkey_ids), _config.url, _config.session))
 
 
 def script_save(settings):
+    imported = [n.split(".", 2)[2] for n in _hotkey_ids
+                if n.startswith("liveavatar.action.") and n.split(".", 2)[2] not in ACTIONS]
+    obs.obs_data_set_string(settings, "imported_actions", ",".join(imported))
     for name, hotkey_id in _hotkey_ids.items():
         bindings = obs.obs_hotkey_save(hotkey_id)
         obs.obs_data_set_array(settings, name, bindings)
@@ -247,9 +319,11 @@ def script_save(settings):
 
 
 def script_unload():
+    global _settings
     obs.timer_remove(_flush_logs)
     obs.obs_frontend_remove_event_callback(_on_frontend_event)
     for hotkey_id in _hotkey_ids.values():
         obs.obs_hotkey_unregister(hotkey_id)
     _hotkey_ids.clear()
     _sender.stop()
+    _settings = None

@@ -58,6 +58,15 @@ def conditioning(ticks: int = typer.Option(3000), json_path: Optional[Path] = Js
 
 
 @app.command()
+def actions(imports: int = typer.Option(7, help="Timed imports of a 30 s BVH."),
+            ticks: int = typer.Option(3000, help="Conditioning ticks with and without an imported action."),
+            json_path: Optional[Path] = JsonOpt) -> None:
+    """Importing a 30 s BVH, and what a playing imported action adds to a conditioning tick."""
+    from liveavatar.bench import actions as b
+    _finish(b.run(imports=imports, ticks=ticks), json_path)
+
+
+@app.command()
 def e2e(seconds: float = typer.Option(20.0),
         size: Optional[int] = typer.Option(None, min=64, max=2048, help="Avatar size `serve` renders "
                                            "(default: serve's own, 256 on CPU, 512 on a GPU)."),
@@ -108,6 +117,7 @@ def all_(out: Path = typer.Option(Path("bench-results"), help="Folder for bench.
     plan = [
         ("perception", "perception", dict(seconds=20 * f)),
         ("conditioning", "conditioning", dict(ticks=int(3000 * f))),
+        ("actions", "actions", dict(imports=7, ticks=int(3000 * f))),
         ("rig2d", "generator", dict(generator="rig2d", device=None, batches=[1, 8], size=None, frames=int(120 * f))),
         ("neural", "generator", dict(generator="neural", device=None, batches=[1, 8], size=None, frames=int(120 * f))),
         ("neural_quality", "neural_quality", {}),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from liveavatar.types import EventSource, TriggerMode
 
-from .mapping import Mapping
+from .mapping import ActionSpec, Mapping
 
 
 @dataclass(slots=True)
@@ -44,6 +44,7 @@ class PlayingAction:
 class ActionEngine:
     def __init__(self, mapping: Mapping) -> None:
         self.mapping = mapping
+        self.overrides: dict[str, ActionSpec] = {}   # imported / character actions' own timing
         self.current: PlayingAction | None = None
         self.name, self.phase, self.weight = "none", 0.0, 0.0
 
@@ -57,7 +58,7 @@ class ActionEngine:
                 # Toggle off: play out the blend-out from now.
                 cur.end_s = t + cur.blend_out_s
                 return
-        spec = self.mapping.action_spec(name)
+        spec = self.overrides.get(name) or self.mapping.action_spec(name)
         if mode is TriggerMode.MOMENTARY:
             length = spec.duration_s
         elif mode is TriggerMode.HOLD:

@@ -22,20 +22,21 @@ import numpy as np
 
 from liveavatar.clock import CLOCK, Clock
 from liveavatar.errors import ConfigError, UserError
-from liveavatar.types import (ACTIONS, BONES, FACE_FEATURES, FACE_PARAMS, FP, VISEMES, ControlEvent, ControlKind,
+from liveavatar.types import (ACTIONS, FACE_FEATURES, FACE_PARAMS, FP, VISEMES, ControlEvent, ControlKind,
                               Cues, Conditioning, EventSource, TriggerMode, VoiceFeatures)
 
+from .action_files import N_CH, NB, ActionLibrary, Take, action_names
 from .actions import ActionEngine
 from .emotion import EmotionEngine
 from .gestures import GestureRecognizer
 from .idle import idle_pose
-from .mapping import Mapping, TriggerSpec, load_mapping
+from .mapping import ActionSpec, Mapping, TriggerSpec, load_mapping
 from .retarget import PoseRetargeter, face_params, head_angles, wrap_angle
 
 log = logging.getLogger(__name__)
 
 # Layout of one retargeted sample (a flat vector so interpolation is one vectorised step).
-NB, NF = len(BONES), len(FACE_PARAMS)
+NF = len(FACE_PARAMS)
 S_BONES = slice(0, NB)
 S_ROOT = slice(NB, NB + 3)
 S_HEAD = slice(NB + 3, NB + 6)
@@ -80,7 +81,7 @@ def _lerp_sample(a: np.ndarray, b: np.ndarray, u: float, out: np.ndarray,
 
 class Conditioner:
     def __init__(self, mapping: Mapping | None = None, rate_hz: float = 30.0, clock: Clock = CLOCK,
-                 mapping_path: Path | None = None) -> None:
+                 mapping_path: Path | None = None, actions: ActionLibrary | None = None) -> None:
         if rate_hz <= 0:
             raise UserError(f"conditioning rate must be > 0 Hz (got {rate_hz})")
         if mapping is None:
@@ -91,7 +92,9 @@ class Conditioner:
         self.period_s = 1.0 / self.rate_hz
         self.clock = clock
         self.mirror = mapping.tracking.mirror
-        self.actions: tuple[str, ...] = ACTIONS
+        # Imported / recorded / the character's own actions (ActionLibrary), played here as a
+        # pose source: generators receive their bone angles like live tracking.
+        self.library = actions if actions is not None else ActionLibrary()
         self._lock = threading.Lock()
         self._events: deque[ControlEvent] = deque(maxlen=EVENT_LANE)
         self.events_dropped = 0
@@ -100,6 +103,11 @@ class Conditioner:
         self._next_reload_check = 0.0
         self.last_reload_error: str | None = None   # shown by state() until a good file loads
         self._build_engines(mapping)
+        self._sync_library()
+        self._clip_pose = np.zeros(N_CH, np.float32)
+        self._clip_delta = np.zeros(N_CH, np.float32)
+        self._clip_ease = 0.0          # > 0 while a library clip plays (its eased weight)
+        self._take: Take | None = None
         self._reset_tracking()
         self.seq = 0
         self.cues_seen = 0
@@ -110,6 +118,34 @@ class Conditioner:
     @property
     def emotions(self) -> tuple[str, ...]:
         return self.emotion.names
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        """Every action name this conditioner plays: built-ins, then imported ones."""
+        return self._action_names
+
+    def _sync_library(self) -> None:
+        self._action_names = action_names(ACTIONS, self.library)
+        self.action.overrides = {
+            c.name: ActionSpec(duration_s=c.duration_s, loop=c.loop, blend_in_s=c.blend_in_s,
+                               blend_out_s=c.blend_out_s) for c in self.library.clips.values()}
+
+    def reload_actions(self, character_folder: Path | None | bool = False) -> None:
+        """Re-read the action folders now (after an import, a recording, a character switch:
+        `character_folder` is the new character's actions folder, None for none). Thread-safe."""
+        lib = self.library
+        if character_folder is not False:
+            lib.set_character_folder(character_folder if isinstance(character_folder, Path) else None)
+        lib.refresh(force=True)
+        with self._lock:
+            self._sync_library()
+
+    def start_take(self, seconds: float) -> Take:
+        """Record the next `seconds` of output motion (bones and root) as a take. Thread-safe."""
+        take = Take(seconds, self.rate_hz)
+        with self._lock:
+            self._take = take
+        return take
 
     def _build_engines(self, mapping: Mapping) -> None:
         self.emotion = EmotionEngine(mapping)
@@ -271,8 +307,8 @@ class Conditioner:
         or action names raise UserError (the caller's mistake). Thread-safe."""
         if ev.kind is ControlKind.EMOTION and self.emotion.index(ev.name) is None:
             raise UserError(f"unknown emotion {ev.name!r} (known: {', '.join(self.emotions)})")
-        if ev.kind is ControlKind.ACTION and ev.name not in ACTIONS:
-            raise UserError(f"unknown action {ev.name!r} (known: {', '.join(ACTIONS)})")
+        if ev.kind is ControlKind.ACTION and ev.name not in self._action_names:
+            raise UserError(f"unknown action {ev.name!r} (known: {', '.join(self._action_names)})")
         if not np.isfinite(ev.hold_s) or ev.hold_s <= 0 or ev.hold_s > 3600:
             raise UserError(f"hold_s must be between 0 and 3600 seconds (got {ev.hold_s})")
         if not np.isfinite(ev.intensity) or not 0.0 <= ev.intensity <= 1.0:
@@ -301,9 +337,10 @@ class Conditioner:
             if parts[1] == "emotion" and self.emotion.index(parts[2]) is not None:
                 return [ControlEvent(ControlKind.EMOTION, parts[2], EventSource.HOTKEY,
                                      TriggerMode.HOLD, self.mapping.emotion.hold_s)]
-            if parts[1] == "action" and parts[2] in ACTIONS[1:]:
+            if parts[1] == "action" and parts[2] in self._action_names[1:]:
                 # A looping action (dance) runs until pressed again; others play once.
-                loop = self.mapping.action_spec(parts[2]).loop
+                clip = self.library.clips.get(parts[2])
+                loop = clip.loop if clip is not None else self.mapping.action_spec(parts[2]).loop
                 return [ControlEvent(ControlKind.ACTION, parts[2], EventSource.HOTKEY,
                                      TriggerMode.TOGGLE if loop else TriggerMode.MOMENTARY)]
         return []
@@ -327,7 +364,7 @@ class Conditioner:
             return False
         self._mtime = st
         try:
-            mapping = load_mapping(self.mapping_path)
+            mapping = load_mapping(self.mapping_path, actions=self._action_names)
         except ConfigError as e:
             log.error("mapping not reloaded, keeping the previous one: %s", e)
             self.last_reload_error = str(e)
@@ -370,7 +407,7 @@ class Conditioner:
         elif ev.kind is ControlKind.ACTION:
             if ev.name == "none":
                 self.action.stop(t_s)
-            elif ev.name in ACTIONS:
+            elif ev.name in ACTIONS or ev.name in self.library.clips:
                 self.action.trigger(ev.name, ev.mode, ev.hold_s, intensity, ev.source, start)
         elif ev.kind is ControlKind.CALIBRATE:
             self._home = None   # the current position becomes the new home
@@ -384,9 +421,13 @@ class Conditioner:
         if t_ns is None:
             t_ns = self.clock.now_ns()
         t_s = t_ns / 1e9
-        if self.mapping_path is not None and t_s >= self._next_reload_check:
+        if t_s >= self._next_reload_check:
             self._next_reload_check = t_s + RELOAD_CHECK_S
-            self.reload_if_changed()
+            if self.mapping_path is not None:
+                self.reload_if_changed()
+            if self.library.refresh():      # an action imported / recorded / removed meanwhile
+                with self._lock:
+                    self._sync_library()
         with self._lock:
             return self._tick(t_ns, t_s)
 
@@ -464,8 +505,32 @@ class Conditioner:
         emo, intensity = self.emotion.update(t_s, dt, self._expr, self.face_present, voice,
                                              self._speaking)
         self.action.update(t_s)
+        self._play_clip(out)
         self.seq += 1
-        return self._build(t_ns, out, vis, emo, intensity)
+        cond = self._build(t_ns, out, vis, emo, intensity)
+        if self._take is not None:          # recording: the pose as sent (finite, clamped)
+            self._take.add(t_s, out[:N_CH])
+            if self._take.done:
+                self._take = None
+        return cond
+
+    def _play_clip(self, out: np.ndarray) -> None:
+        """Blend a playing library clip over bones and root, by its part mask, eased in/out
+        (head, face and voice are untouched: tracking and lip sync continue)."""
+        w = self.action.weight
+        clip = self.library.clips.get(self.action.name) if w > 0.0 else None
+        if clip is None:
+            self._clip_ease = 0.0
+            return
+        e = w * w * (3.0 - 2.0 * w)
+        pose = clip.sample(self.action.phase, self._clip_pose)
+        seg = out[:N_CH]
+        d = np.subtract(pose, seg, out=self._clip_delta)
+        d[:NB] = wrap_angle(d[:NB])
+        d *= clip.mask_f
+        d *= e
+        seg += d
+        self._clip_ease = max(e, 1e-6)
 
     def _build(self, t_ns: int, out: np.ndarray, vis: np.ndarray, emo: np.ndarray,
                intensity: float) -> Conditioning:
@@ -486,8 +551,12 @@ class Conditioner:
             bone_angles=out[S_BONES].copy(), root=out[S_ROOT].copy(), head=out[S_HEAD].copy(),
             face=out[S_FACE].copy(), visemes=vis.copy(), emotion=emotion,
             emotion_intensity=_unit(intensity), action=self.action.name,
-            action_phase=_unit(self.action.phase), action_weight=_unit(self.action.weight),
-            speaking=_unit(self._speaking), body_present=_unit(self.body_present))
+            action_phase=_unit(self.action.phase),
+            # A library clip is already in the bones: generators have nothing left to blend, and
+            # must show those bones even with nobody tracked.
+            action_weight=0.0 if self._clip_ease > 0 else _unit(self.action.weight),
+            speaking=_unit(self._speaking),
+            body_present=_unit(max(self.body_present, self._clip_ease)))
 
     # -- introspection ----------------------------------------------------------------------
 

@@ -7,10 +7,11 @@ pydantic; any problem becomes one ConfigError line naming the file and the key.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from liveavatar.errors import ConfigError
 from liveavatar.types import ACTIONS, EMOTIONS, TriggerMode
@@ -42,9 +43,11 @@ class TriggerSpec(_Strict):
 
     @field_validator("action")
     @classmethod
-    def _known_action(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and v not in ACTIONS:
-            raise ValueError(f"unknown action {v!r} (known: {', '.join(ACTIONS[1:])})")
+    def _known_action(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+        # Imported actions (the actions folder) are known too: load_mapping passes their names.
+        known = (info.context or {}).get("actions") or ACTIONS
+        if v is not None and v not in known:
+            raise ValueError(f"unknown action {v!r} (known: {', '.join(a for a in known if a != 'none')})")
         return v
 
     @model_validator(mode="after")
@@ -227,9 +230,14 @@ def _cross_check(m: Mapping, label: str) -> None:
                               f"(known: {', '.join(m.emotion.names)})")
 
 
-def load_mapping(path: str | Path | None = None) -> Mapping:
+def load_mapping(path: str | Path | None = None, actions: Sequence[str] | None = None) -> Mapping:
     """Load and validate a mapping file merged over the bundled default (None: the default).
-    Raises ConfigError naming the file and the key."""
+    `actions`: action names triggers may use besides the built-ins (None: the user's actions
+    folder). Raises ConfigError naming the file and the key."""
+    if actions is None:
+        from .action_files import user_action_names
+        actions = user_action_names()
+    actions = tuple(ACTIONS) + tuple(n for n in actions if n not in ACTIONS)   # built-ins always
     defaults = _read_toml(DEFAULT_MAPPING_PATH, str(DEFAULT_MAPPING_PATH))
     if path is None:
         data, label, src = defaults, str(DEFAULT_MAPPING_PATH), None
@@ -241,7 +249,7 @@ def load_mapping(path: str | Path | None = None) -> Mapping:
             raise ConfigError(f"{label}: path: unknown key")
         data = _merge(defaults, user)
     try:
-        m = Mapping.model_validate({**data, "path": src})
+        m = Mapping.model_validate({**data, "path": src}, context={"actions": tuple(actions)})
     except ValidationError as e:
         loc, msg = _describe(e.errors()[0])
         raise ConfigError(f"{label}: {loc}: {msg}") from None

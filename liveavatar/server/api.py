@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from liveavatar.errors import UserError
-from liveavatar.types import ControlEvent, ControlKind, EventSource, TriggerMode
+from liveavatar.types import ACTIONS, ControlEvent, ControlKind, EventSource, TriggerMode
 
 Name = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
 
@@ -89,7 +89,7 @@ def _schema(models: list[type[BaseModel]]) -> dict:
     return out
 
 
-def openapi(version: str) -> dict:
+def openapi(version: str, actions: tuple[str, ...] | list[str] = ACTIONS) -> dict:
     def body(model: str) -> dict:
         return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}}}}
 
@@ -145,8 +145,16 @@ def openapi(version: str) -> dict:
                                            "?layout=packed gives colour|alpha side by side (our viewer page).",
                                  "parameters": [sid], "requestBody": sdp, "responses": created}},
     }
-    models = [EmotionRequest, ActionRequest, CharacterRequest, CalibrateRequest, HotkeyRequest,
-              FeedRequest, OkState, ErrorBody]
+    from liveavatar.server import actions as action_routes
+    paths.update(action_routes.openapi_paths(sid, body, ok, errors))
+    models: list[type[BaseModel]] = [EmotionRequest, ActionRequest, CharacterRequest, CalibrateRequest, HotkeyRequest,
+              FeedRequest, OkState, ErrorBody, *action_routes.MODELS]
+    schemas = _schema(models)
+    names = [a for a in actions if a != "none"]
+    if names:   # built-in and imported actions alike, as the default session plays them
+        prop = schemas["ActionRequest"]["properties"]["name"]
+        prop["examples"] = names
+        prop["description"] = "Action to play: " + ", ".join(names) + " (or 'none' to stop)"
     return {
         "openapi": "3.1.0",
         "info": {"title": "LiveAvatar control API", "version": version,
@@ -154,7 +162,7 @@ def openapi(version: str) -> dict:
                                 "WHIP ingest and WHEP playback. Studio keys, OBS hotkeys and voice "
                                 "keywords all become the same control events."},
         "paths": paths,
-        "components": {"schemas": _schema(models),
+        "components": {"schemas": schemas,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                                       "description": "Required when the service binds beyond localhost "
                                                                      "(or --token is set); ?token= works too."}}},

@@ -16,7 +16,7 @@ from aiortc.contrib.media import MediaRelay
 from liveavatar.errors import NotFoundError, UserError
 from liveavatar.interop import service as interop
 from liveavatar.paths import assets_dir
-from liveavatar.server import api, metrics
+from liveavatar.server import actions, api, metrics
 from liveavatar.server.config import LOOPBACK_NAMES, ServerConfig
 from liveavatar.server.engine import STRIP_ROWS, AdmissionError, Engine, Session, Stages, real_stages
 from liveavatar.server.media import (FFMPEG_WHIP_HINT, AvatarTrack, SharedEncoder, SharedVideoTrack,
@@ -208,7 +208,9 @@ async def client_config(request: web.Request) -> web.Response:
 
 async def openapi_handler(request: web.Request) -> web.Response:
     from liveavatar import __version__ as version
-    return web.json_response(api.openapi(version))
+    s = request.app[ENGINE].sessions.get("default")
+    actions = getattr(s.conditioner, "actions", None) if s else None   # imported ones too
+    return web.json_response(api.openapi(version) if actions is None else api.openapi(version, actions))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -801,6 +803,7 @@ def create_app(cfg: ServerConfig, stages: Stages | None = None,
     r.add_post(f"/whep/{{sid:{SESSION_ID}}}", whep)
     r.add_delete(f"/{{kind:whip|whep}}/{{sid:{SESSION_ID}}}/{{rid:[0-9a-f]{{32}}}}", resource_delete)
     r.add_patch(f"/{{kind:whip|whep}}/{{sid:{SESSION_ID}}}/{{rid:[0-9a-f]{{32}}}}", resource_patch)
+    actions.register(app)
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
     interop.attach(app, engine, cfg)

@@ -26,7 +26,7 @@ import numpy as np
 from liveavatar.clock import Ticker
 from liveavatar.errors import NotFoundError, UserError
 from liveavatar.runtime import LatestSlot, StageTimer
-from liveavatar.server import timecode
+from liveavatar.server import actions, timecode
 from liveavatar.server.config import ServerConfig
 from liveavatar.types import (AudioChunk, CapturedFrame, ControlEvent, ControlKind, Cues,
                               EventSource, RenderedFrame)
@@ -674,6 +674,7 @@ class Engine:
         try:
             perception, conditioner = await self.loop.run_in_executor(self.pool, self._make_stages)
             s = Session(sid, self, perception, conditioner, self.default_character())
+            await self.loop.run_in_executor(self.pool, actions.use_character_actions, s)
             s.start()
             self.sessions[sid] = s
             self.live = tuple(self.sessions.values())
@@ -743,6 +744,7 @@ class Engine:
             raise NotFoundError(f"unknown character {name!r}; available: {', '.join(known)}")
         await self.loop.run_in_executor(self.pool, self.generator.prepare_character, name)
         s.character = name
+        await self.loop.run_in_executor(self.pool, actions.use_character_actions, s)   # its own action set
         with s.lock:
             s.events_applied += 1
         s.publish_event({"type": "control", "session": s.sid, "kind": "character", "name": name,

@@ -24,6 +24,7 @@
     else if (ev.type === "control") flash(ev.kind, ev.name);
     else if (ev.type === "cues") { S.lastCues = ev; drawOverlay(ev); }
     else if (ev.type === "ack") S.acks++;
+    else if (ev.type === "recording") onRecording(ev);
     else if (ev.type === "error") message(ev.error);
   }
 
@@ -40,6 +41,7 @@
       if (item.key) keyMap[item.key] = [kind, item.name];
     };
     $("emotions").innerHTML = ""; $("actions").innerHTML = "";
+    for (const k of Object.keys(keyMap)) delete keyMap[k];
     state.controls.emotions.forEach((e) => mk($("emotions"), "emotion", e));
     state.controls.actions.forEach((a) => mk($("actions"), "action", a));
     const sel = $("character");
@@ -75,6 +77,57 @@
   $("overlay").onchange = (e) => {
     if (ws && ws.readyState === 1) ws.send(JSON.stringify({ type: "subscribe", cues: e.target.checked }));
     if (!e.target.checked) overlay.getContext("2d").clearRect(0, 0, overlay.width, overlay.height);
+  };
+
+  // ---- record a take of your own motion as an action ------------------------------------
+  // Countdown (3 s, shown here and timed by the service), the take, then it is saved under the
+  // name and bound at once (a button and a key appear); Preview plays it, Discard removes it.
+  const COUNTDOWN_S = 3;
+  const recStatus = (text) => { $("record-status").textContent = text; };
+  let countdownTimer = null;
+  function onRecording(ev) {
+    if (ev.phase === "recording") { clearInterval(countdownTimer); recStatus(`recording ${ev.seconds} s...`); }
+    if (ev.phase === "saved") refreshControls();
+  }
+  async function refreshControls() {
+    try { buildControls(await LA.api(LA.sessionPath("state"))); } catch (e) { message(e.message); }
+  }
+  $("record-start").onclick = async () => {
+    const name = $("record-name").value.trim();
+    const seconds = Math.min(10, Math.max(3, parseFloat($("record-seconds").value) || 5));
+    if (!/^[a-z0-9][a-z0-9_-]{0,39}$/.test(name)) { message("Action name: lower-case letters, digits, _ or -"); return; }
+    $("record-start").disabled = true; $("record-preview").hidden = $("record-discard").hidden = true;
+    let left = COUNTDOWN_S;
+    recStatus(`get ready: ${left}`);
+    countdownTimer = setInterval(() => { left -= 1; if (left > 0) recStatus(`get ready: ${left}`); }, 1000);
+    S.recording = { name, phase: "countdown" };
+    try {
+      const r = await LA.api(LA.sessionPath("actions/record"), {
+        name, seconds, countdown_s: COUNTDOWN_S, parts: $("record-parts").value,
+        loop: $("record-loop").checked, source: "studio" });
+      S.recording = { name, phase: "saved", action: r.action };
+      recStatus(`saved "${name}" (${r.action.duration_s.toFixed(1)} s)`);
+      $("record-preview").hidden = $("record-discard").hidden = false;
+      await refreshControls();
+    } catch (e) {
+      S.recording = { name, phase: "failed", error: e.message };
+      recStatus(""); message(e.message);
+    } finally {
+      clearInterval(countdownTimer);
+      $("record-start").disabled = false;
+    }
+  };
+  $("record-preview").onclick = () => { if (S.recording) trigger("action", S.recording.name); };
+  $("record-discard").onclick = async () => {
+    if (!S.recording) return;
+    const r = await fetch("/api/actions/" + encodeURIComponent(S.recording.name),
+                          { method: "DELETE", headers: LA.token ? { Authorization: "Bearer " + LA.token } : {} });
+    const data = await r.json().catch(() => ({}));
+    if (!r.ok) { message(data.error || ("HTTP " + r.status)); return; }
+    recStatus(`discarded "${S.recording.name}"`);
+    $("record-preview").hidden = $("record-discard").hidden = true;
+    S.recording = null;
+    await refreshControls();
   };
 
   // ---- tracking overlay -------------------------------------------------------------------
