@@ -217,3 +217,30 @@ def test_damaged_manifest_loads_or_names_the_file(pack_root, text):
 def test_manifest_survives_the_fuzzing_intact(pack_root):
     """The shipped manifest itself still loads (the fuzz edits only a private copy)."""
     assert load_pack("nova").name == "nova"
+
+
+@pytest.mark.parametrize("key", ["bad\nkey", "bad\r\nkey", "bad\u2028key", "\x85\x0bx"])
+def test_manifest_key_with_a_line_break_gives_one_line(pack_root, key):
+    """Found on a fresh machine: a manifest key holding a newline gave a two-line error."""
+    doc = json.loads(json.dumps(NOVA))
+    doc[key] = 1
+    doc["rig"][key] = 1
+    manifest = pack_root / "nova" / "manifest.json"
+    try:
+        manifest.write_text(json.dumps(doc))
+        with pytest.raises(UserError) as e:
+            load_pack("nova", root=pack_root)
+        one_line_naming(e.value, str(pack_root / "nova"))
+        assert len(str(e.value).splitlines()) == 1
+    finally:
+        manifest.write_text(json.dumps(NOVA))
+
+
+@pytest.mark.parametrize("key", ["sm\nile", "x\u2029y"])
+def test_mapping_key_with_a_line_break_gives_one_line(tmp_path, key):
+    path = tmp_path / "m.toml"
+    path.write_text(f"[emotion]\n{json.dumps(key)} = 1\n[{json.dumps(key)}]\nx = 1\n", encoding="utf-8")
+    with pytest.raises(UserError) as e:
+        load_mapping(path)
+    one_line_naming(e.value, str(path))
+    assert len(str(e.value).splitlines()) == 1
