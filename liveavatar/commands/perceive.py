@@ -23,7 +23,8 @@ def perceive(
     from liveavatar.clock import VirtualClock
     from liveavatar.conditioning import Conditioner, conditioning_to_json, load_mapping
     from liveavatar.perception import Perception, cues_to_json
-    from liveavatar.sources.file import IMAGE_SUFFIXES, iter_media, load_image, probe
+    from liveavatar.sources.file import (IMAGE_SUFFIXES, AudioEnd, audio_end_before_last_frame, iter_media,
+                                         load_image, probe)
     from liveavatar.types import AudioChunk, CapturedFrame
 
     the_mapping = load_mapping(mapping)
@@ -35,7 +36,8 @@ def perceive(
         fps = 30.0
     else:
         fps = probe(input).fps
-        items = iter_media(input, start_ns=0)
+        # The last frame after the end of the audio: a keyword said at the very end still counts.
+        items = audio_end_before_last_frame(iter_media(input, start_ns=0, mark_audio_end=True))
     # sync: every frame gets its own pose and hands, and audio is analysed in order (a file, not live)
     perception = Perception(static=still, keywords=words, sync=True)
     clock = VirtualClock(0)
@@ -46,6 +48,9 @@ def perceive(
         for item in items:
             if isinstance(item, AudioChunk):
                 perception.process_audio(item)
+                continue
+            if isinstance(item, AudioEnd):
+                perception.flush_audio()
                 continue
             cues = perception.process_video(item)
             if conditioner is not None:

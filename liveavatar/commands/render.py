@@ -53,8 +53,9 @@ def render(
             bar.stop()
     if not quiet:
         from rich.table import Table
+        heard = f", keywords heard: {', '.join(result.keywords)}" if result.keywords else ""
         t = Table(title=f"{result.output}: {result.frames} frames, {result.seconds:.2f} s of video, "
-                        f"{result.fps:.1f} fps overall")
+                        f"{result.fps:.1f} fps overall{heard}")
         for col in ("stage", "median ms", "p95 ms", "calls"):
             t.add_column(col)
         for stage, s in result.timings.items():

@@ -150,6 +150,11 @@ class PerceptionProcess:
     def process_audio(self, chunk: AudioChunk) -> None:
         self._voice.process_audio(chunk)
 
+    def flush_audio(self, timeout: float = 10.0) -> bool:
+        """End of the audio (a live track stopped): decode the utterance in progress; its keywords
+        come with the next frame's cues. Blocks up to `timeout`: call it off the event loop."""
+        return self._voice.flush_audio(timeout)
+
     def start_calibration(self, seconds: float = 3.0) -> None:
         """Never blocks the caller: the request goes with the next frame."""
         self._calibrate = max(0.2, float(seconds))

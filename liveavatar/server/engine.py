@@ -95,7 +95,7 @@ def real_stages(cfg: ServerConfig) -> Stages:
 
     def iter_media(path, realtime=True, loop=True):
         from liveavatar.sources.file import iter_media as f
-        return f(path, realtime=realtime, loop=loop)
+        return f(path, realtime=realtime, loop=loop, mark_audio_end=True)
 
     return Stages(generator, perception, worker, conditioner, iter_media)
 
@@ -214,6 +214,7 @@ class InputPump(threading.Thread):
         self.audio: collections.deque[AudioChunk] = collections.deque(maxlen=50)
         self.audio_dropped = 0
         self.stamped_frames = 0
+        self._audio_ended = False      # the microphone track (or a file pass) ended
         self._wake = threading.Event()
         self._halt = False
         self._seq = 0
@@ -226,6 +227,12 @@ class InputPump(threading.Thread):
         if len(self.audio) == self.audio.maxlen:
             self.audio_dropped += 1
         self.audio.append(chunk)
+        self._wake.set()
+
+    def end_audio(self) -> None:
+        """The audio stopped (track ended, file pass over): decode the speech still pending, after
+        the chunks already queued, so the last word said is not lost."""
+        self._audio_ended = True
         self._wake.set()
 
     def stop(self) -> None:
@@ -243,6 +250,14 @@ class InputPump(threading.Thread):
                     s.perception.process_audio(chunk)
                 except Exception:  # a bad chunk must not kill the session's input
                     log.exception("session %s: audio analysis failed", s.sid)
+            if self._audio_ended and not self.audio:
+                self._audio_ended = False
+                flush = getattr(s.perception, "flush_audio", None)
+                if flush is not None:
+                    try:
+                        flush(2.0)
+                    except Exception:
+                        log.exception("session %s: decoding the last utterance failed", s.sid)
             item = self.raw_video.take_nowait()
             if item is None:
                 continue
@@ -301,6 +316,8 @@ class FileDriver(threading.Thread):
                     s.input.put_audio(item)
                     resampler = resampler or av.AudioResampler(format="s16", layout="mono", rate=VOICE_RATE)
                     s.push_voice_threadsafe(chunk_to_voice_frames(item, resampler))
+                else:   # the end of one pass's audio (the file loops)
+                    s.input.end_audio()
         except Exception as e:  # a broken demo file must not take the service down
             self.error = f"{self.path}: {e}"
             log.error("session %s: file source stopped: %s", s.sid, self.error)
@@ -765,9 +782,9 @@ class Engine:
         except ImportError:
             info["runtime"] = "unavailable"
         for s in list(self.sessions.values()):
-            session = getattr(getattr(s.perception, "voice_analyzer", None), "_sess", None)
-            if session is not None and hasattr(session, "get_providers"):
-                info["voice_vad_providers"] = session.get_providers()
+            analyzer = getattr(s.perception, "voice_analyzer", None)
+            if analyzer is not None:
+                info["voice_vad_providers"] = list(analyzer.vad.providers)
             if hasattr(s.perception, "stats"):
                 try:
                     st = s.perception.stats()

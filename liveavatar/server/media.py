@@ -111,8 +111,8 @@ async def drain_audio(track: MediaStreamTrack, session: Session) -> None:
                 seq += 1
                 samples = f.to_ndarray().reshape(-1).astype(np.float32) * (1.0 / 32768.0)
                 session.input.put_audio(AudioChunk(samples, VOICE_RATE, seq, t))
-    except MediaStreamError:
-        pass
+    except MediaStreamError:   # the microphone track ended: its last word still counts
+        session.input.end_audio()
 
 
 # ---------------------------------------------------------------------------------------------
