@@ -24,7 +24,7 @@ from liveavatar.runtime import LatestSlot, StageTimer
 from liveavatar.types import (FACE_FEATURES, FF, AudioChunk, CapturedFrame, Cues, KeywordHit, Part,
                               VoiceFeatures)
 
-from liveavatar.perception.expression import NEUTRAL_FEATURES, Calibration, raw_metrics
+from liveavatar.perception.expression import EYE_L_OUT, EYE_R_OUT, NEUTRAL_FEATURES, Calibration, raw_metrics
 from liveavatar.perception.filters import ExpressionFilter, PartFilter
 from liveavatar.perception.trackers import (N_FACE, N_HAND, N_POSE, POSE_LEFT_WRIST, POSE_RIGHT_WRIST,
                                             FaceTracker, HandsObservation, HandTracker, PoseTracker,
@@ -33,6 +33,10 @@ from liveavatar.perception.trackers import (N_FACE, N_HAND, N_POSE, POSE_LEFT_WR
 log = logging.getLogger(__name__)
 
 MIN_SIDE = 32          # smaller frames carry no usable detail
+#: A face whose outer eye corners are closer than this (pixels of the analysed image; a face about
+#: 45 px wide) is tracked, but its expression is reported absent: at that size the mesh's lids,
+#: lips and brows are guesses (a 40 px Grace Hopper reads as blinking).
+MIN_EYE_SPAN_PX = 20.0
 
 # Per-feature One-Euro settings: angles and gaze smooth harder; blink and mouth must pass fast.
 _EXPR_MIN_CUTOFF = np.full(len(FACE_FEATURES), 2.0, np.float32)
@@ -185,6 +189,7 @@ class Perception:
         self._raw = np.zeros(len(FACE_FEATURES), np.float32)
         self._work = np.zeros((N_FACE, 3), np.float64)
         self._features = np.zeros(len(FACE_FEATURES), np.float32)
+        self._expr_measured = True        # False while the tracked face is too small to measure
         self._pose_used_n = -1
         self._hands_used_n = -1
         self._n = 0
@@ -244,7 +249,8 @@ class Perception:
             self._lose_all(t_s)
         cues = Cues(seq=seq, t_capture_ns=int(t_ns), pose=self._pose_f.part(),
                     face=self._face_f.part(), hand_left=self._left_f.part(), hand_right=self._right_f.part(),
-                    expression=self._expr_f.value.copy(), expression_present=self._face_f.present,
+                    expression=self._expr_f.value.copy(),
+                    expression_present=self._face_f.present and self._expr_measured,
                     voice=self.voice(), keywords=self._drain_hits(), image_size=size)
         self.frames += 1
         self._frame_times.append(time.perf_counter())
@@ -369,6 +375,16 @@ class Perception:
         else:
             sample = raw_metrics(obs.landmarks, img.shape[1], img.shape[0], out=self._raw, work=self._work)
             feats = self.calibration.apply(sample, out=self._features)
+        # Real values or absent, never "present" with made-up ones: a face too small to measure,
+        # or a measurement that came out non-finite or all zeros (no real face reads exactly 0 on
+        # every feature, head angles included), reports no expression.
+        eye = obs.landmarks[[EYE_L_OUT, EYE_R_OUT], :2] * (img.shape[1], img.shape[0])
+        self._expr_measured = bool(np.linalg.norm(eye[0] - eye[1]) >= MIN_EYE_SPAN_PX
+                                   and np.isfinite(feats).all() and np.any(feats != 0))
+        if not self._expr_measured:
+            self._expr_f.lose(t_s)
+            self._calibration_step(None, t_s)
+            return
         self._calibration_step(sample, t_s)
         self._expr_f.observe(feats, t_s)
 
