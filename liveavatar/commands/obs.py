@@ -67,13 +67,16 @@ def setup(host: str = HostOpt, port: int = PortOpt, password: str = PasswordOpt,
                                           "to the default place and size."),
           voice: bool = typer.Option(False, "--voice/--no-voice", help="Browser source also plays "
                                      "the streamer's voice, lip-synced and mixed by OBS (default: "
-                                     "picture only; OBS captures your microphone).")) -> None:
+                                     "picture only; OBS captures your microphone)."),
+          wait: float = typer.Option(120.0, "--wait", min=0, help="Seconds to wait for a service that is "
+                                     "still warming up before asking it for the feed.")) -> None:
     """Create or update the avatar source in an OBS scene. Safe to run again: never duplicates."""
     from liveavatar.obs.setup import SetupOptions, setup as do_setup
     feed_host = "127.0.0.1" if _is_loopback(host) else host  # the service sends to OBS's machine
     opts = SetupOptions(session=session, scene=scene, mode=mode.value, service=_service(service, token),
                         viewer_token=viewer_token or token, feed_url=feed or f"udp://{feed_host}:5600",
-                        start_feed=start_feed, size=size, reposition=reposition, voice=voice)
+                        start_feed=start_feed, size=size, reposition=reposition, voice=voice,
+                        ready_wait_s=wait, say=lambda line: typer.echo(line, err=True))
     with _connect(host, port, password) as obs:
         report = do_setup(obs, opts)
     for line in report.lines():

@@ -6,6 +6,7 @@ only updated; one scene item per scene; one key filter per input.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 from urllib.parse import urlsplit
 
 from liveavatar.errors import NotFoundError, UserError
@@ -74,6 +75,8 @@ class SetupOptions:
     fps: int = 30
     reposition: bool = False            # re-apply our placement to an existing scene item
     voice: bool = False                 # browser source plays the streamer's voice (lip-synced)
+    ready_wait_s: float = 120.0         # how long to wait for a service that is still warming up
+    say: Callable[[str], None] = field(default=lambda line: None)   # progress lines for the user
 
 
 @dataclass
@@ -227,6 +230,8 @@ def _start_feed(opts: SetupOptions, report: SetupReport) -> str:
         return (f"the media source reads {opts.feed_url}: start the service with "
                 f"`liveavatar serve --obs-feed {opts.feed_url}`")
     try:
+        # A service still warming up has no session yet: wait for it (bounded) rather than fail.
+        opts.service.wait_ready(opts.ready_wait_s, opts.say)
         opts.service.start_feed(opts.session, opts.feed_url)
     except ServiceUnreachable as e:
         report.warnings.append(f"{e}; the source will show the avatar once `liveavatar serve "
