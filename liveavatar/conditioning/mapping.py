@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from liveavatar.errors import ConfigError
-from liveavatar.types import ACTIONS, EMOTIONS, TriggerMode
+from liveavatar.types import ACTIONS, EMOTIONS, EventSource, TriggerMode
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -21,6 +21,18 @@ else:  # pragma: no cover - 3.10
     import tomli as tomllib
 
 DEFAULT_MAPPING_PATH = Path(__file__).resolve().parent / "default_mapping.toml"
+
+#: Trigger priority by source: what the streamer asked for explicitly (a hotkey, the studio, the
+#: API, OBS) outranks a spoken keyword, which outranks a recognised gesture (both happen "in
+#: passing"). A lower-ranked trigger never undoes a higher-ranked one that is still on: an emotion
+#: plays beneath it (and shows once it ends), an action does not interrupt it. Equal ranks: the
+#: newest wins.
+TRIGGER_RANK: dict[EventSource, int] = {EventSource.GESTURE: 0, EventSource.VOICE: 1}
+EXPLICIT_RANK = 2
+
+
+def trigger_rank(source: EventSource) -> int:
+    return TRIGGER_RANK.get(source, EXPLICIT_RANK)
 GESTURES: tuple[str, ...] = ("wave", "nod", "head_shake", "clap", "cheer", "point")
 SOURCES: tuple[str, ...] = ("trigger", "face", "voice")
 # Sections whose tables replace the default wholesale (so a user can drop a default keyword);
