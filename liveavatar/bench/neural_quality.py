@@ -25,6 +25,7 @@ LIMBS = {"upper_arm_l": (11, 13), "lower_arm_l": (13, 15), "upper_arm_r": (12, 1
 
 def _premult(frames: np.ndarray):
     import torch
+
     from liveavatar.generation.neural.train import premultiplied
     return premultiplied(torch.from_numpy(np.ascontiguousarray(frames)))
 

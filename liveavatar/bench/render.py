@@ -9,12 +9,11 @@ from liveavatar.bench import report
 
 
 def _make_clip(seconds: float, out: Path) -> Path:
-    import av
 
+    from liveavatar.output.video_file import VideoFileWriter
     from liveavatar.paths import assets_dir
     from liveavatar.sources.file import iter_media
     from liveavatar.types import AudioChunk
-    from liveavatar.output.video_file import VideoFileWriter
 
     n_frames = int(seconds * 30)
     src = assets_dir() / "demo.mp4"

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,15 +15,21 @@ def perceive(
                                       help="Print the conditioning stream (what the generator gets) instead."),
     landmarks: bool = typer.Option(False, help="Include raw landmark arrays."),
     keywords: str = typer.Option("", help="Comma-separated command words to spot (default: the mapping's)."),
-    mapping: Optional[Path] = typer.Option(None, help="Mapping file (TOML)."),
+    mapping: Path | None = typer.Option(None, help="Mapping file (TOML)."),
     max_frames: int = typer.Option(0, help="Stop after this many frames (0: all)."),
 ) -> None:
     """Show per frame which parts were found, expression and voice features (or the conditioning)."""
     from liveavatar.clock import VirtualClock
     from liveavatar.conditioning import Conditioner, conditioning_to_json, load_mapping
     from liveavatar.perception import Perception, cues_to_json
-    from liveavatar.sources.file import (IMAGE_SUFFIXES, AudioEnd, audio_end_before_last_frame, iter_media,
-                                         load_image, probe)
+    from liveavatar.sources.file import (
+        IMAGE_SUFFIXES,
+        AudioEnd,
+        audio_end_before_last_frame,
+        iter_media,
+        load_image,
+        probe,
+    )
     from liveavatar.types import AudioChunk, CapturedFrame
 
     the_mapping = load_mapping(mapping)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -11,33 +10,33 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind. Beyond localhost a token is required."),
     port: int = typer.Option(8080, help="TCP port."),
     generator: str = typer.Option("rig2d", "--generator", "-g", help="Generator plug-in name."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: best available)."),
-    size: Optional[int] = typer.Option(None, help="Avatar frame size in pixels (square). Default: 512 "
+    device: str | None = typer.Option(None, help="cpu or cuda (default: best available)."),
+    size: int | None = typer.Option(None, help="Avatar frame size in pixels (square). Default: 512 "
                                                   "with a CUDA GPU; 256 on CPU, where it keeps "
                                                   "glass-to-glass latency near 150 ms (512: ~230 ms)."),
     fps: int = typer.Option(30, help="Output frame rate."),
     max_sessions: int = typer.Option(4, help="Streamers served at once (admission limit)."),
     render_threads: int = typer.Option(1, help="torch CPU threads for rendering (CPU generators)."),
-    token: Optional[str] = typer.Option(None, help="Control/ingest token (default: generated and stored "
+    token: str | None = typer.Option(None, help="Control/ingest token (default: generated and stored "
                                                    "when binding beyond localhost)."),
-    viewer_token: Optional[str] = typer.Option(None, help="Read-only token for viewers and WHEP."),
-    ice_server: List[str] = typer.Option([], "--ice-server", help="STUN/TURN URL for remote use "
+    viewer_token: str | None = typer.Option(None, help="Read-only token for viewers and WHEP."),
+    ice_server: list[str] = typer.Option([], "--ice-server", help="STUN/TURN URL for remote use "
                                                                   "(repeatable); none by default."),
-    ice_username: Optional[str] = typer.Option(None, help="TURN username."),
-    ice_credential: Optional[str] = typer.Option(None, help="TURN credential."),
-    source: Optional[Path] = typer.Option(None, help="Drive the default session from this video file "
+    ice_username: str | None = typer.Option(None, help="TURN username."),
+    ice_credential: str | None = typer.Option(None, help="TURN credential."),
+    source: Path | None = typer.Option(None, help="Drive the default session from this video file "
                                                      "(looped) until a camera connects."),
     demo: bool = typer.Option(True, "--demo/--no-demo", help="Play the bundled demo clip when no camera "
                                                              "connects within --demo-after seconds."),
     demo_after: float = typer.Option(5.0, help="Seconds to wait for a camera before the demo starts."),
-    obs_feed: Optional[str] = typer.Option(None, help="Also send the avatar as low-latency MPEG-TS to "
+    obs_feed: str | None = typer.Option(None, help="Also send the avatar as low-latency MPEG-TS to "
                                                       "this URL (e.g. udp://127.0.0.1:5600) for OBS."),
     virtualcam: bool = typer.Option(False, help="Also send the avatar to a virtual camera."),
-    mapping: Optional[Path] = typer.Option(None, help="Conditioning mapping file (TOML)."),
-    tls_cert: Optional[Path] = typer.Option(None, help="TLS certificate (PEM): serve HTTPS, which browsers "
+    mapping: Path | None = typer.Option(None, help="Conditioning mapping file (TOML)."),
+    tls_cert: Path | None = typer.Option(None, help="TLS certificate (PEM): serve HTTPS, which browsers "
                                                        "on other machines need for camera access."),
-    tls_key: Optional[Path] = typer.Option(None, help="TLS private key (PEM) for --tls-cert."),
-    allow_origin: List[str] = typer.Option([], "--allow-origin", help="Extra web origin allowed to call "
+    tls_key: Path | None = typer.Option(None, help="TLS private key (PEM) for --tls-cert."),
+    allow_origin: list[str] = typer.Option([], "--allow-origin", help="Extra web origin allowed to call "
                                                                       "the API (CORS); repeatable."),
     timecode: bool = typer.Option(False, help="Draw the debug timecode into the WHEP feed too."),
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
@@ -65,7 +64,8 @@ def serve(
     ssl_context = _tls(tls_cert, tls_key)
 
     cfg = config_mod.build(host=host, port=port, generator=generator, device=device, size=size, fps=fps,
-                           max_sessions=max_sessions, render_threads=render_threads, token=token, viewer_token=viewer_token,
+                           max_sessions=max_sessions, render_threads=render_threads, token=token,
+                           viewer_token=viewer_token,
                            ice_servers=list(ice_server), ice_username=ice_username,
                            ice_credential=ice_credential, source=source, demo=demo,
                            demo_after_s=demo_after, timecode=timecode, allow_origins=list(allow_origin),
@@ -86,7 +86,7 @@ def serve(
         pass
 
 
-def _tls(cert: Optional[Path], key: Optional[Path]):
+def _tls(cert: Path | None, key: Path | None):
     """An SSL context from PEM files, or None. Browsers give camera access only to https pages
     (or localhost), so a studio opened from another machine needs this or a TLS proxy."""
     from liveavatar.errors import UserError
@@ -178,7 +178,8 @@ async def _run(cfg, feeds, tokens_created: bool, ssl_context=None) -> None:
     console.print(f"  Warming up {cfg.generator}... (/health answers 503 until ready)", highlight=False)
     engine = app[ENGINE]
     try:
-        while not engine.ready and engine.warmup_error is None:
+        # Startup only: two flags set by the warm-up task, checked ten times a second.
+        while not engine.ready and engine.warmup_error is None:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         if engine.warmup_error:
             raise UserError(f"generator {cfg.generator!r} failed to start: {engine.warmup_error}")
@@ -188,7 +189,6 @@ async def _run(cfg, feeds, tokens_created: bool, ssl_context=None) -> None:
         console.print(f"  Ready: generator {engine.generator.name} on {engine.generator.device}, "
                       f"{cfg.size}x{cfg.size}. "
                       "Press Ctrl-C to stop.", highlight=False)
-        while True:
-            await asyncio.sleep(3600)
+        await asyncio.Event().wait()   # serve until cancelled (Ctrl-C)
     finally:
         await runner.cleanup()

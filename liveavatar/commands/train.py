@@ -10,10 +10,8 @@ Wiring code: it is the one place that imports rig2d, perception and conditioning
 from __future__ import annotations
 
 import shlex
-import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import typer
@@ -24,22 +22,26 @@ VAL_RUN = 16   # held-out runs are this many consecutive frames
 
 
 def train(
-    from_character: Optional[str] = typer.Option(None, "--from-character", help="Learn this rig2d character (e.g. nova)."),
-    from_video: Optional[Path] = typer.Option(None, "--from-video", help="Learn the person in this video."),
-    name: Optional[str] = typer.Option(None, help="Character name of the model (default: the character, or the video's file stem)."),
-    out: Optional[Path] = typer.Option(None, help="Folder for <name>.onnx and manifest.json (default: models/neural)."),
-    run_dir: Optional[Path] = typer.Option(None, help="Checkpoints and cached pairs (default: runs/neural/<name>)."),
+    from_character: str | None = typer.Option(None, "--from-character", help="Learn this rig2d character (e.g. nova)."),
+    from_video: Path | None = typer.Option(None, "--from-video", help="Learn the person in this video."),
+    name: str | None = typer.Option(None, help="Character name of the model (default: the character, "
+                                    "or the video's file stem)."),
+    out: Path | None = typer.Option(None, help="Folder for <name>.onnx and manifest.json (default: models/neural)."),
+    run_dir: Path | None = typer.Option(None, help="Checkpoints and cached pairs (default: runs/neural/<name>)."),
     steps: int = typer.Option(3000, min=1, help="Training steps."),
     batch: int = typer.Option(12, min=1, help="Frames per step."),
     minutes: float = typer.Option(0.0, min=0, help="Stop (and export) after this many minutes; 0: no limit."),
     samples: int = typer.Option(4000, min=16, help="Training pairs (from-character)."),
     held_out: int = typer.Option(256, min=VAL_RUN, help="Held-out frames for PSNR/SSIM."),
-    record: list[Path] = typer.Option([], "--record", help="Also learn the conditionings of this video (from-character; repeatable)."),
+    record: list[Path] = typer.Option([], "--record",
+                                      help="Also learn the conditionings of this video (from-character; repeatable)."),
     widths: str = typer.Option("32,48,64,16", help="Network widths at 1/4, 1/8, 1/16 and 1/2 of the output size."),
-    upsample: int = typer.Option(1, min=1, max=4, help="Predict at 256/upsample and upsample bilinearly in the graph (faster to train and run, softer edges)."),
+    upsample: int = typer.Option(1, min=1, max=4,
+                                 help="Predict at 256/upsample and upsample bilinearly in the graph "
+                                 "(faster to train and run, softer edges)."),
     lr: float = typer.Option(2e-3, help="Peak learning rate."),
     seed: int = typer.Option(0, help="Seed for sampling, initialisation and batches."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
+    device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
     max_frames: int = typer.Option(0, min=0, help="Use only the first N frames of --from-video (0: all)."),
     val_every: int = typer.Option(0, min=0, help="Validate and checkpoint every N steps (0: about 12 times a run)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's checkpoint."),
@@ -64,9 +66,9 @@ def train(
     import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from liveavatar.generation.neural import export, manifest, sampling
+    from liveavatar.generation.neural import export, manifest
     from liveavatar.generation.neural.model import NetConfig
-    from liveavatar.generation.neural.train import TrainConfig, Trainer, make_pairs
+    from liveavatar.generation.neural.train import TrainConfig, Trainer
     from liveavatar.paths import models_dir
 
     if device is None:
@@ -314,7 +316,7 @@ def _video_pairs(video: Path, held_out: int, run_dir: Path, progress, max_frames
     return train_set, val_set, geometry, None, note
 
 
-def video_geometry(points: list) -> "object":
+def video_geometry(points: list) -> object:
     """Fit the guide's skeleton to the person in the (cropped, mirrored) video, from MediaPipe
     landmarks: median bone lengths, and the hips' home and body height by least squares on
     hips = home + root * body_height (how the conditioner defines root offsets)."""

@@ -22,8 +22,22 @@ import numpy as np
 
 from liveavatar.clock import CLOCK, Clock
 from liveavatar.errors import ConfigError, UserError
-from liveavatar.types import (ACTIONS, BONES, FACE_FEATURES, FACE_PARAMS, FP, VISEMES, ControlEvent, ControlKind,
-                              Cues, Conditioning, EventSource, TriggerMode, VoiceFeatures)
+from liveavatar.types import (
+    ACTIONS,
+    BONES,
+    FACE_FEATURES,
+    FACE_PARAMS,
+    FP,
+    N_POSE,
+    VISEMES,
+    Conditioning,
+    ControlEvent,
+    ControlKind,
+    Cues,
+    EventSource,
+    TriggerMode,
+    VoiceFeatures,
+)
 
 from .actions import ActionEngine
 from .emotion import EmotionEngine
@@ -181,7 +195,7 @@ class Conditioner:
         s[:] = self._last if self._t_last is not None else self._idle_now(t_s)
         body_conf = 0.0
         pose = cues.pose
-        pose_ok = pose.present and pose.landmarks.ndim == 2 and pose.landmarks.shape[0] >= 33 \
+        pose_ok = pose.present and pose.landmarks.ndim == 2 and pose.landmarks.shape[0] >= N_POSE \
             and pose.landmarks.shape[1] >= 4
         if pose_ok:
             hx, hy, body_h, body_conf = self._retarget.run(pose.landmarks, aspect, self.mirror,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -46,21 +46,21 @@ class _Strict(BaseModel):
 
 class TriggerSpec(_Strict):
     """What a keyword, hotkey or gesture does."""
-    emotion: Optional[str] = None
-    action: Optional[str] = None
+    emotion: str | None = None
+    action: str | None = None
     mode: TriggerMode = TriggerMode.MOMENTARY
-    hold_s: Optional[float] = Field(None, gt=0, le=3600)
+    hold_s: float | None = Field(None, gt=0, le=3600)
     intensity: float = Field(1.0, ge=0, le=1)
 
     @field_validator("action")
     @classmethod
-    def _known_action(cls, v: Optional[str]) -> Optional[str]:
+    def _known_action(cls, v: str | None) -> str | None:
         if v is not None and v not in ACTIONS:
             raise ValueError(f"unknown action {v!r} (known: {', '.join(ACTIONS[1:])})")
         return v
 
     @model_validator(mode="after")
-    def _does_something(self) -> "TriggerSpec":
+    def _does_something(self) -> TriggerSpec:
         if self.emotion is None and self.action is None:
             raise ValueError("needs an `emotion` or an `action`")
         return self
@@ -129,14 +129,14 @@ class VoiceThresholds(_Strict):
 class GestureSettings(_Strict):
     cooldown_s: float = Field(ge=0, le=60)
     window_s: float = Field(ge=0.5, le=5)
-    wave: Optional[TriggerSpec] = None
-    nod: Optional[TriggerSpec] = None
-    head_shake: Optional[TriggerSpec] = None
-    clap: Optional[TriggerSpec] = None
-    cheer: Optional[TriggerSpec] = None
-    point: Optional[TriggerSpec] = None
+    wave: TriggerSpec | None = None
+    nod: TriggerSpec | None = None
+    head_shake: TriggerSpec | None = None
+    clap: TriggerSpec | None = None
+    cheer: TriggerSpec | None = None
+    point: TriggerSpec | None = None
 
-    def trigger_for(self, gesture: str) -> Optional[TriggerSpec]:
+    def trigger_for(self, gesture: str) -> TriggerSpec | None:
         return getattr(self, gesture)
 
 
@@ -157,7 +157,7 @@ class Mapping(_Strict):
     keywords: dict[str, TriggerSpec]
     hotkeys: dict[str, TriggerSpec]
     actions: dict[str, ActionSpec]
-    path: Optional[Path] = None
+    path: Path | None = None
 
     @field_validator("keywords")
     @classmethod

@@ -3,8 +3,8 @@ the clock is the capture time, so output ticks fall at a fixed rate between the 
 as they would live, with no perception latency."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from liveavatar.clock import VirtualClock
 from liveavatar.types import Conditioning, ControlEvent, Cues

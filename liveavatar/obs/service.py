@@ -6,8 +6,8 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import quote, urlencode, urlsplit
 
 from liveavatar.errors import UserError

@@ -5,8 +5,8 @@ only updated; one scene item per scene; one key filter per input.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 from urllib.parse import urlsplit
 
 from liveavatar.errors import NotFoundError, UserError

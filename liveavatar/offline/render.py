@@ -4,9 +4,9 @@ generator draws one frame per tick; the input's audio is carried over."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from liveavatar.clock import VirtualClock
 from liveavatar.errors import UserError

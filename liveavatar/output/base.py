@@ -37,7 +37,7 @@ class FrameSink(ABC):
         self.last_error = ""
 
     # -- public API -----------------------------------------------------------------------------
-    def start(self) -> "FrameSink":
+    def start(self) -> FrameSink:
         if self._thread is not None:
             return self
         self._open()
@@ -73,7 +73,7 @@ class FrameSink(ABC):
         """The recent per-frame write durations (for benchmarks, which skip a warm-up)."""
         return list(self._write_ms)
 
-    def __enter__(self) -> "FrameSink":
+    def __enter__(self) -> FrameSink:
         return self.start()
 
     def __exit__(self, *exc) -> None:

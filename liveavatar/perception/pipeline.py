@@ -15,20 +15,36 @@ import queue
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from liveavatar.clock import CLOCK, Clock
-from liveavatar.runtime import LatestSlot, StageTimer
-from liveavatar.types import (FACE_FEATURES, FF, AudioChunk, CapturedFrame, Cues, KeywordHit, Part,
-                              VoiceFeatures)
-
 from liveavatar.perception.expression import EYE_L_OUT, EYE_R_OUT, NEUTRAL_FEATURES, Calibration, raw_metrics
 from liveavatar.perception.filters import ExpressionFilter, PartFilter
-from liveavatar.perception.trackers import (N_FACE, N_HAND, N_POSE, POSE_LEFT_WRIST, POSE_RIGHT_WRIST,
-                                            FaceTracker, HandsObservation, HandTracker, PoseTracker,
-                                            assign_hands_to_wrists)
+from liveavatar.perception.trackers import (
+    POSE_LEFT_WRIST,
+    POSE_RIGHT_WRIST,
+    FaceTracker,
+    HandsObservation,
+    HandTracker,
+    PoseTracker,
+    assign_hands_to_wrists,
+)
+from liveavatar.runtime import LatestSlot, StageTimer
+from liveavatar.types import (
+    FACE_FEATURES,
+    FF,
+    N_FACE,
+    N_HAND,
+    N_POSE,
+    AudioChunk,
+    CapturedFrame,
+    Cues,
+    KeywordHit,
+    VoiceFeatures,
+)
 
 log = logging.getLogger(__name__)
 
@@ -598,7 +614,7 @@ class Perception:
                 except Exception:
                     log.debug("closing a tracker failed", exc_info=True)
 
-    def __enter__(self) -> "Perception":
+    def __enter__(self) -> Perception:
         return self
 
     def __exit__(self, *exc) -> None:

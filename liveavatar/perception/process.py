@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -179,7 +179,7 @@ class PerceptionProcess:
             self._stop_child()
         self._voice.close()
 
-    def __enter__(self) -> "PerceptionProcess":
+    def __enter__(self) -> PerceptionProcess:
         return self
 
     def __exit__(self, *exc) -> None:

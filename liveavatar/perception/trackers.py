@@ -11,7 +11,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-N_POSE, N_FACE, N_HAND = 33, 478, 21
+from liveavatar.types import N_FACE, N_HAND, N_POSE
+
+__all__ = ["N_POSE", "N_FACE", "N_HAND"]   # re-exported: older imports name them from here
+
 POSE_LEFT_WRIST, POSE_RIGHT_WRIST = 15, 16
 
 # Protobuf wire tags of NormalizedLandmark fields x, y, z, visibility, presence (fixed32 floats).

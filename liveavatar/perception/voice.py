@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-from scipy.linalg import solve_toeplitz   # imported here: a first-use import would stall the voice thread
+from scipy.linalg import solve_toeplitz  # imported here: a first-use import would stall the voice thread
 
 from liveavatar.types import VISEMES, KeywordHit, VoiceFeatures
 

@@ -32,7 +32,7 @@ class PerceptionWorker:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self) -> "PerceptionWorker":
+    def start(self) -> PerceptionWorker:
         if not self.alive:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="perception-worker", daemon=True)

@@ -18,9 +18,18 @@ from liveavatar.paths import assets_dir
 from liveavatar.server import api, metrics
 from liveavatar.server.config import LOOPBACK_NAMES, ServerConfig
 from liveavatar.server.engine import STRIP_ROWS, AdmissionError, Engine, Session, Stages, real_stages
-from liveavatar.server.media import (AvatarTrack, SharedEncoder, SharedVideoTrack, VoiceTrack,
-                                     add_bitrate_hints, check_offer, drain_audio, drain_video,
-                                     new_peer_connection, use_low_latency_jitter_buffers)
+from liveavatar.server.media import (
+    AvatarTrack,
+    SharedEncoder,
+    SharedVideoTrack,
+    VoiceTrack,
+    add_bitrate_hints,
+    check_offer,
+    drain_audio,
+    drain_video,
+    new_peer_connection,
+    use_low_latency_jitter_buffers,
+)
 from liveavatar.types import ControlEvent, ControlKind, EventSource
 
 log = logging.getLogger("liveavatar.server")
@@ -442,7 +451,8 @@ def ice_links(cfg: ServerConfig) -> list[str]:
     for url in cfg.ice_servers:
         link = f'<{url}>; rel="ice-server"'
         if url.startswith("turn") and cfg.ice_username:
-            link += f'; username="{cfg.ice_username}"; credential="{cfg.ice_credential or ""}"; credential-type="password"'
+            link += (f'; username="{cfg.ice_username}"; credential="{cfg.ice_credential or ""}"'
+                     '; credential-type="password"')
         links.append(link)
     return links
 

@@ -14,10 +14,11 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import av
 import cv2
@@ -28,8 +29,7 @@ from liveavatar.errors import NotFoundError, UserError
 from liveavatar.runtime import LatestSlot, StageTimer
 from liveavatar.server import timecode
 from liveavatar.server.config import ServerConfig
-from liveavatar.types import (AudioChunk, CapturedFrame, ControlEvent, ControlKind, Cues,
-                              EventSource, RenderedFrame)
+from liveavatar.types import AudioChunk, CapturedFrame, ControlEvent, ControlKind, Cues, EventSource, RenderedFrame
 
 log = logging.getLogger("liveavatar.server")
 
@@ -207,7 +207,7 @@ class InputPump(threading.Thread):
     becomes RGB CapturedFrames for perception, latest wins; audio chunks go to perception in
     order through a bounded buffer that drops the oldest (counted)."""
 
-    def __init__(self, session: "Session") -> None:
+    def __init__(self, session: Session) -> None:
         super().__init__(name=f"input-{session.sid}", daemon=True)
         self.session = session
         self.raw_video: LatestSlot[tuple[Any, int]] = LatestSlot()
@@ -293,7 +293,7 @@ class InputPump(threading.Thread):
 class FileDriver(threading.Thread):
     """Feeds a session from a media file (real-time paced, looping): the demo / --source."""
 
-    def __init__(self, session: "Session", path: Path, iter_media: Callable[..., Any]) -> None:
+    def __init__(self, session: Session, path: Path, iter_media: Callable[..., Any]) -> None:
         super().__init__(name=f"file-{session.sid}", daemon=True)
         self.session, self.path, self._iter_media = session, path, iter_media
         self._halt = threading.Event()
@@ -334,7 +334,7 @@ def chunk_to_voice_frames(chunk: AudioChunk, resampler: av.AudioResampler) -> li
 class Session:
     """One streamer's pipeline. Created on the loop; its threads own the heavy work."""
 
-    def __init__(self, sid: str, engine: "Engine", perception: Any, conditioner: Any,
+    def __init__(self, sid: str, engine: Engine, perception: Any, conditioner: Any,
                  character: str) -> None:
         self.sid = sid
         self.engine = engine
@@ -541,7 +541,7 @@ class Session:
 class RenderLoop(threading.Thread):
     """The device worker: one generator call per output tick for all live sessions."""
 
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, engine: Engine) -> None:
         super().__init__(name="render", daemon=True)
         self.engine = engine
         self.ticker = Ticker(engine.cfg.fps)

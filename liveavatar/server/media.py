@@ -309,8 +309,8 @@ class VoiceTrack(MediaStreamTrack):
     audio buffer at the viewer. Voice forwarded as it arrived (bursty: the browser, aiortc's
     receive buffer and a busy loop) made Chromium's audio buffer grow to ~175 ms. So frames
     leave on a clock; the queue depth sets the delay and is steered towards the target by
-    dropping a frame (too late) or sending 20 ms of silence (too early). Encoding here, in ~0.3 ms on the loop, also spares
-    each viewer's sender its round trip through aiortc's thread pool for every packet.
+    dropping a frame (too late) or sending 20 ms of silence (too early). Encoding here, in ~0.3 ms
+    on the loop, also spares each viewer's sender its round trip through aiortc's thread pool for every packet.
     Bounded: at most 2 s buffered."""
 
     kind = "audio"

@@ -7,9 +7,9 @@ Offline (render, perceive) the items carry a synthetic timeline starting at `sta
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, settings
 from liveavatar import __version__
 from liveavatar.server import api
 from liveavatar.server.config import ServerConfig
+from tests.fuzzing import examples
 from tests.server.conftest import ServerThread, free_port, http
 from tests.server.fakes import fake_perception_stages
 
@@ -21,7 +22,7 @@ schema = schemathesis.openapi.from_dict(
     api.openapi(__version__),
     config=schemathesis.Config.from_dict({"generation": {"mode": "all"}}),
 ).exclude(path_regex=r"^/(whip|whep)/|^/api/events$")
-EXAMPLES = 25   # per operation and mode: keeps the whole module well under a minute
+EXAMPLES = examples(25)   # per operation and mode: keeps the whole module well under a minute
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,8 @@ def test_malformed_json_bodies_get_one_line_4xx(server, raw):
 @pytest.mark.parametrize("raw", ["not json", "[1,2]", '{"type": "nope"}', '{"type": "emotion"}',
                                  '{"type": "emotion", "name": "zzz"}', '{"type": "hotkey", "name": "x.y.z"}',
                                  '{"type": "character", "name": "../../etc"}', '{"type": "subscribe", "cues": "yes"}',
-                                 '{"type": "action", "name": 5}', '{"type": "emotion", "name": "happy", "mode": "forever"}'])
+                                 '{"type": "action", "name": 5}',
+                                 '{"type": "emotion", "name": "happy", "mode": "forever"}'])
 def test_bad_websocket_messages_get_one_line_errors(server, raw):
     import asyncio
 

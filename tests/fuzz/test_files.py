@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import tomllib
 
 import numpy as np
 import pytest
+import tomllib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,14 +19,16 @@ from liveavatar.conditioning.mapping import DEFAULT_MAPPING_PATH
 from liveavatar.errors import UserError
 from liveavatar.generation.characters import characters_dir, load_pack
 from liveavatar.types import ControlEvent, ControlKind, EventSource
+from tests.fuzzing import examples
 
-EXAMPLES = 60
+EXAMPLES = examples(60)
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 names_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
 scalars = st.one_of(
-    st.booleans(), st.integers(-10**6, 10**6), st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(), st.integers(-10**6, 10**6), st.integers(-2**63, 2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([0, -1, 0.0, -0.0, 1e-300, 1e300, "", "neutral", "happy", "dance", "hold", "toggle",
                      "momentary", "../../etc/passwd", "face", "voice", "trigger"]),
     names_text)

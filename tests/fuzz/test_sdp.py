@@ -10,10 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from liveavatar.server.config import ServerConfig
+from tests.fuzzing import examples
 from tests.server.conftest import ServerThread, free_port, http
 from tests.server.fakes import fake_perception_stages
 
-EXAMPLES = 40
+EXAMPLES = examples(40)
 SDP = {"Content-Type": "application/sdp"}
 
 
@@ -97,7 +98,7 @@ def check(server, kind: str, status: int, reply) -> None:
 
 def tidy(server) -> None:
     from liveavatar.server.app import STATE
-    for rid, closer in list(server.app[STATE]["closers"].items()):
+    for _rid, closer in list(server.app[STATE]["closers"].items()):
         server.call(closer())
 
 
@@ -114,7 +115,8 @@ def test_mangled_offers_get_a_clear_answer(server, kind, data):
 
 @pytest.mark.parametrize("kind", ["whip", "whep"])
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-@given(body=st.one_of(st.binary(max_size=2048), st.text(max_size=2048).map(lambda t: t.encode("utf-8", "surrogatepass"))))
+@given(body=st.one_of(st.binary(max_size=2048), st.text(max_size=2048).map(lambda t: t.encode("utf-8",
+                                                                                              "surrogatepass"))))
 def test_arbitrary_bodies_get_a_clear_answer(server, kind, body):
     status, reply = post(server, kind, body)
     check(server, kind, status, reply)

@@ -7,7 +7,6 @@ tests.media.fetch` (run by scripts/setup.sh --test) gathers everything.
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 from fractions import Fraction
 from pathlib import Path

@@ -66,7 +66,8 @@ async def test_camera_track_ends_mid_stream_avatar_idles_and_recovers(live):
         # The camera's media ends, the connection stays: no frame arrives any more.
         pub.player.stop()
         received = s.frames_received.count
-        await until(lambda: s.conditioner.state()["body_present"] < 0.05 and s.conditioner.state()["face_present"] < 0.05,
+        await until(lambda: s.conditioner.state()["body_present"] < 0.05
+                    and s.conditioner.state()["face_present"] < 0.05,
                     30, "the avatar to idle once tracking is lost")
         assert s.frames_received.count - received < 60   # at most what was in flight
         assert s.ingest is not None, "the (silent) camera connection is still there"

@@ -18,7 +18,6 @@ import os
 import shutil
 import statistics
 import time
-from pathlib import Path
 
 import pytest
 
@@ -91,7 +90,8 @@ def soak_run(tmp_path_factory):
                         "frames_in": metric(m, "liveavatar_frames_received", session="default"),
                         "frames_out": metric(m, "liveavatar_frames_rendered", session="default"),
                         "cues": metric(m, "liveavatar_cues", session="default"),
-                        "dropped_perception": metric(m, "liveavatar_dropped_frames", session="default", stage="perception"),
+                        "dropped_perception": metric(m, "liveavatar_dropped_frames", session="default",
+                                                     stage="perception"),
                         "capture_to_render_p95": metric(m, "liveavatar_stage_ms", session="default",
                                                         stage="capture_to_render", quantile="0.95"),
                         "viewers": metric(m, "liveavatar_viewers", session="default"),

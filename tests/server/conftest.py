@@ -59,10 +59,10 @@ class ServerThread:
         await self._runner.setup()
         await web.TCPSite(self._runner, self.cfg.host, self.cfg.port).start()
 
-    def start(self, timeout: float = 120.0) -> "ServerThread":
+    def start(self, timeout: float = 120.0) -> ServerThread:
         return self.launch(timeout).wait_healthy(timeout)
 
-    def launch(self, timeout: float = 60.0) -> "ServerThread":
+    def launch(self, timeout: float = 60.0) -> ServerThread:
         """Listening (health may still say 503)."""
         self._thread.start()
         self._started.wait(timeout)
@@ -70,7 +70,7 @@ class ServerThread:
             raise self.error
         return self
 
-    def wait_healthy(self, timeout: float = 120.0) -> "ServerThread":
+    def wait_healthy(self, timeout: float = 120.0) -> ServerThread:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status, _ = http(self.url + "/health")

@@ -2,7 +2,6 @@
 service (real generator and conditioner; perception is a stand-in: no camera here)."""
 from __future__ import annotations
 
-
 import aiohttp
 import cv2
 import numpy as np
@@ -100,7 +99,8 @@ def test_malformed_requests_are_4xx_with_one_line(server):
     status, body = http(server.url + url, "POST", b'{"name": "' + b"x" * 400_000 + b'"}',
                         {"Content-Type": "application/json"})
     assert status == 413
-    status, body = http(server.url + "/api/sessions/bad%20id!/emotion", "POST", b"{}", {"Content-Type": "application/json"})
+    status, body = http(server.url + "/api/sessions/bad%20id!/emotion", "POST", b"{}",
+                        {"Content-Type": "application/json"})
     assert status == 404
     assert http(server.url + "/health")[0] == 200
 
@@ -115,7 +115,8 @@ def test_action_character_calibrate_and_hotkey(server):
     assert server.engine.sessions["default"].perception.calibrations == 1
     status, body = post(server, "/api/hotkey", {"name": "liveavatar.emotion.surprised", "session": "default"})
     assert status == 200
-    assert any(t["emotion"] == "surprised" and t["source"] == "hotkey" for t in body["state"]["conditioning"]["triggers"])
+    triggers = body["state"]["conditioning"]["triggers"]
+    assert any(t["emotion"] == "surprised" and t["source"] == "hotkey" for t in triggers)
     status, body = post(server, "/api/hotkey", {"name": "liveavatar.action.wave"})
     assert status == 200 and body["state"]["conditioning"]["action"]["name"] == "wave"
 
@@ -187,7 +188,8 @@ async def test_event_stream_carries_control_events_and_accepts_commands(server):
                 if len(got) == 3 and control and bad_json:
                     break
             assert bad_json and "not valid JSON" in bad_json["error"]
-            assert got[7]["type"] == "ack" and got[7]["state"]["conditioning"]["emotion"]["distribution"]["excited"] >= 0
+            assert got[7]["type"] == "ack"
+            assert got[7]["state"]["conditioning"]["emotion"]["distribution"]["excited"] >= 0
             assert got[8]["type"] == "error" and "unknown emotion 'nope'" in got[8]["error"]
             assert got[9]["type"] == "ack"
             assert control == {"type": "control", "session": "default", "kind": "emotion", "name": "excited",

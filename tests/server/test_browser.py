@@ -9,8 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.server.browser import (AUDIO_ENERGY_JS, FRAMES_DECODED_JS, OVERLAY_PIXELS_JS, PICTURE_DIGEST_JS,
-                                  RED_PIXELS_JS, served_browser)
+from tests.server.browser import (
+    AUDIO_ENERGY_JS,
+    FRAMES_DECODED_JS,
+    OVERLAY_PIXELS_JS,
+    PICTURE_DIGEST_JS,
+    RED_PIXELS_JS,
+    served_browser,
+)
 from tests.server.conftest import http, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

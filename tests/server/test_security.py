@@ -50,7 +50,8 @@ def test_control_needs_the_control_token(guarded):
     assert http(url, "POST", {"name": "happy"}, bearer(CONTROL))[0] == 200
     assert http(url + f"?token={CONTROL}", "POST", {"name": "happy"})[0] == 200
     # Ingest is control too: a viewer token cannot publish a camera.
-    status, _ = http(guarded.url + "/whip/default", "POST", b"v=0", {"Content-Type": "application/sdp", **bearer(VIEWER)})
+    status, _ = http(guarded.url + "/whip/default", "POST", b"v=0", {"Content-Type": "application/sdp",
+                                                                     **bearer(VIEWER)})
     assert status == 403
 
 

@@ -86,7 +86,7 @@ class NetConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "NetConfig":
+    def from_dict(cls, d: dict) -> NetConfig:
         d = dict(d)
         geo = Geometry(**{k: tuple(v) if isinstance(v, list) else v
                           for k, v in d.pop("geometry", {}).items()})

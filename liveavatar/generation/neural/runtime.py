@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from liveavatar.errors import ConfigError
-from liveavatar.paths import safe_join
 from liveavatar.generation.neural import layout, manifest
+from liveavatar.paths import safe_join
 
 OUTPUT_RING = 4   # a returned frame stays valid for this many later renders
 

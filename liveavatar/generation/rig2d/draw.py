@@ -307,7 +307,8 @@ def draw_expressions(st: Style, out: Path) -> dict:
             bot = [(mcx + hw_ * math.cos(a), mcy - corner * 0.6 * abs(math.cos(a)) + hh * math.sin(a))
                    for a in np.linspace(0, math.pi, n)]
             m.poly(top + bot, fill=st.lips)
-            inner_top = [(mcx + (hw_ - 3) * math.cos(a), mcy - corner * 0.5 * abs(math.cos(a)) - (hh * 0.55 - 2.5) * math.sin(a))
+            inner_top = [(mcx + (hw_ - 3) * math.cos(a),
+                          mcy - corner * 0.5 * abs(math.cos(a)) - (hh * 0.55 - 2.5) * math.sin(a))
                          for a in np.linspace(math.pi, 0, n)]
             inner_bot = [(mcx + (hw_ - 3) * math.cos(a), mcy - corner * 0.5 * abs(math.cos(a)) + (hh - 3) * math.sin(a))
                          for a in np.linspace(0, math.pi, n)]
@@ -348,7 +349,7 @@ def draw_expressions(st: Style, out: Path) -> dict:
         if emo == "surprised":
             front.poly([(cx + 44, cy - 44), (cx + 50, cy - 30), (cx + 44, cy - 24), (cx + 38, cy - 30)],
                        fill=(120, 200, 255, 255))                               # sweat drop
-            for k, a in enumerate((-150, -120, -60, -30)):
+            for a in (-150, -120, -60, -30):
                 r = math.radians(a)
                 front.line([(cx + 54 * math.cos(r), cy - 10 + 60 * math.sin(r)),
                             (cx + 68 * math.cos(r), cy - 10 + 74 * math.sin(r))], (40, 40, 40, 255), 3)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -266,7 +266,8 @@ class Rig2DGenerator:
         idle[:, motion.YAW:motion.ROLL + 1] += g["head"]     # a tracked face still turns the head
         pres = g["present"]
         ch = motion.blend(idle, live, pres)  # live acts as the "clip" over idle here
-        ch[:, motion.N_BONES:] = idle[:, motion.N_BONES:] + (live[:, motion.N_BONES:] - idle[:, motion.N_BONES:]) * pres[:, None]
+        nb = motion.N_BONES
+        ch[:, nb:] = idle[:, nb:] + (live[:, nb:] - idle[:, nb:]) * pres[:, None]
         ch = motion.blend(ch, motion.clip_channels(g["action"], g["phase"]), g["weight"])
         ch += motion.breathing(g["t"])
         return ch
@@ -476,7 +477,7 @@ class Rig2DGenerator:
         src = torch.cat([torch.cat([eyes, mask], 1),
                          torch.cat([c.pupils.expand(n, -1, -1, -1), torch.zeros((n, 1, eh, ew), device=dev)], 1)], 0)
         both = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        eyes_w, mask_w, pupils_w = both[:n, :4], both[:n, 4:5], both[n:, :4] * both[:n, 4:5]
+        eyes_w, pupils_w = both[:n, :4], both[n:, :4] * both[:n, 4:5]
         eye_layer = pupils_w + eyes_w * (1.0 - pupils_w[:, 3:4])
 
         # ---- brows: raise (per side) and furrow move them
@@ -511,7 +512,8 @@ class Rig2DGenerator:
         gy_c = (ys_m[None, :, None] - shy_t).expand(n, mh, mw)
         gx_o = mcx + (xs_m[None, None, :] - mcx - shx_t) / width
         gy_o = mcy + (ys_m[None, :, None] - mcy - shy_t) / jaw_t
-        grid_m = torch.cat([torch.stack([gx_c, gy_c], -1), torch.stack([gx_o.expand(n, mh, mw), gy_o.expand(n, mh, mw)], -1)], 0)
+        grid_m = torch.cat([torch.stack([gx_c, gy_c], -1),
+                            torch.stack([gx_o.expand(n, mh, mw), gy_o.expand(n, mh, mw)], -1)], 0)
         grid_m = grid_m * torch.tensor([2.0 / mw, 2.0 / mh], device=dev) - 1.0
         mouths = F.grid_sample(torch.cat([closed, opened], 0), grid_m, mode="bilinear",
                                padding_mode="zeros", align_corners=False)
