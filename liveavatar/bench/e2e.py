@@ -27,6 +27,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from liveavatar.bench import report
 from liveavatar.errors import UserError
@@ -85,7 +86,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> N
     raise UserError(f"`liveavatar serve` not healthy within {timeout:.0f} s")
 
 
-def _wait(page, js: str, timeout: float, what: str):
+def _wait(page: Any, js: str, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = page.evaluate(js)
@@ -171,7 +172,7 @@ def _buffer_ms(before: dict, after: dict, kind: str) -> float:
     return 1e3 * (after[kind][0] - before[kind][0]) / n if n > 0 else float("nan")
 
 
-def _open_viewer(ctx, url: str, query: str, warmup_s: float):
+def _open_viewer(ctx: Any, url: str, query: str, warmup_s: float) -> Any:
     viewer = ctx.new_page()
     viewer.goto(url + "/viewer" + query)
     _wait(viewer, "window.__viewer && window.__viewer.connected", 60, "the viewer")
@@ -181,7 +182,7 @@ def _open_viewer(ctx, url: str, query: str, warmup_s: float):
     return viewer
 
 
-def _measure(ctx, url: str, seconds: float, warmup_s: float, size: int) -> dict:
+def _measure(ctx: Any, url: str, seconds: float, warmup_s: float, size: int) -> dict:
     studio = ctx.new_page()
     studio.goto(url + "/studio?preview=0")  # one avatar stream at a time: the viewer's
     # Open the viewer tab only once the studio publishes: a studio that starts publishing from a

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -97,7 +98,7 @@ def all_(out: Path = typer.Option(Path("bench-results"), help="Folder for bench.
 
     skipped = {s.strip() for s in skip.split(",") if s.strip()}
     f = 0.25 if quick else 1.0
-    plan = [
+    plan: list[tuple[str, str, dict[str, Any]]] = [
         ("perception", "perception", dict(seconds=20 * f)),
         ("conditioning", "conditioning", dict(ticks=int(3000 * f))),
         ("rig2d", "generator", dict(generator="rig2d", device=None, batches=[1, 8], size=None, frames=int(120 * f))),

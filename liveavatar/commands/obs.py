@@ -4,6 +4,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import json
+from typing import Any
 
 import typer
 
@@ -27,12 +28,12 @@ class Mode(str, enum.Enum):
     media = "media"
 
 
-def _connect(host: str, port: int, password: str):
+def _connect(host: str, port: int, password: str) -> Any:
     from liveavatar.obs.client import ObsAddress, connect
     return connect(ObsAddress(host, port, password))
 
 
-def _service(url: str, token: str | None):
+def _service(url: str, token: str | None) -> Any:
     from liveavatar.obs.service import Service
     return Service(url, token)
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -36,6 +38,7 @@ def perceive(
     words = [w.strip() for w in keywords.split(",") if w.strip()] or \
         the_mapping.keyword_words()
     still = input.suffix.lower() in IMAGE_SUFFIXES
+    items: Iterator[CapturedFrame | AudioChunk | AudioEnd]
     if still:
         items = iter([CapturedFrame(load_image(input), 0, 0)])
         fps = 30.0
@@ -79,7 +82,7 @@ def _human(rec: dict) -> str:
     """One readable line: the flat numbers of a JSON record, 2 decimals."""
     parts = [f"frame {rec.pop('frame')} t={rec.pop('t_s'):.2f}s"]
 
-    def walk(prefix: str, v) -> None:
+    def walk(prefix: str, v: Any) -> None:
         if isinstance(v, dict):
             for k, x in v.items():
                 walk(f"{prefix}{k}." if prefix or k else k, x)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -86,7 +87,7 @@ def serve(
         pass
 
 
-def _tls(cert: Path | None, key: Path | None):
+def _tls(cert: Path | None, key: Path | None) -> Any:
     """An SSL context from PEM files, or None. Browsers give camera access only to https pages
     (or localhost), so a studio opened from another machine needs this or a TLS proxy."""
     from liveavatar.errors import UserError
@@ -119,7 +120,7 @@ def default_size(device: str | None) -> int:
     return 512 if cuda else 256
 
 
-def _urls(cfg, show_tokens: bool, scheme: str = "http") -> list[tuple[str, str]]:
+def _urls(cfg: Any, show_tokens: bool, scheme: str = "http") -> list[tuple[str, str]]:
     shown_host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
     if ":" in shown_host:
         shown_host = f"[{shown_host}]"
@@ -138,7 +139,7 @@ def _urls(cfg, show_tokens: bool, scheme: str = "http") -> list[tuple[str, str]]
             ("Control API (OpenAPI)", f"{base}/api/openapi.json")]
 
 
-async def _run(cfg, feeds, tokens_created: bool, ssl_context=None) -> None:
+async def _run(cfg: Any, feeds: Any, tokens_created: bool, ssl_context: Any = None) -> None:
     import asyncio
     import errno
 
@@ -162,7 +163,8 @@ async def _run(cfg, feeds, tokens_created: bool, ssl_context=None) -> None:
             raise UserError(f"port {cfg.port} on {cfg.host} is in use; pick another with --port") from None
         raise UserError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") from None
     if cfg.port == 0:  # tests and benchmarks ask for any free port
-        cfg.port = site._server.sockets[0].getsockname()[1]
+        server: Any = site._server     # aiohttp keeps the bound server private
+        cfg.port = server.sockets[0].getsockname()[1]
     console.print(f"[bold]LiveAvatar[/bold] serving on {cfg.host}:{cfg.port}")
     show = tokens_created or bool(cfg.token and cfg.loopback_only)
     for label, url in _urls(cfg, show, "https" if ssl_context else "http"):

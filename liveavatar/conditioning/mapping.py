@@ -179,7 +179,7 @@ class Mapping(_Strict):
         """The words perception's keyword spotter should listen for."""
         return list(self.keywords)
 
-    def triggers(self):
+    def triggers(self) -> Any:
         """(key path, spec) of every trigger, for cross-checks and docs."""
         for table in ("keywords", "hotkeys"):
             for k, spec in getattr(self, table).items():
@@ -218,7 +218,7 @@ def _merge(defaults: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _describe(err: dict) -> tuple[str, str]:
+def _describe(err: Any) -> tuple[str, str]:
     loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"]
     if err["type"] == "extra_forbidden":

@@ -22,7 +22,7 @@ def conditioning_over(cues: Iterable[Cues], mapping: Mapping | None = None, rate
     cond: Conditioner | None = None
     pending = sorted(events, key=lambda p: p[0])
     period = int(1e9 / rate_hz)
-    next_tick = None
+    next_tick = 0
     for c in cues:
         if cond is None:
             clock.sleep_until(c.t_capture_ns)

@@ -92,7 +92,7 @@ class ObsClient:
     def __enter__(self) -> ObsClient:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
 

@@ -122,7 +122,7 @@ def pick_scene(obs: ObsClient, wanted: str | None) -> str:
     if scene not in names:
         known = ", ".join(repr(n) for n in sorted(names)) or "none"
         raise NotFoundError(f"OBS has no scene named {scene!r}; scenes: {known}")
-    return scene
+    return str(scene)
 
 
 def pick_kind(obs: ObsClient, mode: str) -> str:
@@ -194,8 +194,10 @@ def setup(obs: ObsClient, opts: SetupOptions) -> SetupReport:
         report.created = report.added_to_scene = True
     else:
         obs.call("SetInputSettings", {"inputName": name, "inputSettings": settings, "overlay": True})
-        item_id = scene_item_id(obs, scene, name)
-        if item_id is None:
+        found = scene_item_id(obs, scene, name)
+        if found is not None:
+            item_id = found
+        else:
             item_id = int(obs.call("CreateSceneItem", {"sceneName": scene, "sourceName": name,
                                                        "sceneItemEnabled": True})["sceneItemId"])
             report.added_to_scene = True

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from liveavatar.clock import VirtualClock
 from liveavatar.errors import UserError
@@ -136,7 +137,8 @@ def render_file(opts: RenderOptions, progress: Callable[[int, int], None] | None
     return RenderResult(out, tick, tick / fps, wall, timer.summary(), keywords)
 
 
-def _emit(tick, clock, conditioner, gen, character, writer, timer, period_ns) -> None:
+def _emit(tick: Any, clock: Any, conditioner: Any, gen: Any, character: Any, writer: Any, timer: Any,
+          period_ns: Any) -> None:
     t = int(tick * period_ns)
     clock.sleep_until(t)
     with timer.measure("conditioning"):

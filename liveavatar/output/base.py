@@ -11,6 +11,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,7 @@ class FrameSink(ABC):
     def __enter__(self) -> FrameSink:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.stop()
 
     # -- for subclasses ---------------------------------------------------------------------------

@@ -196,11 +196,13 @@ class Perception:
         # Live: the lite hand model (about a third cheaper, keeps up better); files/stills: the full one.
         complexity = (1 if self.sync else 0) if hand_complexity is None else hand_complexity
         self._hands = hand_tracker or (tr.MediaPipeHands(static, complexity) if hands else None)
-        self._pose_thread = _ModelThread("pose", lambda img, _: self._pose.process(img), self.timer) \
-            if self._pose else None
-        self._hands_thread = _ModelThread("hands", lambda img, hint: self._hands.process(img, hint),
-                                          self.timer) if self._hands else None
+        pose_model, hands_model = self._pose, self._hands
+        self._pose_thread = _ModelThread("pose", lambda img, _: pose_model.process(img), self.timer) \
+            if pose_model is not None else None
+        self._hands_thread = _ModelThread("hands", lambda img, hint: hands_model.process(img, hint),
+                                          self.timer) if hands_model is not None else None
 
+        self._last_pose_raw: np.ndarray | None = None
         self._new_filters()
         self._raw = np.zeros(len(FACE_FEATURES), np.float32)
         self._work = np.zeros((N_FACE, 3), np.float64)
@@ -245,10 +247,11 @@ class Perception:
     # ------------------------------------------------------------------------------------------
     def process_video(self, frame: CapturedFrame) -> Cues:
         t_start = time.perf_counter()
-        seq, t_ns, image = getattr(frame, "seq", 0), getattr(frame, "t_capture_ns", None), getattr(frame, "image", None)
+        seq, t_ns = getattr(frame, "seq", 0), getattr(frame, "t_capture_ns", None)
+        image: Any = getattr(frame, "image", None)
         if not isinstance(t_ns, (int, np.integer)) or isinstance(t_ns, bool):
             t_ns = self.clock.now_ns()          # a broken timestamp must not break the stage
-        t_s = t_ns / 1e9
+        t_s = float(t_ns / 1e9)
         size = (0, 0)
         try:
             shape = np.shape(image)
@@ -284,7 +287,7 @@ class Perception:
         searching = not (self._left_f.present or self._right_f.present)
         run_hands = (self._hands_thread is not None and not self._wrists_out_of_view()
                      and (self.static or not searching or n % HAND_SEARCH_EVERY == 1))
-        if run_hands:
+        if run_hands and self._hands_thread is not None:
             self._hands_thread.submit(n, t_s, img, self._last_pose_raw)
         elif self._hands_thread is not None:
             self.hands_gated += 1
@@ -301,7 +304,7 @@ class Perception:
         if self._pose_thread:
             self._pose_thread.wait(n, None if deadline is None else max(0.0, deadline - time.perf_counter()))
             self._update_pose()
-        if run_hands:
+        if run_hands and self._hands_thread is not None:
             self._hands_thread.wait(n, None if deadline is None else max(0.0, deadline - time.perf_counter()))
             self._update_hands()
 
@@ -314,6 +317,7 @@ class Perception:
 
     def _update_pose(self) -> None:
         th = self._pose_thread
+        assert th is not None
         with th._cond:
             res, n, t = th.result, th.result_n, th.result_t
         if n <= self._pose_used_n:
@@ -328,6 +332,7 @@ class Perception:
 
     def _update_hands(self) -> None:
         th = self._hands_thread
+        assert th is not None
         with th._cond:
             res, n, t = th.result, th.result_n, th.result_t
         if n <= self._hands_used_n:
@@ -377,7 +382,7 @@ class Perception:
             return float(pose[0, 0])                          # pose nose
         return None
 
-    def _update_face(self, obs, img: np.ndarray, t_s: float) -> None:
+    def _update_face(self, obs: Any, img: np.ndarray, t_s: float) -> None:
         if obs is None:
             self._face_f.lose(t_s)
             self._expr_f.lose(t_s)
@@ -417,7 +422,7 @@ class Perception:
         self._left_f = PartFilter(N_HAND, min_cutoff=2.0, beta=6.0, passthrough=static)
         self._right_f = PartFilter(N_HAND, min_cutoff=2.0, beta=6.0, passthrough=static)
         self._expr_f = ExpressionFilter(_EXPR_MIN_CUTOFF, _EXPR_BETA, NEUTRAL_FEATURES, passthrough=static)
-        self._last_pose_raw: np.ndarray | None = None
+        self._last_pose_raw = None
 
     def warmup(self, size: tuple[int, int] = (640, 480)) -> None:
         """Run every model once on a blank frame (their first call builds graphs and delegates,
@@ -512,6 +517,7 @@ class Perception:
 
     def _voice_loop(self) -> None:
         va = self.voice_analyzer
+        assert va is not None
         while True:
             item = self._audio_q.get()
             if item is None:
@@ -528,6 +534,8 @@ class Perception:
             self._collect_hits()
 
     def _collect_hits(self) -> None:
+        if self.voice_analyzer is None:
+            return
         for hit in self.voice_analyzer.drain_hits():
             self._keyword_hits.append(hit)
 
@@ -617,5 +625,5 @@ class Perception:
     def __enter__(self) -> Perception:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.close()

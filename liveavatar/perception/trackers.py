@@ -7,7 +7,7 @@ face landmarker with blendshapes (see `TasksFaceTracker`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -62,7 +62,7 @@ class HandTracker(Protocol):
     def close(self) -> None: ...
 
 
-def landmarks_to_array(landmark_list, n: int, with_visibility: bool) -> np.ndarray:
+def landmarks_to_array(landmark_list: Any, n: int, with_visibility: bool) -> np.ndarray:
     """(n, 4) float32 from a MediaPipe NormalizedLandmarkList without a Python loop over points:
     the serialised protobuf of fixed-size float fields is decoded by numpy. Falls back to the
     per-point path if the layout is not the expected one (e.g. a field missing)."""

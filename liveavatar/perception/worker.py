@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from liveavatar.runtime import LatestSlot
 from liveavatar.types import CapturedFrame, Cues
@@ -15,7 +16,7 @@ class PerceptionWorker:
     the slot and are counted there), runs `perception.process_video`, puts Cues in `cues_out`.
     Exceptions from perception are counted and skipped; the thread keeps going."""
 
-    def __init__(self, perception, frames_in: LatestSlot[CapturedFrame], cues_out: LatestSlot[Cues]) -> None:
+    def __init__(self, perception: Any, frames_in: LatestSlot[CapturedFrame], cues_out: LatestSlot[Cues]) -> None:
         self.perception = perception
         self.frames_in = frames_in
         self.cues_out = cues_out

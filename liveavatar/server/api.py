@@ -1,7 +1,7 @@
 """Control API request models (pydantic) and the OpenAPI document built from them."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -64,7 +64,10 @@ class ErrorBody(BaseModel):
     code: str | None = None
 
 
-def parse(model: type[BaseModel], raw: bytes) -> BaseModel:
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], raw: bytes) -> M:
     """Validate a JSON body; problems become one line naming the field (HTTP 422)."""
     try:
         return model.model_validate_json(raw or b"{}")
@@ -157,7 +160,7 @@ def openapi(version: str) -> dict:
                                            "?layout=packed gives colour|alpha side by side (our viewer page).",
                                  "parameters": [sid], "requestBody": sdp, "responses": created}},
     }
-    models = [EmotionRequest, ActionRequest, CharacterRequest, CalibrateRequest, HotkeyRequest,
+    models: list[type[BaseModel]] = [EmotionRequest, ActionRequest, CharacterRequest, CalibrateRequest, HotkeyRequest,
               FeedRequest, OkState, ErrorBody]
     return {
         "openapi": "3.1.0",

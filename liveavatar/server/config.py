@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
@@ -69,7 +70,7 @@ class ServerConfig(BaseModel):
         return self.token is not None
 
 
-def build(**values) -> ServerConfig:
+def build(**values: Any) -> ServerConfig:
     """ServerConfig from CLI values, with pydantic's complaint turned into one line."""
     try:
         return ServerConfig(**{k: v for k, v in values.items() if v is not None})

@@ -48,7 +48,7 @@ class AdmissionError(UserError):
     """The service is at its session limit (or still warming up): try again later."""
     http_status = 503
 
-    def __init__(self, message: str, code: str, **details) -> None:
+    def __init__(self, message: str, code: str, **details: Any) -> None:
         super().__init__(message)
         self.code = code
         self.details = details
@@ -72,7 +72,7 @@ def real_stages(cfg: ServerConfig) -> Stages:
     mapping = load_mapping(cfg.mapping)  # bad file: ConfigError naming it, before we bind
     keywords = list(getattr(mapping, "keyword_words", lambda: cfg.keywords)())
 
-    def generator():
+    def generator() -> Any:
         from liveavatar.generation import registry
         gen = registry.create(cfg.generator, cfg.device, cfg.size)
         if getattr(gen, "device", "cpu") == "cpu":
@@ -80,20 +80,20 @@ def real_stages(cfg: ServerConfig) -> Stages:
             torch.set_num_threads(cfg.render_threads)
         return gen
 
-    def perception():
+    def perception() -> Any:
         # Vision in a child process: MediaPipe's Python side off this process's GIL.
         from liveavatar.perception.process import PerceptionProcess
         return PerceptionProcess(keywords=keywords)
 
-    def worker(perception, frames_in, cues_out):
+    def worker(perception: Any, frames_in: Any, cues_out: Any) -> Any:
         from liveavatar.perception import PerceptionWorker
         return PerceptionWorker(perception, frames_in, cues_out)
 
-    def conditioner():
+    def conditioner() -> Any:
         from liveavatar.conditioning import Conditioner
         return Conditioner(load_mapping(cfg.mapping), rate_hz=cfg.fps, mapping_path=cfg.mapping)
 
-    def iter_media(path, realtime=True, loop=True):
+    def iter_media(path: Any, realtime: Any = True, loop: Any = True) -> Any:
         from liveavatar.sources.file import iter_media as f
         return f(path, realtime=realtime, loop=loop, mark_audio_end=True)
 
@@ -152,7 +152,7 @@ class Packer:
         self._premult = np.empty((size, size, 4), np.uint8)
         self._rgb = np.empty((size, size, 3), np.uint8)
         self._inv = np.empty((size, size, 3), np.uint8)
-        self._bg = tuple(float(c) for c in flat_bg) + (0.0,)
+        self._bg: Any = tuple(float(c) for c in flat_bg) + (0.0,)   # cv2 takes a scalar tuple
         self.flat_strip = flat_strip
 
     def _premultiply(self, rgba: np.ndarray) -> np.ndarray:
@@ -160,7 +160,8 @@ class Packer:
 
     @staticmethod
     def _yuv420(rgb: np.ndarray) -> av.VideoFrame:
-        return av.VideoFrame.from_ndarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+        i420: np.ndarray = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+        return av.VideoFrame.from_ndarray(i420, format="yuv420p")
 
     def pack(self, rgba: np.ndarray, stamp: tuple[int, int, int]) -> av.VideoFrame:
         s = self.size
@@ -370,7 +371,7 @@ class Session:
         self.subscribers: set[asyncio.Queue] = set()
         self.cue_subscribers = 0
         self.last_used = time.monotonic()
-        self.voice = None             # media.VoiceTrack, set by the app
+        self.voice: Any = None        # media.VoiceTrack, set by the app
         self.out_tracks: dict[str, Any] = {}   # layout -> media.AvatarTrack (relayed to viewers)
         self.shared_encoder: Any = None        # media.SharedEncoder: one VP8 encode for our pages
         self._t0_ns = 0
@@ -457,7 +458,7 @@ class Session:
             self.engine.loop.call_soon_threadsafe(self.voice.push_many, frames)
 
     # -- render thread ------------------------------------------------------------------------
-    def tick(self, t_ns: int):
+    def tick(self, t_ns: int) -> Any:
         cues = self.cues.take_nowait()
         if cues is not None and cues.t_capture_ns:
             self.timer.record("capture_to_cues", (time.monotonic_ns() - cues.t_capture_ns) / 1e6)
@@ -610,7 +611,8 @@ class Engine:
                  flat_bg: tuple[int, int, int] = (0, 255, 0)) -> None:
         self.cfg = cfg
         self.stages = stages
-        self.loop = loop
+        # None until start() takes the running loop (tests build an Engine without one).
+        self.loop: asyncio.AbstractEventLoop = loop  # type: ignore[assignment]
         self.flat_bg = flat_bg
         self.wallclock = timecode.WallClockMap()
         self.timer = StageTimer(window=600)
@@ -699,7 +701,7 @@ class Engine:
         finally:
             del self._creating[sid]
 
-    def _make_stages(self):
+    def _make_stages(self) -> Any:
         return self.stages.perception(), self.stages.conditioner()
 
     async def remove(self, sid: str) -> None:

@@ -9,6 +9,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import av
 import numpy as np
@@ -51,23 +52,26 @@ class LowLatencyJitterBuffer(JitterBuffer):
     Opus frame) as soon as it is next in order."""
 
     def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        origin = self._origin
+        assert origin is not None     # aiortc calls this only once a packet has set the origin
         if not self._is_video:
-            packet = self._packets[self._origin % self._capacity]
+            packet = self._packets[origin % self._capacity]
             if packet is None:
                 return None
             self.remove(1)
-            return JitterFrame(data=packet._data, timestamp=packet.timestamp)
+            return JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
         packets = []
         timestamp = None
         for count in range(self.capacity):
-            packet = self._packets[(self._origin + count) % self._capacity]
+            packet = self._packets[(origin + count) % self._capacity]
             if packet is None or (timestamp is not None and packet.timestamp != timestamp):
                 break
             timestamp = packet.timestamp
             packets.append(packet)
             if packet.marker:
                 self.remove(count + 1)
-                return JitterFrame(data=b"".join(p._data for p in packets), timestamp=timestamp)
+                return JitterFrame(data=b"".join(p._data for p in packets),  # type: ignore[attr-defined]
+                                   timestamp=timestamp)
         return super()._remove_frame(sequence_number)   # no marker seen: aiortc's rule
 
 
@@ -104,7 +108,7 @@ async def drain_audio(track: MediaStreamTrack, session: Session) -> None:
         while True:
             frame = await track.recv()
             t = time.monotonic_ns()
-            out = resampler.resample(frame)
+            out = resampler.resample(frame)  # type: ignore[arg-type]  # an audio track yields AudioFrames
             if session.voice is not None:
                 session.voice.push_many(out)
             for f in out:
@@ -219,7 +223,7 @@ class SharedEncoder(threading.Thread):
         self.frames.close()
 
     def run(self) -> None:
-        codec = av.CodecContext.create("libvpx", "w")
+        codec: Any = av.CodecContext.create("libvpx", "w")
         codec.width, codec.height = self.width, self.height
         codec.pix_fmt = "yuv420p"
         codec.time_base = VIDEO_TIME_BASE

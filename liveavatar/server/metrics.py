@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -14,7 +15,7 @@ class EngineCollector:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def collect(self):
+    def collect(self) -> Any:
         eng = self.engine
         up = GaugeMetricFamily("liveavatar_ready", "1 once the generator is warmed up",
                                labels=["generator", "device"])
@@ -23,12 +24,12 @@ class EngineCollector:
         yield up
         yield GaugeMetricFamily("liveavatar_sessions", "Live sessions", value=len(eng.sessions))
         timings = eng.timer.summary()
-        for stage, name, doc in (("render", "liveavatar_render_batch_ms", "Generator batch render time (ms)"),
-                                 ("loop_lag", "liveavatar_event_loop_lag_ms", "How late the asyncio loop wakes (ms)")):
+        for key, name, doc in (("render", "liveavatar_render_batch_ms", "Generator batch render time (ms)"),
+                               ("loop_lag", "liveavatar_event_loop_lag_ms", "How late the asyncio loop wakes (ms)")):
             g = GaugeMetricFamily(name, doc, labels=["quantile"])
-            if stage in timings:
-                g.add_metric(["0.5"], timings[stage]["median_ms"])
-                g.add_metric(["0.95"], timings[stage]["p95_ms"])
+            if key in timings:
+                g.add_metric(["0.5"], timings[key]["median_ms"])
+                g.add_metric(["0.95"], timings[key]["p95_ms"])
             yield g
         yield CounterMetricFamily("liveavatar_render_ticks_skipped",
                                   "Output ticks skipped because rendering fell behind",

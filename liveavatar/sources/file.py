@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class MediaInfo:
     channels: int
 
 
-def _open(path: Path):
+def _open(path: Path) -> Any:
     import av
     if not path.exists():
         raise UserError(f"{path}: no such file")

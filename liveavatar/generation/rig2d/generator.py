@@ -17,6 +17,7 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,7 +111,7 @@ class _Character:
         self.eyes_box, self.brows_box, self.mouth_box = f.eyes_box, f.brows_box, f.mouth_box
         ex = [pack.expressions[e] for e in EMOTIONS]
 
-        def stack(arrays):
+        def stack(arrays: Any) -> Any:
             return torch.from_numpy(np.stack([a.reshape(-1) for a in arrays])).to(device)
 
         self.head = torch.from_numpy(pack.head).to(device)
@@ -155,7 +156,8 @@ class Rig2DGenerator:
         self._lock = threading.Lock()          # guards loading; renders read a stable dict
         self._render_lock = threading.Lock()   # scratch buffers are shared: one render at a time
         self._canvas: dict[tuple[int, int], torch.Tensor] = {}
-        self._face_grids: dict[str, torch.Tensor] = {}
+        self._face_grids: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._ramp_cache: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ protocol: setup
     def load(self) -> None:
@@ -272,7 +274,7 @@ class Rig2DGenerator:
         ch += motion.breathing(g["t"])
         return ch
 
-    def _skeleton(self, ch: dict | np.ndarray, root: np.ndarray, c: _Character):
+    def _skeleton(self, ch: np.ndarray, root: np.ndarray, c: _Character) -> Any:
         """Joint positions (n, J, 2) in reference px and per-part 2x2 maps texture->output px."""
         n = ch.shape[0]
         ang = ch[:, :motion.N_BONES]
@@ -408,27 +410,27 @@ class Rig2DGenerator:
             if x0 >= x1 or y0 >= y1:
                 continue
             region = canvas[b, :, y0:y1, x0:x1]
-            scale = 255.0 / region[3].clamp(min=1e-4)
+            unpremult = 255.0 / region[3].clamp(min=1e-4)
             if dev.type == "cpu":      # each plane straight into its interleaved uint8 channel
                 dst = out[b, y0:y1, x0:x1]
                 for ch_i in range(3):
-                    dst[..., ch_i] = region[ch_i].mul_(scale).add_(0.5)
+                    dst[..., ch_i] = region[ch_i].mul_(unpremult).add_(0.5)
                 dst[..., 3] = region[3].mul_(255.0).add_(0.5)
             else:                      # on the GPU: convert there, copy bytes once
-                region[:3].mul_(scale)
+                region[:3].mul_(unpremult)
                 region[3].mul_(255.0)
                 out[b, y0:y1, x0:x1] = region.add_(0.5).to(torch.uint8).permute(1, 2, 0).cpu()
         return out.numpy()
 
     def _ramp(self, length: int) -> torch.Tensor:
         """Pixel centres 0.5, 1.5, ... (cached, grown on demand)."""
-        r = self._face_grids.get("ramp")
+        r = self._ramp_cache
         if r is None or r.numel() < length:
-            r = self._face_grids["ramp"] = torch.arange(max(length, 512), dtype=torch.float32, device=self._dev) + 0.5
+            r = self._ramp_cache = torch.arange(max(length, 512), dtype=torch.float32, device=self._dev) + 0.5
         return r
 
     @staticmethod
-    def _tile_grid(out: torch.Tensor, A: torch.Tensor, b: torch.Tensor, wh, ramp: torch.Tensor) -> None:
+    def _tile_grid(out: torch.Tensor, A: torch.Tensor, b: torch.Tensor, wh: Any, ramp: torch.Tensor) -> None:
         """Fill `out` (n, h*w, 2) with b + x A[0] + y A[1] for the tile's pixel centres; the affine
         is separable, so it is one (n, w, 2) row plus one (n, h, 2) column, broadcast-added."""
         n, (w, h) = A.shape[0], (int(wh[0]), int(wh[1]))
@@ -541,7 +543,7 @@ def _sample(src: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return out[:, :, 0].permute(1, 0, 2).reshape(1, src.shape[1], N)
 
 
-def _fit(a, n: int) -> np.ndarray:
+def _fit(a: Any, n: int) -> np.ndarray:
     """Any array-ish to exactly n float32 values (missing -> NaN, so the caller's fallback applies)."""
     v = np.asarray(a, np.float32).reshape(-1)
     if v.size == n:
