@@ -12,10 +12,8 @@ from hypothesis import HealthCheck, settings
 
 from liveavatar import __version__
 from liveavatar.server import api
-from liveavatar.server.config import ServerConfig
 from tests.fuzzing import examples
-from tests.server.conftest import ServerThread, free_port, http
-from tests.server.fakes import fake_perception_stages
+from tests.server.harness import http, running_server
 
 # Built from the same function that serves /api/openapi.json (checked equal below).
 schema = schemathesis.openapi.from_dict(
@@ -27,10 +25,8 @@ EXAMPLES = examples(25)   # per operation and mode: keeps the whole module well 
 
 @pytest.fixture(scope="module")
 def server():
-    cfg = ServerConfig(port=free_port(), size=64, demo=False, max_sessions=2)
-    srv = ServerThread(cfg, fake_perception_stages(cfg)).start()
-    yield srv
-    srv.stop()
+    with running_server(size=64, max_sessions=2) as srv:
+        yield srv
 
 
 def one_clear_line(response) -> None:

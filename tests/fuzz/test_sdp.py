@@ -9,10 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from liveavatar.server.config import ServerConfig
 from tests.fuzzing import examples
-from tests.server.conftest import ServerThread, free_port, http
-from tests.server.fakes import fake_perception_stages
+from tests.server.harness import http, running_server
 
 EXAMPLES = examples(40)
 SDP = {"Content-Type": "application/sdp"}
@@ -20,10 +18,8 @@ SDP = {"Content-Type": "application/sdp"}
 
 @pytest.fixture(scope="module")
 def server():
-    cfg = ServerConfig(port=free_port(), size=64, demo=False, max_sessions=2)
-    srv = ServerThread(cfg, fake_perception_stages(cfg)).start()
-    yield srv
-    srv.stop()
+    with running_server(size=64, max_sessions=2) as srv:
+        yield srv
 
 
 def real_offer(direction: str) -> list[str]:

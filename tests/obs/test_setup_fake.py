@@ -223,8 +223,8 @@ def _warming_server(warmup_s: float):
     import time
 
     from liveavatar.server.config import ServerConfig
-    from tests.server.conftest import ServerThread, free_port
     from tests.server.fakes import fake_perception_stages
+    from tests.server.harness import ServerThread, free_port
 
     cfg = ServerConfig(port=free_port(), size=64)
     stages = fake_perception_stages(cfg)

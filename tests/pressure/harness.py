@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.server.conftest import free_port, http
+from tests.server.harness import free_port, http
 
 REPO = Path(__file__).resolve().parents[2]
 #: Log lines that fail a soak: errors and anything that printed a traceback.

@@ -17,8 +17,8 @@ from liveavatar.server.engine import real_stages
 from liveavatar.types import FACE_FEATURES, Cues, Part, VoiceFeatures
 from tests.media import path as media_path
 from tests.pressure.harness import CpuHog
-from tests.server.conftest import ServerThread, free_port, http
 from tests.server.fakes import FakePerception, fake_perception_stages
+from tests.server.harness import ServerThread, free_port, http
 from tests.server.rtc_clients import Player, publish
 
 pytestmark = pytest.mark.slow

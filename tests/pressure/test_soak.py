@@ -24,7 +24,7 @@ import pytest
 from tests.media import path as media_path
 from tests.pressure.harness import ServeProcess, dump, load_average, metric, p95
 from tests.server.browser import launch, make_y4m
-from tests.server.conftest import wait_until
+from tests.server.harness import wait_until
 
 SOAK_S = float(os.environ.get("LIVEAVATAR_SOAK_SECONDS", "90"))
 # Start-up (serve, Chromium, warm-up) on top of the soak itself; the suite's 600 s default

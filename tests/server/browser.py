@@ -73,7 +73,7 @@ def served_browser(tmp: Path, size: int):
     from liveavatar.server.config import ServerConfig
     from liveavatar.server.engine import real_stages
     from tests.media import path as media_path
-    from tests.server.conftest import ServerThread, free_port
+    from tests.server.harness import ServerThread, free_port
 
     y4m = make_y4m(media_path("astronaut_talk.mp4"), tmp / "camera.y4m")
     cfg = ServerConfig(port=free_port(), size=size, demo=False)

@@ -8,16 +8,14 @@ import numpy as np
 import pytest
 
 from liveavatar.server.config import ServerConfig
-from tests.server.conftest import ServerThread, free_port, http
 from tests.server.fakes import fake_perception_stages
+from tests.server.harness import ServerThread, free_port, http, running_server
 
 
 @pytest.fixture(scope="module")
 def server():
-    cfg = ServerConfig(port=free_port(), size=128, demo=False)
-    srv = ServerThread(cfg, fake_perception_stages(cfg)).start()
-    yield srv
-    srv.stop()
+    with running_server(size=128) as srv:
+        yield srv
 
 
 def post(server, path, body, **kw):

@@ -17,7 +17,7 @@ from tests.server.browser import (
     RED_PIXELS_JS,
     served_browser,
 )
-from tests.server.conftest import http, wait_until
+from tests.server.harness import http, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from tests.server.conftest import free_port
+from tests.server.harness import free_port
 
 
 def serve(*args, env=None, timeout=60):

@@ -10,17 +10,14 @@ import pytest
 from liveavatar.paths import assets_dir
 from liveavatar.server.config import ServerConfig
 from tests.media import path as media_path
-from tests.server.conftest import ServerThread, free_port, http, wait_until
-from tests.server.fakes import fake_perception_stages
+from tests.server.harness import free_port, http, running_server, wait_until
 from tests.server.rtc_clients import publish
 
 
 @pytest.fixture(scope="module")
 def file_server():
-    cfg = ServerConfig(port=free_port(), size=64, source=media_path("messi_sway.mp4"))
-    srv = ServerThread(cfg, fake_perception_stages(cfg)).start()
-    yield srv
-    srv.stop()
+    with running_server(size=64, source=media_path("messi_sway.mp4")) as srv:
+        yield srv
 
 
 async def test_source_file_drives_the_default_session_until_a_camera_comes(file_server):
@@ -42,25 +39,17 @@ async def test_source_file_drives_the_default_session_until_a_camera_comes(file_
 
 def test_demo_clip_plays_when_no_camera_connects():
     assert (assets_dir() / "demo.mp4").exists()
-    cfg = ServerConfig(port=free_port(), size=64, demo=True, demo_after_s=0.5)
-    srv = ServerThread(cfg, fake_perception_stages(cfg)).start()
-    try:
+    with running_server(size=64, demo=True, demo_after_s=0.5) as srv:
         s = srv.engine.sessions["default"]
         wait_until(lambda: s.file_driver is not None and s.frames_received.count > 10, 30, what="the demo clip")
         assert s.file_driver.path.name == "demo.mp4"
-    finally:
-        srv.stop()
 
 
 def test_no_demo_means_an_idle_avatar():
-    cfg = ServerConfig(port=free_port(), size=64, demo=False, demo_after_s=0.2)
-    srv = ServerThread(cfg, fake_perception_stages(cfg)).start()
-    try:
+    with running_server(size=64, demo_after_s=0.2) as srv:
         s = srv.engine.sessions["default"]
         wait_until(lambda: s.rendered.count > 15, 20, what="idle frames")
         assert s.file_driver is None and s.frames_received.count == 0
-    finally:
-        srv.stop()
 
 
 def test_mpegts_feed_endpoint_sends_the_avatar_over_udp(file_server):

@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 
 from liveavatar.server import timecode
-from liveavatar.server.config import ServerConfig
 from liveavatar.server.engine import STRIP_ROWS
 from tests.media import path as media_path
-from tests.server.conftest import ServerThread, free_port, http
-from tests.server.fakes import fake_perception_stages
+from tests.server.harness import http, running_server
 from tests.server.rtc_clients import Player, post_sdp, publish
 
 SIZE = 128
@@ -22,10 +20,8 @@ SIZE = 128
 
 @pytest.fixture(scope="module")
 def server():
-    cfg = ServerConfig(port=free_port(), size=SIZE, demo=False, max_sessions=3)
-    srv = ServerThread(cfg, fake_perception_stages(cfg)).start()
-    yield srv
-    srv.stop()
+    with running_server(size=SIZE, max_sessions=3) as srv:
+        yield srv
 
 
 async def _until(pred, timeout=20.0, what="condition"):
