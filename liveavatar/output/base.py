@@ -7,7 +7,6 @@ arrives is replaced and counted as dropped, and latency stays bounded at one fra
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -15,10 +14,24 @@ from typing import Any
 
 import numpy as np
 
-from liveavatar.runtime import LatestSlot
+from liveavatar.runtime import LatestSlot, Worker
 from liveavatar.types import RenderedFrame
 
 log = logging.getLogger(__name__)
+
+
+class _SinkThread(Worker):
+    """The sink's writer thread; stop() closes the slot so a waiting take() returns at once."""
+
+    def __init__(self, sink: FrameSink) -> None:
+        super().__init__(f"liveavatar-{sink.kind}")
+        self.sink = sink
+
+    def wake(self) -> None:
+        self.sink._slot.close()
+
+    def run(self) -> None:
+        self.sink._run(self)
 
 
 class FrameSink(ABC):
@@ -30,8 +43,7 @@ class FrameSink(ABC):
 
     def __init__(self) -> None:
         self._slot: LatestSlot[RenderedFrame] = LatestSlot()
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
+        self._thread: _SinkThread | None = None
         self._write_ms: deque[float] = deque(maxlen=600)  # bounded: the last ~20 s at 30 fps
         self.written = 0
         self.errors = 0
@@ -42,7 +54,7 @@ class FrameSink(ABC):
         if self._thread is not None:
             return self
         self._open()
-        self._thread = threading.Thread(target=self._run, name=f"liveavatar-{self.kind}", daemon=True)
+        self._thread = _SinkThread(self)
         self._thread.start()
         return self
 
@@ -53,9 +65,7 @@ class FrameSink(ABC):
     def stop(self, timeout: float = 5.0) -> None:
         if self._thread is None:
             return
-        self._stopping.set()
-        self._slot.close()
-        self._thread.join(timeout)
+        self._thread.stop(join_timeout=timeout)
         self._thread = None
 
     @property
@@ -90,12 +100,12 @@ class FrameSink(ABC):
     @abstractmethod
     def _close(self) -> None: ...
 
-    def _run(self) -> None:
+    def _run(self, worker: Worker) -> None:
         try:
             while True:
                 frame = self._slot.take(timeout=0.5)
                 if frame is None:
-                    if self._stopping.is_set():
+                    if worker.halted:
                         break
                     continue
                 try:

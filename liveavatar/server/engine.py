@@ -10,7 +10,6 @@ The asyncio loop only does signalling and WebRTC; everything heavy is on these t
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import threading
 import time
@@ -26,7 +25,7 @@ import numpy as np
 
 from liveavatar.clock import Ticker
 from liveavatar.errors import NotFoundError, UserError
-from liveavatar.runtime import LatestSlot, StageTimer
+from liveavatar.runtime import DropOldest, LatestSlot, LoopWakeup, StageTimer, Worker
 from liveavatar.server import timecode
 from liveavatar.server.config import ServerConfig
 from liveavatar.types import AudioChunk, CapturedFrame, ControlEvent, ControlKind, Cues, EventSource, RenderedFrame
@@ -118,25 +117,16 @@ class FramePublisher:
     called from the render thread; waiters never block the loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
         self.latest: Published | None = None
-        self._waiters: list[asyncio.Future] = []
+        self._wakeup = LoopWakeup(loop)
 
     def publish(self, item: Published) -> None:
         self.latest = item
-        self.loop.call_soon_threadsafe(self._wake)
-
-    def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for f in waiters:
-            if not f.done():
-                f.set_result(None)
+        self._wakeup.notify_threadsafe()
 
     async def wait_newer(self, seq: int) -> Published:
         while self.latest is None or self.latest.seq <= seq:
-            fut = self.loop.create_future()
-            self._waiters.append(fut)
-            await fut
+            await self._wakeup.wait()
         return self.latest
 
 
@@ -203,31 +193,31 @@ class RateMeter:
         return r
 
 
-class InputPump(threading.Thread):
+class InputPump(Worker):
     """Per-session input thread: raw video (av frames from WebRTC, or CapturedFrames from a file)
     becomes RGB CapturedFrames for perception, latest wins; audio chunks go to perception in
     order through a bounded buffer that drops the oldest (counted)."""
 
     def __init__(self, session: Session) -> None:
-        super().__init__(name=f"input-{session.sid}", daemon=True)
+        super().__init__(f"input-{session.sid}")
         self.session = session
         self.raw_video: LatestSlot[tuple[Any, int]] = LatestSlot()
-        self.audio: collections.deque[AudioChunk] = collections.deque(maxlen=50)
-        self.audio_dropped = 0
+        self.audio: DropOldest[AudioChunk] = DropOldest(50)
         self.stamped_frames = 0
         self._audio_ended = False      # the microphone track (or a file pass) ended
         self._wake = threading.Event()
-        self._halt = False
         self._seq = 0
+
+    @property
+    def audio_dropped(self) -> int:
+        return self.audio.dropped
 
     def put_video(self, frame: Any, t_arrival_ns: int) -> None:
         self.raw_video.put((frame, t_arrival_ns))
         self._wake.set()
 
     def put_audio(self, chunk: AudioChunk) -> None:
-        if len(self.audio) == self.audio.maxlen:
-            self.audio_dropped += 1
-        self.audio.append(chunk)
+        self.audio.put(chunk)
         self._wake.set()
 
     def end_audio(self) -> None:
@@ -236,17 +226,15 @@ class InputPump(threading.Thread):
         self._audio_ended = True
         self._wake.set()
 
-    def stop(self) -> None:
-        self._halt = True
+    def wake(self) -> None:
         self._wake.set()
 
     def run(self) -> None:
         s = self.session
-        while not self._halt:
+        while not self.halted:
             self._wake.wait(0.25)
             self._wake.clear()
-            while self.audio and not self._halt:
-                chunk = self.audio.popleft()
+            while not self.halted and (chunk := self.audio.pop()) is not None:
                 try:
                     s.perception.process_audio(chunk)
                 except Exception:  # a bad chunk must not kill the session's input
@@ -291,24 +279,20 @@ class InputPump(threading.Thread):
         return CapturedFrame(image, self._seq, t_capture)
 
 
-class FileDriver(threading.Thread):
+class FileDriver(Worker):
     """Feeds a session from a media file (real-time paced, looping): the demo / --source."""
 
     def __init__(self, session: Session, path: Path, iter_media: Callable[..., Any]) -> None:
-        super().__init__(name=f"file-{session.sid}", daemon=True)
+        super().__init__(f"file-{session.sid}")
         self.session, self.path, self._iter_media = session, path, iter_media
-        self._halt = threading.Event()
         self.error: str | None = None
-
-    def stop(self) -> None:
-        self._halt.set()
 
     def run(self) -> None:
         s = self.session
         resampler = None
         try:
             for item in self._iter_media(self.path, realtime=True, loop=True):
-                if self._halt.is_set():
+                if self.halted:
                     break
                 if isinstance(item, CapturedFrame):
                     s.input.put_video(item, item.t_capture_ns)
@@ -539,20 +523,16 @@ class Session:
 # Engine: generator + render thread + session table
 # ---------------------------------------------------------------------------------------------
 
-class RenderLoop(threading.Thread):
+class RenderLoop(Worker):
     """The device worker: one generator call per output tick for all live sessions."""
 
     def __init__(self, engine: Engine) -> None:
-        super().__init__(name="render", daemon=True)
+        super().__init__("render")
         self.engine = engine
         self.ticker = Ticker(engine.cfg.fps)
-        self._halt = threading.Event()
         self.frames = 0
         self.errors = 0               # render ticks that raised (the frame is skipped, not retried)
         self.error: str | None = None
-
-    def stop(self) -> None:
-        self._halt.set()
 
     def run(self) -> None:
         eng = self.engine
@@ -562,7 +542,7 @@ class RenderLoop(threading.Thread):
         events: list[int] = []
         last_reload = time.monotonic()
         last_error_log = 0.0
-        while not self._halt.is_set():
+        while not self.halted:
             t = self.ticker.wait()
             sessions = eng.live
             if not sessions:
@@ -645,8 +625,7 @@ class Engine:
 
     async def stop(self) -> None:
         if self.render_loop:
-            self.render_loop.stop()
-            await self.loop.run_in_executor(None, self.render_loop.join, 2.0)
+            await self.loop.run_in_executor(None, self.render_loop.stop, 2.0)
         for s in list(self.sessions.values()):
             await self.remove(s.sid)
         self.pool.shutdown(wait=False, cancel_futures=True)
