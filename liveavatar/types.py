@@ -15,6 +15,9 @@ import numpy as np
 # Vocabularies. Index order is part of the contract: arrays below are laid out in these orders.
 # ---------------------------------------------------------------------------------------------
 
+#: Landmark counts of the Part arrays in Cues: MediaPipe pose, face mesh with iris, one hand.
+N_POSE, N_FACE, N_HAND = 33, 478, 21
+
 #: Expression features derived from the face mesh, in `Cues.expression` order.
 #: Angles are radians (yaw: + = head turned to the subject's left as seen in the image... see
 #: perception docs); blink/mouth/smile/brow are 0..1; gaze is -1..1.
@@ -101,7 +104,7 @@ class Part:
     confidence: float = 0.0
 
     @classmethod
-    def empty(cls, n: int) -> "Part":
+    def empty(cls, n: int) -> Part:
         return cls(np.zeros((n, 4), np.float32), False, 0.0)
 
 
@@ -127,9 +130,9 @@ class Cues:
     """What perception saw at one instant (the capture time of the video frame)."""
     seq: int
     t_capture_ns: int
-    pose: Part                      # 33 MediaPipe pose landmarks
-    face: Part                      # 478 face-mesh landmarks (with iris)
-    hand_left: Part                 # 21 landmarks, the subject's left hand
+    pose: Part                      # N_POSE (33) MediaPipe pose landmarks
+    face: Part                      # N_FACE (478) face-mesh landmarks (with iris)
+    hand_left: Part                 # N_HAND (21) landmarks, the subject's left hand
     hand_right: Part
     expression: np.ndarray          # (len(FACE_FEATURES),) float32, calibrated, smoothed
     expression_present: bool
@@ -204,7 +207,7 @@ class Conditioning:
     body_present: float = 0.0        # 0..1: 0 = nobody tracked (idle pose), 1 = live tracking
 
     @classmethod
-    def neutral(cls, seq: int = 0, t_tick_ns: int = 0, n_emotions: int = len(EMOTIONS)) -> "Conditioning":
+    def neutral(cls, seq: int = 0, t_tick_ns: int = 0, n_emotions: int = len(EMOTIONS)) -> Conditioning:
         emo = np.zeros(n_emotions, np.float32)
         emo[0] = 1.0
         vis = np.zeros(len(VISEMES), np.float32)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import skimage.data
 
 from tests.media import animate, read_wav, speak, write_clip

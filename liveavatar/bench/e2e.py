@@ -10,6 +10,9 @@ frames it presents:
 - trigger-to-pixel = time from the studio key press to the first viewer frame rendered after the
   event was applied (the strip's event counter goes up).
 The fake camera and microphone are the bundled demo clip (a real person, with speech).
+
+`hog=N` measures twice: quiet, then beside N busy-loop processes at normal priority (a streamer's
+PC running a game and OBS); the second pass's rows are prefixed `hogN_`.
 """
 from __future__ import annotations
 
@@ -21,7 +24,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from liveavatar.bench import report
 from liveavatar.errors import UserError
@@ -80,7 +86,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> N
     raise UserError(f"`liveavatar serve` not healthy within {timeout:.0f} s")
 
 
-def _wait(page, js: str, timeout: float, what: str):
+def _wait(page: Any, js: str, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = page.evaluate(js)
@@ -90,8 +96,23 @@ def _wait(page, js: str, timeout: float, what: str):
     raise UserError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def run(seconds: float = 20.0, size: int | None = None, warmup_s: float = 5.0, clip: Path | None = None) -> dict:
-    """`size`: the avatar size `serve` renders (None: its default, 256 on CPU, 512 on a GPU)."""
+@contextmanager
+def busy_loops(n: int) -> Iterator[list[subprocess.Popen]]:
+    """`n` processes that each spin one core at normal priority, for the duration of the block."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+
+
+def run(seconds: float = 20.0, size: int | None = None, warmup_s: float = 5.0, clip: Path | None = None,
+        hog: int = 0) -> dict:
+    """`size`: the avatar size `serve` renders (None: its default, 256 on CPU, 512 on a GPU).
+    `hog`: also measure beside this many busy-loop processes (0: quiet only)."""
     if not Path(CHROMIUM).exists():
         raise UserError(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
@@ -116,7 +137,16 @@ def run(seconds: float = 20.0, size: int | None = None, warmup_s: float = 5.0, c
                     str(tmp / "profile"), executable_path=CHROMIUM, headless=True,
                     args=chromium_args(y4m, wav), viewport={"width": 800, "height": 600})
                 try:
-                    return _measure(ctx, url, seconds, warmup_s, size)
+                    quiet = _measure(ctx, url, seconds, warmup_s, size)
+                    if hog <= 0:
+                        return quiet
+                    with busy_loops(hog):
+                        busy = _measure(ctx, url, seconds, warmup_s, size)
+                    note = f"beside {hog} busy-loop process(es) at normal priority; "
+                    quiet["rows"] += [{**r, "metric": f"hog{hog}_{r['metric']}", "note": note + r["note"]}
+                                      for r in busy["rows"]]
+                    quiet["hog"] = hog
+                    return quiet
                 finally:
                     ctx.close()
         finally:
@@ -142,7 +172,7 @@ def _buffer_ms(before: dict, after: dict, kind: str) -> float:
     return 1e3 * (after[kind][0] - before[kind][0]) / n if n > 0 else float("nan")
 
 
-def _open_viewer(ctx, url: str, query: str, warmup_s: float):
+def _open_viewer(ctx: Any, url: str, query: str, warmup_s: float) -> Any:
     viewer = ctx.new_page()
     viewer.goto(url + "/viewer" + query)
     _wait(viewer, "window.__viewer && window.__viewer.connected", 60, "the viewer")
@@ -152,7 +182,7 @@ def _open_viewer(ctx, url: str, query: str, warmup_s: float):
     return viewer
 
 
-def _measure(ctx, url: str, seconds: float, warmup_s: float, size: int) -> dict:
+def _measure(ctx: Any, url: str, seconds: float, warmup_s: float, size: int) -> dict:
     studio = ctx.new_page()
     studio.goto(url + "/studio?preview=0")  # one avatar stream at a time: the viewer's
     # Open the viewer tab only once the studio publishes: a studio that starts publishing from a
@@ -181,6 +211,7 @@ def _measure(ctx, url: str, seconds: float, warmup_s: float, size: int) -> dict:
     press_times = studio.evaluate("window.__studio.presses.map(p => p.t)")
     changes = viewer.evaluate("window.__viewer.meter.eventChanges.map(c => c.t)")
     stats = studio.evaluate("window.__studio.stats") or {}
+    n_out = stats.get("fps_out", float("nan"))
     viewer.close()
     t2p = []
     for tp in press_times:
@@ -193,6 +224,7 @@ def _measure(ctx, url: str, seconds: float, warmup_s: float, size: int) -> dict:
     time.sleep(seconds / 2)
     g2g_picture = picture.evaluate("window.__viewer.meter.samples.slice()")
     picture.close()
+    studio.close()
 
     g, gp, t = report.stats(g2g), report.stats(g2g_picture), report.stats(t2p)
     ms, ms95 = stats.get("ms", {}), stats.get("ms_p95", {})
@@ -225,6 +257,9 @@ def _measure(ctx, url: str, seconds: float, warmup_s: float, size: int) -> dict:
         report.row("event_loop_lag", float(lag.get("median", nan)), float(lag.get("p95", nan)), "ms",
                    "service asyncio loop wake-up delay"),
         report.row("viewer_fps", (n1 - n0) / elapsed, None, "fps", "frames decoded by the viewer"),
+        report.row("service_fps_out", float(n_out), None, "fps", "frames the service rendered (studio stats)"),
+        report.row("perception_fps", float(stats.get("fps_perceived", nan)), None, "fps",
+                   "camera frames perception kept up with (it yields first under load)"),
         report.row("camera_fps_at_service", float(stats.get("fps_in", nan)), None, "fps", ""),
         report.row("render_batch", float(stats.get("render_ms", nan)), None, "ms",
                    f"generator, {size}x{size}, 1 session"),

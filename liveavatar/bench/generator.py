@@ -7,6 +7,7 @@ warm-up; the median and p95 per batch are reported, and fps per session = 1000 /
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,7 +66,7 @@ def run(generator: str = "rig2d", device: str | None = None, batches: list[int] 
     return report.result("generator", rows, generator=generator, info=gen.info())
 
 
-def _measure(gen, character: str, b: int, frames: int, label: str) -> list[dict]:
+def _measure(gen: Any, character: str, b: int, frames: int, label: str) -> list[dict]:
     chars = [character] * b
     for i in range(WARMUP_FRAMES):
         gen.render(sample_conditionings(b, i), chars)

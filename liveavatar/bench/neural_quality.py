@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,8 +24,9 @@ LIMBS = {"upper_arm_l": (11, 13), "lower_arm_l": (13, 15), "upper_arm_r": (12, 1
          "upper_leg_r": (24, 26), "lower_leg_r": (26, 28)}
 
 
-def _premult(frames: np.ndarray):
+def _premult(frames: np.ndarray) -> Any:
     import torch
+
     from liveavatar.generation.neural.train import premultiplied
     return premultiplied(torch.from_numpy(np.ascontiguousarray(frames)))
 
@@ -92,11 +94,11 @@ def run(character: str = "nova", frames: int = 256, model_dir: Path | None = Non
                        f"mean {s.mean():.3f}; p95 column: 5th percentile")]
 
     poses = fidelity_poses(fidelity)
-    student = []
+    student_frames: list[np.ndarray] = []
     for c in poses:               # each pose from a reset: no previous frame to lean on
         gen.reset()
-        student.append(gen.render([c], [character]).copy())
-    student = np.concatenate(student)
+        student_frames.append(gen.render([c], [character]).copy())
+    student = np.concatenate(student_frames)
     for who, frames_ in (("neural", student), ("rig2d", render_teacher(poses))):
         detected, errors = limb_errors(frames_, poses)
         allerr = np.concatenate([np.asarray(v) for v in errors.values()]) if detected else np.array([np.nan])

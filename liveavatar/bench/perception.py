@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +16,7 @@ FPS = 30
 WARMUP_S = 2.0
 
 
-def _media():
+def _media() -> Any:
     """640x480 RGB frames and mono audio of the test clips (gathered by tests/media/fetch.py)."""
     import sys
     from pathlib import Path
@@ -49,15 +50,15 @@ def _media():
 class _TimedSlot:
     """A cues slot that records when each Cues came out (for capture-to-cues latency)."""
 
-    def __init__(self, clock_ns, perception) -> None:
+    def __init__(self, clock_ns: Any, perception: Any) -> None:
         from liveavatar.runtime import LatestSlot
-        self.slot = LatestSlot()
+        self.slot: LatestSlot[Any] = LatestSlot()
         self.latency_ms: list[float] = []
         self.pose_behind: list[float] = []     # frames between this Cues and the pose it carries
         self._now = clock_ns
         self._p = perception
 
-    def put(self, cues) -> None:
+    def put(self, cues: Any) -> None:
         self.latency_ms.append((self._now() - cues.t_capture_ns) / 1e6)
         self.pose_behind.append(float(self._p._n - self._p._pose_used_n))
         self.slot.put(cues)

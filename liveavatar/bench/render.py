@@ -9,12 +9,11 @@ from liveavatar.bench import report
 
 
 def _make_clip(seconds: float, out: Path) -> Path:
-    import av
 
+    from liveavatar.output.video_file import VideoFileWriter
     from liveavatar.paths import assets_dir
     from liveavatar.sources.file import iter_media
-    from liveavatar.types import AudioChunk
-    from liveavatar.output.video_file import VideoFileWriter
+    from liveavatar.types import AudioChunk, CapturedFrame
 
     n_frames = int(seconds * 30)
     src = assets_dir() / "demo.mp4"
@@ -26,6 +25,8 @@ def _make_clip(seconds: float, out: Path) -> Path:
                 continue
             w.write_audio(item.samples, item.sample_rate)
             continue
+        if not isinstance(item, CapturedFrame):
+            continue
         if w is None:
             h, wd = item.image.shape[:2]
             w = VideoFileWriter(out, wd, h, 30, 22050, 1)
@@ -35,6 +36,7 @@ def _make_clip(seconds: float, out: Path) -> Path:
         n += 1
         if n >= n_frames:
             break
+    assert w is not None, f"{src} has no video"
     w.finish()
     return out
 

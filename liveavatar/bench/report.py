@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ def stats(samples_ms: Iterable[float], warmup: int = 0) -> dict[str, float]:
 
 
 def machine() -> dict:
-    info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    info: dict[str, Any] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "python": platform.python_version(), "platform": platform.platform()}
     try:
         with open("/proc/cpuinfo") as f:
@@ -43,7 +44,7 @@ def row(metric: str, median: float, p95: float | None = None, unit: str = "", no
     return {"metric": metric, "median": median, "p95": p95, "unit": unit, "note": note}
 
 
-def result(name: str, rows: list[dict], **extra) -> dict:
+def result(name: str, rows: list[dict], **extra: Any) -> dict:
     return {"benchmark": name, "machine": machine(), "rows": rows, **extra}
 
 

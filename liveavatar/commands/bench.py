@@ -1,8 +1,9 @@
 """`liveavatar bench ...`: one sub-command per benchmark; `bench all` gathers them."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import typer
 
@@ -12,7 +13,7 @@ app = typer.Typer(help="Benchmarks: medians and p95 after warm-up; results as a 
 JsonOpt = typer.Option(None, "--json", help="Also write the result as JSON to this file.")
 
 
-def _finish(res: dict, json_path: Optional[Path]) -> None:
+def _finish(res: dict, json_path: Path | None) -> None:
     from liveavatar.bench import report
     report.print_table(res)
     if json_path:
@@ -21,7 +22,7 @@ def _finish(res: dict, json_path: Optional[Path]) -> None:
 
 @app.command()
 def perception(seconds: float = typer.Option(20.0, help="Measured duration after warm-up."),
-               json_path: Optional[Path] = JsonOpt) -> None:
+               json_path: Path | None = JsonOpt) -> None:
     """Pose + face + hands at 640x480 on real media, and voice-analysis CPU cost."""
     from liveavatar.bench import perception as b
     _finish(b.run(seconds=seconds), json_path)
@@ -29,11 +30,11 @@ def perception(seconds: float = typer.Option(20.0, help="Measured duration after
 
 @app.command()
 def generator(generator: str = typer.Option("rig2d", "--generator", "-g", help="Generator name."),
-              device: Optional[str] = typer.Option(None, help="cpu or cuda (default: best available)."),
+              device: str | None = typer.Option(None, help="cpu or cuda (default: best available)."),
               batches: str = typer.Option("1,8", help="Comma-separated batch sizes (sessions)."),
-              size: Optional[int] = typer.Option(None, help="Output size (default: the generator's)."),
+              size: int | None = typer.Option(None, help="Output size (default: the generator's)."),
               frames: int = typer.Option(120, help="Measured frames per batch size."),
-              json_path: Optional[Path] = JsonOpt) -> None:
+              json_path: Path | None = JsonOpt) -> None:
     """Frames per second of a generator at several batch sizes."""
     from liveavatar.bench import generator as b
     _finish(b.run(generator=generator, device=device, batches=[int(x) for x in batches.split(",")],
@@ -43,7 +44,7 @@ def generator(generator: str = typer.Option("rig2d", "--generator", "-g", help="
 @app.command("neural-quality")
 def neural_quality(character: str = typer.Option("nova", help="Character whose model is checked."),
                    frames: int = typer.Option(256, help="Held-out conditionings."),
-                   json_path: Optional[Path] = JsonOpt) -> None:
+                   json_path: Path | None = JsonOpt) -> None:
     """Shipped neural model vs. its rig2d teacher: PSNR/SSIM on held-out conditionings, and
     MediaPipe-on-output fidelity."""
     from liveavatar.bench import neural_quality as b
@@ -51,7 +52,7 @@ def neural_quality(character: str = typer.Option("nova", help="Character whose m
 
 
 @app.command()
-def conditioning(ticks: int = typer.Option(3000), json_path: Optional[Path] = JsonOpt) -> None:
+def conditioning(ticks: int = typer.Option(3000), json_path: Path | None = JsonOpt) -> None:
     """Cost of one conditioning tick (cues -> conditioning)."""
     from liveavatar.bench import conditioning as b
     _finish(b.run(ticks=ticks), json_path)
@@ -60,7 +61,7 @@ def conditioning(ticks: int = typer.Option(3000), json_path: Optional[Path] = Js
 @app.command()
 def actions(imports: int = typer.Option(7, help="Timed imports of a 30 s BVH."),
             ticks: int = typer.Option(3000, help="Conditioning ticks with and without an imported action."),
-            json_path: Optional[Path] = JsonOpt) -> None:
+            json_path: Path | None = JsonOpt) -> None:
     """Importing a 30 s BVH, and what a playing imported action adds to a conditioning tick."""
     from liveavatar.bench import actions as b
     _finish(b.run(imports=imports, ticks=ticks), json_path)
@@ -68,17 +69,19 @@ def actions(imports: int = typer.Option(7, help="Timed imports of a 30 s BVH."),
 
 @app.command()
 def e2e(seconds: float = typer.Option(20.0),
-        size: Optional[int] = typer.Option(None, min=64, max=2048, help="Avatar size `serve` renders "
+        size: int | None = typer.Option(None, min=64, max=2048, help="Avatar size `serve` renders "
                                            "(default: serve's own, 256 on CPU, 512 on a GPU)."),
-        json_path: Optional[Path] = JsonOpt) -> None:
+        hog: int = typer.Option(0, "--hog", min=0, max=256, help="Measure again beside this many busy-loop "
+                                "processes at normal priority (one per core: a game + OBS on the same PC)."),
+        json_path: Path | None = JsonOpt) -> None:
     """Glass-to-glass and trigger-to-pixel latency through `serve` with a real browser."""
     from liveavatar.bench import e2e as b
-    _finish(b.run(seconds=seconds, size=size), json_path)
+    _finish(b.run(seconds=seconds, size=size, hog=hog), json_path)
 
 
 @app.command()
 def render(seconds: float = typer.Option(10.0, help="Length of the generated 640x480 clip."),
-           json_path: Optional[Path] = JsonOpt) -> None:
+           json_path: Path | None = JsonOpt) -> None:
     """Offline render speed (fps) of a 640x480 clip of a real person with speech."""
     from liveavatar.bench import render as b
     _finish(b.run(seconds=seconds), json_path)
@@ -86,7 +89,7 @@ def render(seconds: float = typer.Option(10.0, help="Length of the generated 640
 
 @app.command()
 def feed(seconds: float = typer.Option(10.0, help="Measured duration per frame size."),
-         json_path: Optional[Path] = JsonOpt) -> None:
+         json_path: Path | None = JsonOpt) -> None:
     """MPEG-TS feed for OBS: sink cost per frame and send-to-decoded latency."""
     from liveavatar.bench import feed as b
     _finish(b.run(seconds=seconds), json_path)
@@ -96,7 +99,7 @@ def feed(seconds: float = typer.Option(10.0, help="Measured duration per frame s
 def interop(seconds: float = typer.Option(20.0, help="Length of the VMC stream fed to the service."),
             size: int = typer.Option(256, help="Avatar size of the service under test."),
             hotkeys: int = typer.Option(40, help="VTS hotkey triggers timed."),
-            json_path: Optional[Path] = JsonOpt) -> None:
+            json_path: Path | None = JsonOpt) -> None:
     """VMC send cost per tick, VMC-in receive-to-render latency, VTS hotkey-to-rendered-frame."""
     from liveavatar.bench import interop as b
     _finish(b.run(seconds=seconds, size=size, hotkeys=hotkeys), json_path)
@@ -114,7 +117,7 @@ def all_(out: Path = typer.Option(Path("bench-results"), help="Folder for bench.
 
     skipped = {s.strip() for s in skip.split(",") if s.strip()}
     f = 0.25 if quick else 1.0
-    plan = [
+    plan: list[tuple[str, str, dict[str, Any]]] = [
         ("perception", "perception", dict(seconds=20 * f)),
         ("conditioning", "conditioning", dict(ticks=int(3000 * f))),
         ("actions", "actions", dict(imports=7, ticks=int(3000 * f))),
@@ -124,6 +127,8 @@ def all_(out: Path = typer.Option(Path("bench-results"), help="Folder for bench.
         ("render", "render", dict(seconds=10.0)),
         ("e2e", "e2e", dict(seconds=20 * f)),
         ("e2e_512", "e2e", dict(seconds=20 * f, size=512)),
+        # quiet again, then beside one busy loop per core (a game + OBS on the streamer's PC)
+        ("e2e_busy", "e2e", dict(seconds=20 * f, hog=os.cpu_count() or 1)),
         ("feed", "feed", dict(seconds=10 * f)),
     ]
     out.mkdir(parents=True, exist_ok=True)

@@ -64,7 +64,6 @@ def _usable_providers(gpu: bool) -> list[str]:
     where it cannot load, then silently falls back to CPU)."""
     import onnxruntime as ort
     try:
-        import onnx
         from onnx import TensorProto, helper
     except ImportError:
         return ["unknown (onnx not installed)"]

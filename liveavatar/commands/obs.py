@@ -4,7 +4,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import json
-from typing import Optional
+from typing import Any
 
 import typer
 
@@ -28,12 +28,12 @@ class Mode(str, enum.Enum):
     media = "media"
 
 
-def _connect(host: str, port: int, password: str):
+def _connect(host: str, port: int, password: str) -> Any:
     from liveavatar.obs.client import ObsAddress, connect
     return connect(ObsAddress(host, port, password))
 
 
-def _service(url: str, token: Optional[str]):
+def _service(url: str, token: str | None) -> Any:
     from liveavatar.obs.service import Service
     return Service(url, token)
 
@@ -49,15 +49,15 @@ def _is_loopback(host: str) -> bool:
 
 @app.command()
 def setup(host: str = HostOpt, port: int = PortOpt, password: str = PasswordOpt,
-          scene: Optional[str] = typer.Option(None, "--scene", help="Scene to add the source to "
+          scene: str | None = typer.Option(None, "--scene", help="Scene to add the source to "
                                               "(default: the current program scene)."),
-          session: str = SessionOpt, service: str = ServiceOpt, token: Optional[str] = TokenOpt,
-          viewer_token: Optional[str] = typer.Option(None, "--viewer-token", envvar="LIVEAVATAR_VIEWER_TOKEN",
+          session: str = SessionOpt, service: str = ServiceOpt, token: str | None = TokenOpt,
+          viewer_token: str | None = typer.Option(None, "--viewer-token", envvar="LIVEAVATAR_VIEWER_TOKEN",
                                                      help="Read-only token for the browser source URL "
                                                      "(default: --token)."),
           mode: Mode = typer.Option(Mode.auto, "--mode", help="auto (browser source when OBS has one), "
                                    "browser, or media (MPEG-TS feed + chroma key)."),
-          feed: Optional[str] = typer.Option(None, "--feed", help="MPEG-TS feed address for the media "
+          feed: str | None = typer.Option(None, "--feed", help="MPEG-TS feed address for the media "
                                              "source (default udp://<OBS host>:5600)."),
           start_feed: bool = typer.Option(True, "--start-feed/--no-start-feed",
                                           help="Ask the service to send the feed (off: you run "
@@ -67,13 +67,17 @@ def setup(host: str = HostOpt, port: int = PortOpt, password: str = PasswordOpt,
                                           "to the default place and size."),
           voice: bool = typer.Option(False, "--voice/--no-voice", help="Browser source also plays "
                                      "the streamer's voice, lip-synced and mixed by OBS (default: "
-                                     "picture only; OBS captures your microphone).")) -> None:
+                                     "picture only; OBS captures your microphone)."),
+          wait: float = typer.Option(120.0, "--wait", min=0, help="Seconds to wait for a service that is "
+                                     "still warming up before asking it for the feed.")) -> None:
     """Create or update the avatar source in an OBS scene. Safe to run again: never duplicates."""
-    from liveavatar.obs.setup import SetupOptions, setup as do_setup
+    from liveavatar.obs.setup import SetupOptions
+    from liveavatar.obs.setup import setup as do_setup
     feed_host = "127.0.0.1" if _is_loopback(host) else host  # the service sends to OBS's machine
     opts = SetupOptions(session=session, scene=scene, mode=mode.value, service=_service(service, token),
                         viewer_token=viewer_token or token, feed_url=feed or f"udp://{feed_host}:5600",
-                        start_feed=start_feed, size=size, reposition=reposition, voice=voice)
+                        start_feed=start_feed, size=size, reposition=reposition, voice=voice,
+                        ready_wait_s=wait, say=lambda line: typer.echo(line, err=True))
     with _connect(host, port, password) as obs:
         report = do_setup(obs, opts)
     for line in report.lines():
@@ -82,7 +86,7 @@ def setup(host: str = HostOpt, port: int = PortOpt, password: str = PasswordOpt,
 
 @app.command()
 def remove(host: str = HostOpt, port: int = PortOpt, password: str = PasswordOpt,
-           session: str = SessionOpt, service: str = ServiceOpt, token: Optional[str] = TokenOpt) -> None:
+           session: str = SessionOpt, service: str = ServiceOpt, token: str | None = TokenOpt) -> None:
     """Remove the avatar source (from every scene) and stop its feed."""
     from liveavatar.obs.setup import remove as do_remove
     with _connect(host, port, password) as obs:
@@ -93,7 +97,7 @@ def remove(host: str = HostOpt, port: int = PortOpt, password: str = PasswordOpt
 
 @app.command()
 def status(host: str = HostOpt, port: int = PortOpt, password: str = PasswordOpt,
-           session: str = SessionOpt, service: str = ServiceOpt, token: Optional[str] = TokenOpt,
+           session: str = SessionOpt, service: str = ServiceOpt, token: str | None = TokenOpt,
            as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Show OBS's version, whether the avatar source exists, where it is, and the service."""
     from liveavatar.obs.setup import status as do_status

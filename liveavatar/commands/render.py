@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,13 +11,13 @@ def render(
     output: Path = typer.Option(..., "--output", "-o",
                                 help="Output file: .webm (VP9 with alpha, transparent) or .mp4 (H.264)."),
     size: int = typer.Option(512, help="Output width and height in pixels."),
-    fps: Optional[float] = typer.Option(None, help="Output frame rate (default: the input's)."),
+    fps: float | None = typer.Option(None, help="Output frame rate (default: the input's)."),
     character: str = typer.Option("nova", help="Character pack name."),
-    emotion: Optional[str] = typer.Option(None, help="Force one emotion for the whole clip."),
+    emotion: str | None = typer.Option(None, help="Force one emotion for the whole clip."),
     generator: str = typer.Option("rig2d", help="Generator name (rig2d, neural or a plug-in)."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
+    device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
     background: str = typer.Option("green", help="Background for formats without alpha (.mp4): name or #rrggbb."),
-    mapping: Optional[Path] = typer.Option(None, help="Mapping file (TOML) for keywords, hotkeys, thresholds."),
+    mapping: Path | None = typer.Option(None, help="Mapping file (TOML) for keywords, hotkeys, thresholds."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Render the avatar for a recorded take, carrying its audio over."""
@@ -53,8 +52,9 @@ def render(
             bar.stop()
     if not quiet:
         from rich.table import Table
+        heard = f", keywords heard: {', '.join(result.keywords)}" if result.keywords else ""
         t = Table(title=f"{result.output}: {result.frames} frames, {result.seconds:.2f} s of video, "
-                        f"{result.fps:.1f} fps overall")
+                        f"{result.fps:.1f} fps overall{heard}")
         for col in ("stage", "median ms", "p95 ms", "calls"):
             t.add_column(col)
         for stage, s in result.timings.items():

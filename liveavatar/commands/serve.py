@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any
 
 import typer
 
@@ -11,43 +11,43 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind. Beyond localhost a token is required."),
     port: int = typer.Option(8080, help="TCP port."),
     generator: str = typer.Option("rig2d", "--generator", "-g", help="Generator plug-in name."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: best available)."),
-    size: Optional[int] = typer.Option(None, help="Avatar frame size in pixels (square). Default: 512 "
+    device: str | None = typer.Option(None, help="cpu or cuda (default: best available)."),
+    size: int | None = typer.Option(None, help="Avatar frame size in pixels (square). Default: 512 "
                                                   "with a CUDA GPU; 256 on CPU, where it keeps "
                                                   "glass-to-glass latency near 150 ms (512: ~230 ms)."),
     fps: int = typer.Option(30, help="Output frame rate."),
     max_sessions: int = typer.Option(4, help="Streamers served at once (admission limit)."),
     render_threads: int = typer.Option(1, help="torch CPU threads for rendering (CPU generators)."),
-    token: Optional[str] = typer.Option(None, help="Control/ingest token (default: generated and stored "
+    token: str | None = typer.Option(None, help="Control/ingest token (default: generated and stored "
                                                    "when binding beyond localhost)."),
-    viewer_token: Optional[str] = typer.Option(None, help="Read-only token for viewers and WHEP."),
-    ice_server: List[str] = typer.Option([], "--ice-server", help="STUN/TURN URL for remote use "
+    viewer_token: str | None = typer.Option(None, help="Read-only token for viewers and WHEP."),
+    ice_server: list[str] = typer.Option([], "--ice-server", help="STUN/TURN URL for remote use "
                                                                   "(repeatable); none by default."),
-    ice_username: Optional[str] = typer.Option(None, help="TURN username."),
-    ice_credential: Optional[str] = typer.Option(None, help="TURN credential."),
-    source: Optional[Path] = typer.Option(None, help="Drive the default session from this video file "
+    ice_username: str | None = typer.Option(None, help="TURN username."),
+    ice_credential: str | None = typer.Option(None, help="TURN credential."),
+    source: Path | None = typer.Option(None, help="Drive the default session from this video file "
                                                      "(looped) until a camera connects."),
     demo: bool = typer.Option(True, "--demo/--no-demo", help="Play the bundled demo clip when no camera "
                                                              "connects within --demo-after seconds."),
     demo_after: float = typer.Option(5.0, help="Seconds to wait for a camera before the demo starts."),
-    obs_feed: Optional[str] = typer.Option(None, help="Also send the avatar as low-latency MPEG-TS to "
+    obs_feed: str | None = typer.Option(None, help="Also send the avatar as low-latency MPEG-TS to "
                                                       "this URL (e.g. udp://127.0.0.1:5600) for OBS."),
     virtualcam: bool = typer.Option(False, help="Also send the avatar to a virtual camera."),
-    mapping: Optional[Path] = typer.Option(None, help="Conditioning mapping file (TOML)."),
-    tls_cert: Optional[Path] = typer.Option(None, help="TLS certificate (PEM): serve HTTPS, which browsers "
+    mapping: Path | None = typer.Option(None, help="Conditioning mapping file (TOML)."),
+    tls_cert: Path | None = typer.Option(None, help="TLS certificate (PEM): serve HTTPS, which browsers "
                                                        "on other machines need for camera access."),
-    tls_key: Optional[Path] = typer.Option(None, help="TLS private key (PEM) for --tls-cert."),
-    allow_origin: List[str] = typer.Option([], "--allow-origin", help="Extra web origin allowed to call "
+    tls_key: Path | None = typer.Option(None, help="TLS private key (PEM) for --tls-cert."),
+    allow_origin: list[str] = typer.Option([], "--allow-origin", help="Extra web origin allowed to call "
                                                                       "the API (CORS); repeatable."),
     timecode: bool = typer.Option(False, help="Draw the debug timecode into the WHEP feed too."),
-    vmc_out: Optional[str] = typer.Option(None, help="Send the default session's tracking as a VMC "
+    vmc_out: str | None = typer.Option(None, help="Send the default session's tracking as a VMC "
                                                      "Performer to HOST:PORT (VSeeFace, Warudo: 39539)."),
     vmc_bundle: bool = typer.Option(True, "--vmc-bundle/--vmc-single", help="VMC out: one OSC bundle per "
                                                                             "frame, or single messages."),
     vmc_arkit: bool = typer.Option(False, help="VMC out: also ARKit's blendshape names."),
-    vmc_in: Optional[int] = typer.Option(None, help="Drive the default session from a VMC tracker's "
+    vmc_in: int | None = typer.Option(None, help="Drive the default session from a VMC tracker's "
                                                     "stream on this UDP port instead of the camera."),
-    vts_port: Optional[int] = typer.Option(None, help="VTube Studio-compatible API (WebSocket) on "
+    vts_port: int | None = typer.Option(None, help="VTube Studio-compatible API (WebSocket) on "
                                                       "127.0.0.1:PORT for its plugins (VTS uses 8001)."),
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
 ) -> None:
@@ -74,7 +74,8 @@ def serve(
     ssl_context = _tls(tls_cert, tls_key)
 
     cfg = config_mod.build(host=host, port=port, generator=generator, device=device, size=size, fps=fps,
-                           max_sessions=max_sessions, render_threads=render_threads, token=token, viewer_token=viewer_token,
+                           max_sessions=max_sessions, render_threads=render_threads, token=token,
+                           viewer_token=viewer_token,
                            ice_servers=list(ice_server), ice_username=ice_username,
                            ice_credential=ice_credential, source=source, demo=demo,
                            demo_after_s=demo_after, timecode=timecode, allow_origins=list(allow_origin),
@@ -99,7 +100,7 @@ def serve(
         pass
 
 
-def _tls(cert: Optional[Path], key: Optional[Path]):
+def _tls(cert: Path | None, key: Path | None) -> Any:
     """An SSL context from PEM files, or None. Browsers give camera access only to https pages
     (or localhost), so a studio opened from another machine needs this or a TLS proxy."""
     from liveavatar.errors import UserError
@@ -132,7 +133,7 @@ def default_size(device: str | None) -> int:
     return 512 if cuda else 256
 
 
-def _urls(cfg, show_tokens: bool, scheme: str = "http") -> list[tuple[str, str]]:
+def _urls(cfg: Any, show_tokens: bool, scheme: str = "http") -> list[tuple[str, str]]:
     shown_host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
     if ":" in shown_host:
         shown_host = f"[{shown_host}]"
@@ -151,7 +152,7 @@ def _urls(cfg, show_tokens: bool, scheme: str = "http") -> list[tuple[str, str]]
             ("Control API (OpenAPI)", f"{base}/api/openapi.json")]
 
 
-async def _run(cfg, feeds, tokens_created: bool, ssl_context=None) -> None:
+async def _run(cfg: Any, feeds: Any, tokens_created: bool, ssl_context: Any = None) -> None:
     import asyncio
     import errno
 
@@ -175,7 +176,8 @@ async def _run(cfg, feeds, tokens_created: bool, ssl_context=None) -> None:
             raise UserError(f"port {cfg.port} on {cfg.host} is in use; pick another with --port") from None
         raise UserError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") from None
     if cfg.port == 0:  # tests and benchmarks ask for any free port
-        cfg.port = site._server.sockets[0].getsockname()[1]
+        server: Any = site._server     # aiohttp keeps the bound server private
+        cfg.port = server.sockets[0].getsockname()[1]
     console.print(f"[bold]LiveAvatar[/bold] serving on {cfg.host}:{cfg.port}")
     show = tokens_created or bool(cfg.token and cfg.loopback_only)
     for label, url in _urls(cfg, show, "https" if ssl_context else "http"):
@@ -191,7 +193,8 @@ async def _run(cfg, feeds, tokens_created: bool, ssl_context=None) -> None:
     console.print(f"  Warming up {cfg.generator}... (/health answers 503 until ready)", highlight=False)
     engine = app[ENGINE]
     try:
-        while not engine.ready and engine.warmup_error is None:
+        # Startup only: two flags set by the warm-up task, checked ten times a second.
+        while not engine.ready and engine.warmup_error is None:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         if engine.warmup_error:
             raise UserError(f"generator {cfg.generator!r} failed to start: {engine.warmup_error}")
@@ -201,7 +204,6 @@ async def _run(cfg, feeds, tokens_created: bool, ssl_context=None) -> None:
         console.print(f"  Ready: generator {engine.generator.name} on {engine.generator.device}, "
                       f"{cfg.size}x{cfg.size}. "
                       "Press Ctrl-C to stop.", highlight=False)
-        while True:
-            await asyncio.sleep(3600)
+        await asyncio.Event().wait()   # serve until cancelled (Ctrl-C)
     finally:
         await runner.cleanup()

@@ -10,10 +10,9 @@ Wiring code: it is the one place that imports rig2d, perception and conditioning
 from __future__ import annotations
 
 import shlex
-import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import numpy as np
 import typer
@@ -24,22 +23,26 @@ VAL_RUN = 16   # held-out runs are this many consecutive frames
 
 
 def train(
-    from_character: Optional[str] = typer.Option(None, "--from-character", help="Learn this rig2d character (e.g. nova)."),
-    from_video: Optional[Path] = typer.Option(None, "--from-video", help="Learn the person in this video."),
-    name: Optional[str] = typer.Option(None, help="Character name of the model (default: the character, or the video's file stem)."),
-    out: Optional[Path] = typer.Option(None, help="Folder for <name>.onnx and manifest.json (default: models/neural)."),
-    run_dir: Optional[Path] = typer.Option(None, help="Checkpoints and cached pairs (default: runs/neural/<name>)."),
+    from_character: str | None = typer.Option(None, "--from-character", help="Learn this rig2d character (e.g. nova)."),
+    from_video: Path | None = typer.Option(None, "--from-video", help="Learn the person in this video."),
+    name: str | None = typer.Option(None, help="Character name of the model (default: the character, "
+                                    "or the video's file stem)."),
+    out: Path | None = typer.Option(None, help="Folder for <name>.onnx and manifest.json (default: models/neural)."),
+    run_dir: Path | None = typer.Option(None, help="Checkpoints and cached pairs (default: runs/neural/<name>)."),
     steps: int = typer.Option(3000, min=1, help="Training steps."),
     batch: int = typer.Option(12, min=1, help="Frames per step."),
     minutes: float = typer.Option(0.0, min=0, help="Stop (and export) after this many minutes; 0: no limit."),
     samples: int = typer.Option(4000, min=16, help="Training pairs (from-character)."),
     held_out: int = typer.Option(256, min=VAL_RUN, help="Held-out frames for PSNR/SSIM."),
-    record: list[Path] = typer.Option([], "--record", help="Also learn the conditionings of this video (from-character; repeatable)."),
+    record: list[Path] = typer.Option([], "--record",
+                                      help="Also learn the conditionings of this video (from-character; repeatable)."),
     widths: str = typer.Option("32,48,64,16", help="Network widths at 1/4, 1/8, 1/16 and 1/2 of the output size."),
-    upsample: int = typer.Option(1, min=1, max=4, help="Predict at 256/upsample and upsample bilinearly in the graph (faster to train and run, softer edges)."),
+    upsample: int = typer.Option(1, min=1, max=4,
+                                 help="Predict at 256/upsample and upsample bilinearly in the graph "
+                                 "(faster to train and run, softer edges)."),
     lr: float = typer.Option(2e-3, help="Peak learning rate."),
     seed: int = typer.Option(0, help="Seed for sampling, initialisation and batches."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
+    device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
     max_frames: int = typer.Option(0, min=0, help="Use only the first N frames of --from-video (0: all)."),
     val_every: int = typer.Option(0, min=0, help="Validate and checkpoint every N steps (0: about 12 times a run)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's checkpoint."),
@@ -64,9 +67,9 @@ def train(
     import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from liveavatar.generation.neural import export, manifest, sampling
+    from liveavatar.generation.neural import export, manifest
     from liveavatar.generation.neural.model import NetConfig
-    from liveavatar.generation.neural.train import TrainConfig, Trainer, make_pairs
+    from liveavatar.generation.neural.train import TrainConfig, Trainer
     from liveavatar.paths import models_dir
 
     if device is None:
@@ -77,7 +80,8 @@ def train(
         raise UserError("--device cuda asked for, but torch sees no CUDA GPU")
     torch.manual_seed(seed)
     threads = torch.get_num_threads()   # perception's voice model sets torch to one thread
-    name = name or from_character or from_video.stem
+    video = from_video if from_video is not None else Path()   # set whenever from_character is not
+    name = name or from_character or video.stem
     out = out or models_dir() / "neural"
     run_dir = run_dir or Path("runs") / "neural" / name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +94,7 @@ def train(
         if from_character:
             pairs = _character_pairs(from_character, samples, held_out, record, seed, device, run_dir, progress)
         else:
-            pairs = _video_pairs(from_video, held_out, run_dir, progress, max_frames)
+            pairs = _video_pairs(video, held_out, run_dir, progress, max_frames)
         train_set, val_set, geometry, clips, source_note = pairs
         torch.set_num_threads(threads)
         net_cfg = NetConfig(widths=width_t, geometry=geometry, upsample=upsample, guide=64 // upsample)
@@ -111,7 +115,7 @@ def train(
     net, best = trainer.best_net()
     training = manifest.Training(
         mode="from-character" if from_character else "from-video",
-        source=from_character or from_video.name, command=command, samples=len(train_set),
+        source=from_character or video.name, command=command, samples=len(train_set),
         held_out=len(val_set), steps=trainer.state.step, seconds=round(trainer.state.elapsed_s, 1),
         device=device + (f" ({torch.cuda.get_device_name(0)})" if device == "cuda" else
                          f" ({torch.get_num_threads()} threads)"),
@@ -145,7 +149,7 @@ def _command_line(given: dict) -> str:
 # from a rig2d character
 # ---------------------------------------------------------------------------------------------
 
-def character_geometry(character: str):
+def character_geometry(character: str) -> Any:
     """The pack's rig in canvas units (the guide must sit where rig2d draws)."""
     from liveavatar.generation import characters as packs
     from liveavatar.generation.neural.model import Geometry
@@ -177,7 +181,7 @@ def rig2d_clips() -> dict:
     return {"clips": clips, "has": has}
 
 
-def teacher(character: str, device: str, size: int = 256):
+def teacher(character: str, device: str, size: int = 256) -> Any:
     """rig2d as a function of conditionings. Its own clock-driven extras (breathing, automatic
     blinks) are frozen at t=0: the student sees no clock, and the conditioner's idle motion still
     reaches it through the conditioning."""
@@ -187,7 +191,7 @@ def teacher(character: str, device: str, size: int = 256):
     gen = Rig2DGenerator(device, size)
     gen.prepare_character(character)
 
-    def render(conds):
+    def render(conds: Any) -> Any:
         frozen = [copy.copy(c) for c in conds]
         for c in frozen:
             c.t_tick_ns = 0
@@ -195,7 +199,8 @@ def teacher(character: str, device: str, size: int = 256):
     return render
 
 
-def _character_pairs(character, samples, held_out, record, seed, device, run_dir, progress):
+def _character_pairs(character: Any, samples: Any, held_out: Any, record: Any, seed: Any, device: Any, run_dir: Any,
+                     progress: Any) -> Any:
     from liveavatar.generation.neural import sampling
     from liveavatar.generation.neural.train import make_pairs
     geometry = character_geometry(character)    # NotFoundError for an unknown character
@@ -220,12 +225,12 @@ def _character_pairs(character, samples, held_out, record, seed, device, run_dir
     return train_set, val_set, geometry, rig2d_clips(), note
 
 
-def recorded_conditionings(video: Path, progress=None) -> list:
+def recorded_conditionings(video: Path, progress: Any = None) -> list:
     """Conditionings of a real video through our perception and conditioning (offline clock)."""
     return [cond for _, _, cond, _ in _perceive(video, progress)]
 
 
-def _perceive(video: Path, progress=None):
+def _perceive(video: Path, progress: Any = None) -> Any:
     """Yield (RGB frame, Cues, Conditioning, mirrored) for every video frame of the file."""
     from liveavatar.clock import VirtualClock
     from liveavatar.conditioning import Conditioner
@@ -255,7 +260,7 @@ def _perceive(video: Path, progress=None):
 # from a video of a person
 # ---------------------------------------------------------------------------------------------
 
-def _video_pairs(video: Path, held_out: int, run_dir: Path, progress, max_frames: int = 0):
+def _video_pairs(video: Path, held_out: int, run_dir: Path, progress: Any, max_frames: int = 0) -> Any:
     """Every frame of the video (square centre crop, subject cut out, mirrored when the
     conditioner mirrors) paired with its own conditioning; the last frames are held out."""
     import cv2
@@ -297,10 +302,10 @@ def _video_pairs(video: Path, held_out: int, run_dir: Path, progress, max_frames
     frames_arr = np.stack(frames)
     split = n - n_val
 
-    def from_array(offset):
+    def from_array(offset: Any) -> Any:
         pos = [offset]
 
-        def render(batch):
+        def render(batch: Any) -> Any:
             out = frames_arr[pos[0]:pos[0] + len(batch)]
             pos[0] += len(batch)
             return out
@@ -314,7 +319,7 @@ def _video_pairs(video: Path, held_out: int, run_dir: Path, progress, max_frames
     return train_set, val_set, geometry, None, note
 
 
-def video_geometry(points: list) -> "object":
+def video_geometry(points: list) -> object:
     """Fit the guide's skeleton to the person in the (cropped, mirrored) video, from MediaPipe
     landmarks: median bone lengths, and the hips' home and body height by least squares on
     hips = home + root * body_height (how the conditioner defines root offsets)."""
@@ -323,7 +328,7 @@ def video_geometry(points: list) -> "object":
     xy = np.stack([p for p, _ in points])                      # (n, 33, 2)
     root = np.stack([r for _, r in points])                    # (n, 2)
 
-    def dist(a, b):
+    def dist(a: Any, b: Any) -> Any:
         return float(np.median(np.linalg.norm(xy[:, a] - xy[:, b], axis=-1)))
 
     hips = (xy[:, rt.L_HIP] + xy[:, rt.R_HIP]) / 2

@@ -3,8 +3,9 @@
 One action plays at a time. The generator blends the action's clip over the live body by
 `action_weight`; head, face and lip sync keep tracking the user throughout (the conditioner
 never replaces them), so a dancing character still looks around and talks.
-Triggers from hotkeys, the API or voice outrank recognised gestures: a gesture never interrupts
-a triggered action.
+Priority (mapping.TRIGGER_RANK): explicit triggers (hotkeys, studio, API, OBS) outrank spoken
+keywords, which outrank recognised gestures; a lower-ranked trigger never interrupts an action
+started by a higher-ranked one.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 from liveavatar.types import EventSource, TriggerMode
 
-from .mapping import ActionSpec, Mapping
+from .mapping import ActionSpec, Mapping, trigger_rank
 
 
 @dataclass(slots=True)
@@ -52,8 +53,8 @@ class ActionEngine:
                 source: EventSource, t: float) -> None:
         cur = self.current
         if cur is not None and t < cur.end_s:
-            if source is EventSource.GESTURE and cur.source is not EventSource.GESTURE:
-                return
+            if trigger_rank(source) < trigger_rank(cur.source):
+                return      # a word or gesture in passing never interrupts the streamer's own action
             if mode is TriggerMode.TOGGLE and cur.name == name and cur.mode is TriggerMode.TOGGLE:
                 # Toggle off: play out the blend-out from now.
                 cur.end_s = t + cur.blend_out_s

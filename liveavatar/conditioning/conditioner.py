@@ -22,8 +22,21 @@ import numpy as np
 
 from liveavatar.clock import CLOCK, Clock
 from liveavatar.errors import ConfigError, UserError
-from liveavatar.types import (ACTIONS, FACE_FEATURES, FACE_PARAMS, FP, VISEMES, ControlEvent, ControlKind,
-                              Cues, Conditioning, EventSource, TriggerMode, VoiceFeatures)
+from liveavatar.types import (
+    ACTIONS,
+    FACE_FEATURES,
+    FACE_PARAMS,
+    FP,
+    N_POSE,
+    VISEMES,
+    Conditioning,
+    ControlEvent,
+    ControlKind,
+    Cues,
+    EventSource,
+    TriggerMode,
+    VoiceFeatures,
+)
 
 from .action_files import N_CH, NB, ActionLibrary, Take, action_names
 from .actions import ActionEngine
@@ -157,7 +170,8 @@ class Conditioner:
         # The two newest retargeted samples (capture time, vector), for interpolation.
         self._prev = np.zeros(SAMPLE, np.float32)
         self._last = np.zeros(SAMPLE, np.float32)
-        self._t_prev = self._t_last = None
+        self._t_prev: float | None = None
+        self._t_last: float | None = None
         self._live = np.zeros(SAMPLE, np.float32)
         self._smooth = np.zeros(SAMPLE, np.float32)
         self._smooth_init = False
@@ -168,11 +182,11 @@ class Conditioner:
         self._face_seen_s = -1e9
         self.body_present = 0.0
         self.face_present = 0.0
-        self._home = None            # (hips x, hips y, body height) baseline, frame heights
+        self._home: np.ndarray | None = None   # (hips x, hips y, body height) baseline, frame heights
         self._latency_s = 0.0
         self._t_capture_ns = 0
-        self._expr = None
-        self._expr_buf = None
+        self._expr: np.ndarray | None = None
+        self._expr_buf: np.ndarray | None = None
         self._voice = VoiceFeatures()
         self._voice_t_s = -1e9
         self._visemes = np.zeros(len(VISEMES), np.float32)
@@ -217,7 +231,7 @@ class Conditioner:
         s[:] = self._last if self._t_last is not None else self._idle_now(t_s)
         body_conf = 0.0
         pose = cues.pose
-        pose_ok = pose.present and pose.landmarks.ndim == 2 and pose.landmarks.shape[0] >= 33 \
+        pose_ok = pose.present and pose.landmarks.ndim == 2 and pose.landmarks.shape[0] >= N_POSE \
             and pose.landmarks.shape[1] >= 4
         if pose_ok:
             hx, hy, body_h, body_conf = self._retarget.run(pose.landmarks, aspect, self.mirror,
@@ -444,14 +458,16 @@ class Conditioner:
         else:
             # Where in capture time this tick looks.
             tau = t_s - self._latency_s - tr.interpolation_delay_ms / 1e3
-            span = self._t_last - self._t_prev
-            if tau >= self._t_last:
-                ahead = min(tau - self._t_last, tr.max_extrapolation_ms / 1e3)
+            t_last = self._t_last
+            t_prev = t_last if self._t_prev is None else self._t_prev
+            span = t_last - t_prev
+            if tau >= t_last:
+                ahead = min(tau - t_last, tr.max_extrapolation_ms / 1e3)
                 u = 1.0 + ahead / span if 0 < span < 0.5 else 1.0
-            elif tau <= self._t_prev or span <= 0:
-                u = 0.0 if tau <= self._t_prev else 1.0
+            elif tau <= t_prev or span <= 0:
+                u = 0.0 if tau <= t_prev else 1.0
             else:
-                u = (tau - self._t_prev) / span
+                u = (tau - t_prev) / span
             _lerp_sample(self._prev, self._last, u, live)
             if tr.smoothing_s > 0 and self._smooth_init:
                 a = 1.0 - np.exp(-dt / tr.smoothing_s) if dt > 0 else 1.0

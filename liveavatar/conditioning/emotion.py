@@ -17,7 +17,7 @@ import numpy as np
 
 from liveavatar.types import FF, EventSource, TriggerMode, VoiceFeatures
 
-from .mapping import Mapping
+from .mapping import Mapping, trigger_rank
 
 MAX_TRIGGERS = 8            # bounded: older triggers are dropped first
 LAUGH_WINDOW = 32           # loudness samples (about 1 s at 30 fps) for laughter detection
@@ -103,14 +103,18 @@ class EmotionEngine:
 
     def trigger(self, name: str, mode: TriggerMode, hold_s: float, intensity: float,
                 source: EventSource, t: float) -> None:
+        e = self.mapping.emotion
         i = self._index[name]
+        rank = trigger_rank(source)
         same = [tr for tr in self.triggers if tr.emotion == i]
         if mode is TriggerMode.TOGGLE and any(tr.mode is TriggerMode.TOGGLE and tr.released_s < 0
-                                              for tr in same):
+                                              and trigger_rank(tr.source) <= rank for tr in same):
             for tr in same:
-                if tr.released_s < 0:
+                if tr.released_s < 0 and trigger_rank(tr.source) <= rank:
                     tr.released_s = t
             return
+        if any(trigger_rank(tr.source) > rank and tr.strength(t, e.decay_s, e.release_s) > 0 for tr in same):
+            return       # the streamer's own trigger for this emotion stays (a word in passing does not shorten it)
         # A new trigger for an emotion replaces the old one (restarts its timer).
         self.triggers = [tr for tr in self.triggers if tr.emotion != i][-(MAX_TRIGGERS - 1):]
         self.triggers.append(ActiveTrigger(i, mode, t, hold_s, float(np.clip(intensity, 0, 1)),
@@ -208,12 +212,12 @@ class EmotionEngine:
         active = self._voice.update(vm, t, e.hysteresis, e.min_dwell_s)
         strengths["voice"] = self._strength(vm, active, self.voice_dist) * e.voice_weight
 
-        # Triggers: newest on top of older ones.
+        # Triggers, layered by rank (explicit over keyword over gesture), newest on top within one.
         td = self.trigger_dist
         td[:] = 0.0
         cover = 0.0
         alive = []
-        for tr in self.triggers:
+        for tr in sorted(self.triggers, key=lambda tr: (trigger_rank(tr.source), tr.start_s)):
             s = tr.strength(t, e.decay_s, e.release_s)
             if s <= 0.0 and t > tr.start_s:
                 continue

@@ -10,8 +10,7 @@ import numpy as np
 
 from liveavatar.types import FF
 
-from .retarget import (L_ELBOW, L_HIP, L_SHOULDER, L_WRIST, NOSE, R_ELBOW, R_HIP, R_SHOULDER,
-                       R_WRIST)
+from .retarget import L_ELBOW, L_HIP, L_SHOULDER, L_WRIST, NOSE, R_ELBOW, R_HIP, R_SHOULDER, R_WRIST
 
 # Tracked points, in ring-buffer column order.
 _POINTS = np.array([L_WRIST, R_WRIST, L_ELBOW, R_ELBOW, L_SHOULDER, R_SHOULDER, NOSE, L_HIP, R_HIP])

@@ -1,14 +1,16 @@
 """Conditioning as named JSON fields (for `perceive --conditioning`, the API and debugging)."""
 from __future__ import annotations
 
+from typing import Any
+
 from liveavatar.types import BONES, EMOTIONS, FACE_PARAMS, VISEMES, Conditioning
 
 
-def _named(names, values, digits: int = 4) -> dict:
+def _named(names: Any, values: Any, digits: int = 4) -> dict:
     return {n: round(float(v), digits) for n, v in zip(names, values)}
 
 
-def conditioning_to_json(c: Conditioning, emotions=EMOTIONS) -> dict:
+def conditioning_to_json(c: Conditioning, emotions: Any = EMOTIONS) -> dict:
     return {
         "seq": c.seq,
         "t_tick_ns": c.t_tick_ns,

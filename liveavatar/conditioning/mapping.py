@@ -9,12 +9,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from liveavatar.errors import ConfigError
-from liveavatar.types import ACTIONS, EMOTIONS, TriggerMode
+from liveavatar.types import ACTIONS, EMOTIONS, EventSource, TriggerMode
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -22,6 +22,18 @@ else:  # pragma: no cover - 3.10
     import tomli as tomllib
 
 DEFAULT_MAPPING_PATH = Path(__file__).resolve().parent / "default_mapping.toml"
+
+#: Trigger priority by source: what the streamer asked for explicitly (a hotkey, the studio, the
+#: API, OBS) outranks a spoken keyword, which outranks a recognised gesture (both happen "in
+#: passing"). A lower-ranked trigger never undoes a higher-ranked one that is still on: an emotion
+#: plays beneath it (and shows once it ends), an action does not interrupt it. Equal ranks: the
+#: newest wins.
+TRIGGER_RANK: dict[EventSource, int] = {EventSource.GESTURE: 0, EventSource.VOICE: 1}
+EXPLICIT_RANK = 2
+
+
+def trigger_rank(source: EventSource) -> int:
+    return TRIGGER_RANK.get(source, EXPLICIT_RANK)
 GESTURES: tuple[str, ...] = ("wave", "nod", "head_shake", "clap", "cheer", "point")
 SOURCES: tuple[str, ...] = ("trigger", "face", "voice")
 # Sections whose tables replace the default wholesale (so a user can drop a default keyword);
@@ -35,15 +47,15 @@ class _Strict(BaseModel):
 
 class TriggerSpec(_Strict):
     """What a keyword, hotkey or gesture does."""
-    emotion: Optional[str] = None
-    action: Optional[str] = None
+    emotion: str | None = None
+    action: str | None = None
     mode: TriggerMode = TriggerMode.MOMENTARY
-    hold_s: Optional[float] = Field(None, gt=0, le=3600)
+    hold_s: float | None = Field(None, gt=0, le=3600)
     intensity: float = Field(1.0, ge=0, le=1)
 
     @field_validator("action")
     @classmethod
-    def _known_action(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+    def _known_action(cls, v: str | None, info: ValidationInfo) -> str | None:
         # Imported actions (the actions folder) are known too: load_mapping passes their names.
         known = (info.context or {}).get("actions") or ACTIONS
         if v is not None and v not in known:
@@ -51,7 +63,7 @@ class TriggerSpec(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _does_something(self) -> "TriggerSpec":
+    def _does_something(self) -> TriggerSpec:
         if self.emotion is None and self.action is None:
             raise ValueError("needs an `emotion` or an `action`")
         return self
@@ -120,14 +132,14 @@ class VoiceThresholds(_Strict):
 class GestureSettings(_Strict):
     cooldown_s: float = Field(ge=0, le=60)
     window_s: float = Field(ge=0.5, le=5)
-    wave: Optional[TriggerSpec] = None
-    nod: Optional[TriggerSpec] = None
-    head_shake: Optional[TriggerSpec] = None
-    clap: Optional[TriggerSpec] = None
-    cheer: Optional[TriggerSpec] = None
-    point: Optional[TriggerSpec] = None
+    wave: TriggerSpec | None = None
+    nod: TriggerSpec | None = None
+    head_shake: TriggerSpec | None = None
+    clap: TriggerSpec | None = None
+    cheer: TriggerSpec | None = None
+    point: TriggerSpec | None = None
 
-    def trigger_for(self, gesture: str) -> Optional[TriggerSpec]:
+    def trigger_for(self, gesture: str) -> TriggerSpec | None:
         return getattr(self, gesture)
 
 
@@ -148,7 +160,7 @@ class Mapping(_Strict):
     keywords: dict[str, TriggerSpec]
     hotkeys: dict[str, TriggerSpec]
     actions: dict[str, ActionSpec]
-    path: Optional[Path] = None
+    path: Path | None = None
 
     @field_validator("keywords")
     @classmethod
@@ -170,7 +182,7 @@ class Mapping(_Strict):
         """The words perception's keyword spotter should listen for."""
         return list(self.keywords)
 
-    def triggers(self):
+    def triggers(self) -> Any:
         """(key path, spec) of every trigger, for cross-checks and docs."""
         for table in ("keywords", "hotkeys"):
             for k, spec in getattr(self, table).items():
@@ -209,7 +221,7 @@ def _merge(defaults: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _describe(err: dict) -> tuple[str, str]:
+def _describe(err: Any) -> tuple[str, str]:
     loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"]
     if err["type"] == "extra_forbidden":

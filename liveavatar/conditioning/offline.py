@@ -3,8 +3,8 @@ the clock is the capture time, so output ticks fall at a fixed rate between the 
 as they would live, with no perception latency."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from liveavatar.clock import VirtualClock
 from liveavatar.types import Conditioning, ControlEvent, Cues
@@ -22,7 +22,7 @@ def conditioning_over(cues: Iterable[Cues], mapping: Mapping | None = None, rate
     cond: Conditioner | None = None
     pending = sorted(events, key=lambda p: p[0])
     period = int(1e9 / rate_hz)
-    next_tick = None
+    next_tick = 0
     for c in cues:
         if cond is None:
             clock.sleep_until(c.t_capture_ns)

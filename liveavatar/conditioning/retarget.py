@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from liveavatar.types import BONES, FACE_PARAMS, FF, REST_BONE_ANGLES
+from liveavatar.types import BONES, FACE_PARAMS, FF, N_POSE, REST_BONE_ANGLES
 
 # MediaPipe pose landmark indices.
 NOSE, L_EAR, R_EAR = 0, 7, 8
 L_SHOULDER, R_SHOULDER, L_ELBOW, R_ELBOW, L_WRIST, R_WRIST = 11, 12, 13, 14, 15, 16
 L_HIP, R_HIP, L_KNEE, R_KNEE, L_ANKLE, R_ANKLE = 23, 24, 25, 26, 27, 28
-# Derived points appended after the 33 landmarks.
-SHOULDER_MID, HIP_MID, HEAD_MID = 33, 34, 35
-N_POINTS = 36
+# Derived points appended after the N_POSE landmarks.
+SHOULDER_MID, HIP_MID, HEAD_MID = N_POSE, N_POSE + 1, N_POSE + 2
+N_POINTS = N_POSE + 3
 
 # (start, end) landmark of every bone in BONES order, character side == subject side.
 _BONES_DIRECT = np.array([
@@ -70,11 +70,11 @@ class PoseRetargeter:
         """Fill `self.bones` / `self.bone_conf`. Returns (hips_x, hips_y, body_height, confidence)
         with x, y in frame heights (x already scaled by the aspect ratio, not mirrored)."""
         pts, vis = self._pts, self._vis
-        lm = landmarks[:33]
+        lm = landmarks[:N_POSE]
         finite = np.isfinite(lm).all(axis=1)
-        pts[:33] = np.where(finite[:, None], lm[:, :2], 0.0)
-        vis[:33] = np.where(finite, np.clip(lm[:, 3], 0.0, 1.0), 0.0)
-        pts[:33, 0] *= aspect
+        pts[:N_POSE] = np.where(finite[:, None], lm[:, :2], 0.0)
+        vis[:N_POSE] = np.where(finite, np.clip(lm[:, 3], 0.0, 1.0), 0.0)
+        pts[:N_POSE, 0] *= aspect
         pts[SHOULDER_MID] = 0.5 * (pts[L_SHOULDER] + pts[R_SHOULDER])
         vis[SHOULDER_MID] = min(vis[L_SHOULDER], vis[R_SHOULDER])
         pts[HIP_MID] = 0.5 * (pts[L_HIP] + pts[R_HIP])

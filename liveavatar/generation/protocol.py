@@ -7,7 +7,8 @@ factory is called as `factory(device=..., size=...)` and must return an object s
 """
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 

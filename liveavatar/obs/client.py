@@ -40,7 +40,7 @@ class ObsAddress:
         return f"ws://{self.host}:{self.port}"
 
 
-def connect(addr: ObsAddress, timeout: float = 5.0) -> "ObsClient":
+def connect(addr: ObsAddress, timeout: float = 5.0) -> ObsClient:
     """Connect and identify; every failure is a one-line UserError naming the address."""
     import obsws_python as obsws
     from obsws_python.error import OBSSDKError
@@ -89,10 +89,10 @@ class ObsClient:
             except Exception:
                 pass
 
-    def __enter__(self) -> "ObsClient":
+    def __enter__(self) -> ObsClient:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
 

@@ -3,8 +3,10 @@ feeds, health, state). Standard-library HTTP: these are one-off calls from a CLI
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -80,6 +82,48 @@ class Service:
             if "(503)" in str(e):
                 return {"status": "warming up"}
             raise
+
+
+    def wait_ready(self, timeout: float, say: Callable[[str], None] = lambda line: None) -> None:
+        """Wait (at most `timeout` s) until /health answers 200: the service warmed up and its
+        default session exists. Tells `say` once what it waits for. UserError when the service
+        is still not ready (saying to retry) or its warm-up failed; ServiceUnreachable when it
+        does not answer at all."""
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            try:
+                self.request("GET", "/health")
+                return
+            except UserError as e:
+                if "(503)" not in str(e):
+                    raise
+                status = self._health_status()
+            if status == "error":
+                raise UserError(f"the LiveAvatar service at {self.url} failed to warm up: see its log "
+                                "(or GET /health), fix it and start it again")
+            if time.monotonic() >= deadline:
+                raise UserError(f"the LiveAvatar service at {self.url} is still warming up after {timeout:.0f} s; "
+                                "run the command again once GET /health answers 200")
+            if not told:
+                say(f"waiting up to {timeout:.0f} s for the LiveAvatar service at {self.url} to finish "
+                    "warming up (its generator and default session) ...")
+                told = True
+            time.sleep(0.5)
+
+    def _health_status(self) -> str:
+        """The `status` field of a 503 /health answer (warming_up or error)."""
+        req = urllib.request.Request(self.url + "/health")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return str(json.loads(resp.read()).get("status", "ok"))
+        except urllib.error.HTTPError as e:
+            try:
+                return str(json.loads(e.read()).get("status", "warming_up"))
+            except (ValueError, AttributeError):
+                return "warming_up"
+        except (urllib.error.URLError, OSError):
+            return "warming_up"
 
 
 def _error_text(raw: bytes) -> str:

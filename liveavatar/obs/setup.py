@@ -5,6 +5,7 @@ only updated; one scene item per scene; one key filter per input.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -74,6 +75,8 @@ class SetupOptions:
     fps: int = 30
     reposition: bool = False            # re-apply our placement to an existing scene item
     voice: bool = False                 # browser source plays the streamer's voice (lip-synced)
+    ready_wait_s: float = 120.0         # how long to wait for a service that is still warming up
+    say: Callable[[str], None] = field(default=lambda line: None)   # progress lines for the user
 
 
 @dataclass
@@ -119,7 +122,7 @@ def pick_scene(obs: ObsClient, wanted: str | None) -> str:
     if scene not in names:
         known = ", ".join(repr(n) for n in sorted(names)) or "none"
         raise NotFoundError(f"OBS has no scene named {scene!r}; scenes: {known}")
-    return scene
+    return str(scene)
 
 
 def pick_kind(obs: ObsClient, mode: str) -> str:
@@ -191,8 +194,10 @@ def setup(obs: ObsClient, opts: SetupOptions) -> SetupReport:
         report.created = report.added_to_scene = True
     else:
         obs.call("SetInputSettings", {"inputName": name, "inputSettings": settings, "overlay": True})
-        item_id = scene_item_id(obs, scene, name)
-        if item_id is None:
+        found = scene_item_id(obs, scene, name)
+        if found is not None:
+            item_id = found
+        else:
             item_id = int(obs.call("CreateSceneItem", {"sceneName": scene, "sourceName": name,
                                                        "sceneItemEnabled": True})["sceneItemId"])
             report.added_to_scene = True
@@ -227,6 +232,8 @@ def _start_feed(opts: SetupOptions, report: SetupReport) -> str:
         return (f"the media source reads {opts.feed_url}: start the service with "
                 f"`liveavatar serve --obs-feed {opts.feed_url}`")
     try:
+        # A service still warming up has no session yet: wait for it (bounded) rather than fail.
+        opts.service.wait_ready(opts.ready_wait_s, opts.say)
         opts.service.start_feed(opts.session, opts.feed_url)
     except ServiceUnreachable as e:
         report.warnings.append(f"{e}; the source will show the avatar once `liveavatar serve "

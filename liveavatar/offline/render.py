@@ -4,9 +4,10 @@ generator draws one frame per tick; the input's audio is carried over."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 from liveavatar.clock import VirtualClock
 from liveavatar.errors import UserError
@@ -35,6 +36,7 @@ class RenderResult:
     seconds: float
     wall_s: float
     timings: dict = field(default_factory=dict)
+    keywords: list[str] = field(default_factory=list)   # spoken keywords heard, in order
 
     @property
     def fps(self) -> float:
@@ -49,7 +51,7 @@ def render_file(opts: RenderOptions, progress: Callable[[int, int], None] | None
     from liveavatar.generation import registry
     from liveavatar.output.video_file import VideoFileWriter
     from liveavatar.perception import Perception
-    from liveavatar.sources.file import iter_media, probe
+    from liveavatar.sources.file import AudioEnd, audio_end_before_last_frame, iter_media, probe
 
     if not 64 <= opts.size <= 2048:
         raise UserError(f"--size {opts.size}: use 64..2048")
@@ -84,10 +86,12 @@ def render_file(opts: RenderOptions, progress: Callable[[int, int], None] | None
                              info.sample_rate if info.has_audio else 0, info.channels,
                              background=opts.background)
     tick = 0
+    keywords: list[str] = []
     video_end_ns = 0
     t_start = time.perf_counter()
     try:
-        items = iter_media(opts.input, start_ns=0)
+        # The last frame after the end of the audio: a keyword said at the very end still counts.
+        items = audio_end_before_last_frame(iter_media(opts.input, start_ns=0, mark_audio_end=True))
         while True:
             with timer.measure("decode"):
                 item = next(items, None)
@@ -98,10 +102,14 @@ def render_file(opts: RenderOptions, progress: Callable[[int, int], None] | None
                 with timer.measure("encode_audio"):
                     writer.write_audio(item.samples, item.sample_rate)
                 continue
+            if isinstance(item, AudioEnd):
+                perception.flush_audio()
+                continue
             assert isinstance(item, CapturedFrame)
             with timer.measure("perception"):
                 cues = perception.process_video(item)
             conditioner.push_cues(cues)
+            keywords += [k.word for k in cues.keywords]
             video_end_ns = item.t_capture_ns + int(period_ns)
             # Emit every output tick whose time this frame has reached.
             while tick * period_ns <= item.t_capture_ns:
@@ -126,10 +134,11 @@ def render_file(opts: RenderOptions, progress: Callable[[int, int], None] | None
     finally:
         perception.close()
     wall = time.perf_counter() - t_start
-    return RenderResult(out, tick, tick / fps, wall, timer.summary())
+    return RenderResult(out, tick, tick / fps, wall, timer.summary(), keywords)
 
 
-def _emit(tick, clock, conditioner, gen, character, writer, timer, period_ns) -> None:
+def _emit(tick: Any, clock: Any, conditioner: Any, gen: Any, character: Any, writer: Any, timer: Any,
+          period_ns: Any) -> None:
     t = int(tick * period_ns)
     clock.sleep_until(t)
     with timer.measure("conditioning"):

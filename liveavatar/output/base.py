@@ -7,17 +7,31 @@ arrives is replaced and counted as dropped, and latency stays bounded at one fra
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
+from typing import Any
 
 import numpy as np
 
-from liveavatar.runtime import LatestSlot
+from liveavatar.runtime import LatestSlot, Worker
 from liveavatar.types import RenderedFrame
 
 log = logging.getLogger(__name__)
+
+
+class _SinkThread(Worker):
+    """The sink's writer thread; stop() closes the slot so a waiting take() returns at once."""
+
+    def __init__(self, sink: FrameSink) -> None:
+        super().__init__(f"liveavatar-{sink.kind}")
+        self.sink = sink
+
+    def wake(self) -> None:
+        self.sink._slot.close()
+
+    def run(self) -> None:
+        self.sink._run(self)
 
 
 class FrameSink(ABC):
@@ -29,19 +43,18 @@ class FrameSink(ABC):
 
     def __init__(self) -> None:
         self._slot: LatestSlot[RenderedFrame] = LatestSlot()
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
+        self._thread: _SinkThread | None = None
         self._write_ms: deque[float] = deque(maxlen=600)  # bounded: the last ~20 s at 30 fps
         self.written = 0
         self.errors = 0
         self.last_error = ""
 
     # -- public API -----------------------------------------------------------------------------
-    def start(self) -> "FrameSink":
+    def start(self) -> FrameSink:
         if self._thread is not None:
             return self
         self._open()
-        self._thread = threading.Thread(target=self._run, name=f"liveavatar-{self.kind}", daemon=True)
+        self._thread = _SinkThread(self)
         self._thread.start()
         return self
 
@@ -52,9 +65,7 @@ class FrameSink(ABC):
     def stop(self, timeout: float = 5.0) -> None:
         if self._thread is None:
             return
-        self._stopping.set()
-        self._slot.close()
-        self._thread.join(timeout)
+        self._thread.stop(join_timeout=timeout)
         self._thread = None
 
     @property
@@ -73,10 +84,10 @@ class FrameSink(ABC):
         """The recent per-frame write durations (for benchmarks, which skip a warm-up)."""
         return list(self._write_ms)
 
-    def __enter__(self) -> "FrameSink":
+    def __enter__(self) -> FrameSink:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.stop()
 
     # -- for subclasses ---------------------------------------------------------------------------
@@ -89,12 +100,12 @@ class FrameSink(ABC):
     @abstractmethod
     def _close(self) -> None: ...
 
-    def _run(self) -> None:
+    def _run(self, worker: Worker) -> None:
         try:
             while True:
                 frame = self._slot.take(timeout=0.5)
                 if frame is None:
-                    if self._stopping.is_set():
+                    if worker.halted:
                         break
                     continue
                 try:

@@ -9,6 +9,7 @@ with "Protocol not found" at the first packet), so SRT would need a system FFmpe
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from liveavatar.errors import UserError
@@ -58,8 +59,8 @@ class MpegTsFeed(FrameSink):
         self.width, self.height, self.fps = width, height, fps
         self.bitrate_kbps = bitrate_kbps
         self._compositor = Compositor(background)
-        self._container = None
-        self._stream = None
+        self._container: Any = None    # av.OutputContainer once open
+        self._stream: Any = None
         self._first_ns: int | None = None
         self._last_pts = -1
 

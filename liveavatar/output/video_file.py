@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,8 +69,8 @@ class VideoFileWriter:
         self.bg = np.array(background, np.float32)
         self.n = 0
         self.audio_in_rate = audio_rate
-        self.as_ = None
-        self._resampler = None
+        self.as_: Any = None           # av audio stream (PyAV types streams by a union)
+        self._resampler: Any = None
         if audio_rate > 0:
             layout = "stereo" if audio_channels >= 2 else "mono"
             codec, out_rate = ("aac", audio_rate) if suffix in (".mp4", ".mov") else ("libopus", 48000)

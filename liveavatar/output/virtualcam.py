@@ -6,6 +6,7 @@ is present we say exactly what to install instead of surfacing pyvirtualcam's Ru
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from liveavatar.errors import UserError
 from liveavatar.output.base import Compositor, FrameSink
@@ -36,7 +37,7 @@ class VirtualCamSink(FrameSink):
         self.width, self.height, self.fps = width, height, fps
         self.backend = backend
         self._compositor = Compositor(background)
-        self._camera = None
+        self._camera: Any = None       # pyvirtualcam.Camera once open
         self.device = ""
 
     def _open(self) -> None:

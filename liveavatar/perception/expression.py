@@ -14,6 +14,8 @@ Everything is vectorised over a handful of landmark indices; nothing loops over 
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from liveavatar.types import FACE_FEATURES, FF
@@ -87,7 +89,7 @@ def raw_metrics(landmarks: np.ndarray, width: int, height: int, out: np.ndarray 
     rot = np.stack([x_axis, y_axis, z_axis])
     q = (p - p[EYE_R_OUT]) @ rot.T / span
 
-    def ear(lids, outer, inner):
+    def ear(lids: Any, outer: Any, inner: Any) -> Any:
         gaps = np.linalg.norm(q[lids[:, 0], :2] - q[lids[:, 1], :2], axis=1).mean()
         return gaps / (np.linalg.norm(q[outer, :2] - q[inner, :2]) + 1e-9)
 

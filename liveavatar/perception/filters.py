@@ -2,6 +2,8 @@
 behaviour of a tracked part that is lost and found again."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from liveavatar.types import Part
@@ -19,7 +21,7 @@ class OneEuroFilter:
 
     __slots__ = ("min_cutoff", "beta", "d_cutoff", "_x", "_dx", "_t", "_ready")
 
-    def __init__(self, shape, min_cutoff=1.0, beta=0.0, d_cutoff=1.0) -> None:
+    def __init__(self, shape: Any, min_cutoff: Any = 1.0, beta: Any = 0.0, d_cutoff: Any = 1.0) -> None:
         self.min_cutoff = np.asarray(min_cutoff, np.float32)
         self.beta = np.asarray(beta, np.float32)
         self.d_cutoff = float(d_cutoff)

@@ -15,24 +15,44 @@ import queue
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from liveavatar.clock import CLOCK, Clock
-from liveavatar.runtime import LatestSlot, StageTimer
-from liveavatar.types import (FACE_FEATURES, FF, AudioChunk, CapturedFrame, Cues, KeywordHit, Part,
-                              VoiceFeatures)
-
-from liveavatar.perception.expression import NEUTRAL_FEATURES, Calibration, raw_metrics
+from liveavatar.perception.expression import EYE_L_OUT, EYE_R_OUT, NEUTRAL_FEATURES, Calibration, raw_metrics
 from liveavatar.perception.filters import ExpressionFilter, PartFilter
-from liveavatar.perception.trackers import (N_FACE, N_HAND, N_POSE, POSE_LEFT_WRIST, POSE_RIGHT_WRIST,
-                                            FaceTracker, HandsObservation, HandTracker, PoseTracker,
-                                            assign_hands_to_wrists)
+from liveavatar.perception.trackers import (
+    POSE_LEFT_WRIST,
+    POSE_RIGHT_WRIST,
+    FaceTracker,
+    HandsObservation,
+    HandTracker,
+    PoseTracker,
+    assign_hands_to_wrists,
+)
+from liveavatar.runtime import LatestSlot, StageTimer
+from liveavatar.types import (
+    FACE_FEATURES,
+    FF,
+    N_FACE,
+    N_HAND,
+    N_POSE,
+    AudioChunk,
+    CapturedFrame,
+    Cues,
+    KeywordHit,
+    VoiceFeatures,
+)
 
 log = logging.getLogger(__name__)
 
 MIN_SIDE = 32          # smaller frames carry no usable detail
+#: A face whose outer eye corners are closer than this (pixels of the analysed image; a face about
+#: 45 px wide) is tracked, but its expression is reported absent: at that size the mesh's lids,
+#: lips and brows are guesses (a 40 px Grace Hopper reads as blinking).
+MIN_EYE_SPAN_PX = 20.0
 
 # Per-feature One-Euro settings: angles and gaze smooth harder; blink and mouth must pass fast.
 _EXPR_MIN_CUTOFF = np.full(len(FACE_FEATURES), 2.0, np.float32)
@@ -176,15 +196,18 @@ class Perception:
         # Live: the lite hand model (about a third cheaper, keeps up better); files/stills: the full one.
         complexity = (1 if self.sync else 0) if hand_complexity is None else hand_complexity
         self._hands = hand_tracker or (tr.MediaPipeHands(static, complexity) if hands else None)
-        self._pose_thread = _ModelThread("pose", lambda img, _: self._pose.process(img), self.timer) \
-            if self._pose else None
-        self._hands_thread = _ModelThread("hands", lambda img, hint: self._hands.process(img, hint),
-                                          self.timer) if self._hands else None
+        pose_model, hands_model = self._pose, self._hands
+        self._pose_thread = _ModelThread("pose", lambda img, _: pose_model.process(img), self.timer) \
+            if pose_model is not None else None
+        self._hands_thread = _ModelThread("hands", lambda img, hint: hands_model.process(img, hint),
+                                          self.timer) if hands_model is not None else None
 
+        self._last_pose_raw: np.ndarray | None = None
         self._new_filters()
         self._raw = np.zeros(len(FACE_FEATURES), np.float32)
         self._work = np.zeros((N_FACE, 3), np.float64)
         self._features = np.zeros(len(FACE_FEATURES), np.float32)
+        self._expr_measured = True        # False while the tracked face is too small to measure
         self._pose_used_n = -1
         self._hands_used_n = -1
         self._n = 0
@@ -224,10 +247,11 @@ class Perception:
     # ------------------------------------------------------------------------------------------
     def process_video(self, frame: CapturedFrame) -> Cues:
         t_start = time.perf_counter()
-        seq, t_ns, image = getattr(frame, "seq", 0), getattr(frame, "t_capture_ns", None), getattr(frame, "image", None)
+        seq, t_ns = getattr(frame, "seq", 0), getattr(frame, "t_capture_ns", None)
+        image: Any = getattr(frame, "image", None)
         if not isinstance(t_ns, (int, np.integer)) or isinstance(t_ns, bool):
             t_ns = self.clock.now_ns()          # a broken timestamp must not break the stage
-        t_s = t_ns / 1e9
+        t_s = float(t_ns / 1e9)
         size = (0, 0)
         try:
             shape = np.shape(image)
@@ -244,7 +268,8 @@ class Perception:
             self._lose_all(t_s)
         cues = Cues(seq=seq, t_capture_ns=int(t_ns), pose=self._pose_f.part(),
                     face=self._face_f.part(), hand_left=self._left_f.part(), hand_right=self._right_f.part(),
-                    expression=self._expr_f.value.copy(), expression_present=self._face_f.present,
+                    expression=self._expr_f.value.copy(),
+                    expression_present=self._face_f.present and self._expr_measured,
                     voice=self.voice(), keywords=self._drain_hits(), image_size=size)
         self.frames += 1
         self._frame_times.append(time.perf_counter())
@@ -262,7 +287,7 @@ class Perception:
         searching = not (self._left_f.present or self._right_f.present)
         run_hands = (self._hands_thread is not None and not self._wrists_out_of_view()
                      and (self.static or not searching or n % HAND_SEARCH_EVERY == 1))
-        if run_hands:
+        if run_hands and self._hands_thread is not None:
             self._hands_thread.submit(n, t_s, img, self._last_pose_raw)
         elif self._hands_thread is not None:
             self.hands_gated += 1
@@ -279,7 +304,7 @@ class Perception:
         if self._pose_thread:
             self._pose_thread.wait(n, None if deadline is None else max(0.0, deadline - time.perf_counter()))
             self._update_pose()
-        if run_hands:
+        if run_hands and self._hands_thread is not None:
             self._hands_thread.wait(n, None if deadline is None else max(0.0, deadline - time.perf_counter()))
             self._update_hands()
 
@@ -292,6 +317,7 @@ class Perception:
 
     def _update_pose(self) -> None:
         th = self._pose_thread
+        assert th is not None
         with th._cond:
             res, n, t = th.result, th.result_n, th.result_t
         if n <= self._pose_used_n:
@@ -306,6 +332,7 @@ class Perception:
 
     def _update_hands(self) -> None:
         th = self._hands_thread
+        assert th is not None
         with th._cond:
             res, n, t = th.result, th.result_n, th.result_t
         if n <= self._hands_used_n:
@@ -355,7 +382,7 @@ class Perception:
             return float(pose[0, 0])                          # pose nose
         return None
 
-    def _update_face(self, obs, img: np.ndarray, t_s: float) -> None:
+    def _update_face(self, obs: Any, img: np.ndarray, t_s: float) -> None:
         if obs is None:
             self._face_f.lose(t_s)
             self._expr_f.lose(t_s)
@@ -369,6 +396,16 @@ class Perception:
         else:
             sample = raw_metrics(obs.landmarks, img.shape[1], img.shape[0], out=self._raw, work=self._work)
             feats = self.calibration.apply(sample, out=self._features)
+        # Real values or absent, never "present" with made-up ones: a face too small to measure,
+        # or a measurement that came out non-finite or all zeros (no real face reads exactly 0 on
+        # every feature, head angles included), reports no expression.
+        eye = obs.landmarks[[EYE_L_OUT, EYE_R_OUT], :2] * (img.shape[1], img.shape[0])
+        self._expr_measured = bool(np.linalg.norm(eye[0] - eye[1]) >= MIN_EYE_SPAN_PX
+                                   and np.isfinite(feats).all() and np.any(feats != 0))
+        if not self._expr_measured:
+            self._expr_f.lose(t_s)
+            self._calibration_step(None, t_s)
+            return
         self._calibration_step(sample, t_s)
         self._expr_f.observe(feats, t_s)
 
@@ -385,7 +422,7 @@ class Perception:
         self._left_f = PartFilter(N_HAND, min_cutoff=2.0, beta=6.0, passthrough=static)
         self._right_f = PartFilter(N_HAND, min_cutoff=2.0, beta=6.0, passthrough=static)
         self._expr_f = ExpressionFilter(_EXPR_MIN_CUTOFF, _EXPR_BETA, NEUTRAL_FEATURES, passthrough=static)
-        self._last_pose_raw: np.ndarray | None = None
+        self._last_pose_raw = None
 
     def warmup(self, size: tuple[int, int] = (640, 480)) -> None:
         """Run every model once on a blank frame (their first call builds graphs and delegates,
@@ -480,6 +517,7 @@ class Perception:
 
     def _voice_loop(self) -> None:
         va = self.voice_analyzer
+        assert va is not None
         while True:
             item = self._audio_q.get()
             if item is None:
@@ -496,6 +534,8 @@ class Perception:
             self._collect_hits()
 
     def _collect_hits(self) -> None:
+        if self.voice_analyzer is None:
+            return
         for hit in self.voice_analyzer.drain_hits():
             self._keyword_hits.append(hit)
 
@@ -582,8 +622,8 @@ class Perception:
                 except Exception:
                     log.debug("closing a tracker failed", exc_info=True)
 
-    def __enter__(self) -> "Perception":
+    def __enter__(self) -> Perception:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.close()

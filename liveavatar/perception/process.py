@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,13 +25,16 @@ from liveavatar.errors import UserError
 from liveavatar.perception.pipeline import Perception, prepare_image
 from liveavatar.types import AudioChunk, CapturedFrame, Cues
 
+if TYPE_CHECKING:
+    from liveavatar.runtime.child import Child
+
 log = logging.getLogger(__name__)
 
 MAX_SIDE = 960             # frames are downscaled to this before they cross (as Perception does)
 RESTART_AFTER_S = 5.0      # a crashed child is restarted at most this often
 
 
-def _vision_main(conn, nice: int, max_side: int) -> None:
+def _vision_main(conn: Any, nice: int, max_side: int) -> None:
     """Child: a voice-less live Perception. Messages in: ("frame", shape, seq, t_ns) followed by
     the pixels as bytes; ("calibrate", seconds); ("close",). Out: ("ready",) or ("error", text),
     then (cues, stats) per frame."""
@@ -91,7 +95,7 @@ class PerceptionProcess:
         self._closed = False
         self.restarts = 0
         self._last_start = 0.0
-        self._child = None
+        self._child: Child | None = None
         try:
             self._start()
         except BaseException:
@@ -111,7 +115,7 @@ class PerceptionProcess:
             child.stop()
 
     @property
-    def process(self):
+    def process(self) -> Any:
         """The vision process (multiprocessing.Process), or None while it is down."""
         return self._child.proc if self._child is not None else None
 
@@ -127,17 +131,18 @@ class PerceptionProcess:
                 self.restarts += 1
                 log.error("restarting the perception vision process (restart %d)", self.restarts)
                 self._start()
+            child = self._child
+            assert child is not None
             try:
                 calibrate, self._calibrate = self._calibrate, None
                 if calibrate is not None:
-                    self._child.conn.send(("calibrate", calibrate))
+                    child.conn.send(("calibrate", calibrate))
                 shape = image.shape if image is not None else ()
-                conn = self._child.conn
+                conn = child.conn
                 conn.send(("frame", shape, frame.seq, frame.t_capture_ns))
-                conn.send_bytes(memoryview(image).cast("B") if image is not None else b"")
+                conn.send_bytes(image.data.cast("B") if image is not None else b"")
                 cues, stats = conn.recv()
             except (EOFError, OSError):
-                child = self._child
                 self._stop_child()
                 code = child.exitcode
                 raise RuntimeError(f"the vision process died (exit code {code})") from None
@@ -149,6 +154,11 @@ class PerceptionProcess:
 
     def process_audio(self, chunk: AudioChunk) -> None:
         self._voice.process_audio(chunk)
+
+    def flush_audio(self, timeout: float = 10.0) -> bool:
+        """End of the audio (a live track stopped): decode the utterance in progress; its keywords
+        come with the next frame's cues. Blocks up to `timeout`: call it off the event loop."""
+        return self._voice.flush_audio(timeout)
 
     def start_calibration(self, seconds: float = 3.0) -> None:
         """Never blocks the caller: the request goes with the next frame."""
@@ -174,8 +184,8 @@ class PerceptionProcess:
             self._stop_child()
         self._voice.close()
 
-    def __enter__(self) -> "PerceptionProcess":
+    def __enter__(self) -> PerceptionProcess:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.close()

@@ -7,11 +7,14 @@ face landmarker with blendshapes (see `TasksFaceTracker`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-N_POSE, N_FACE, N_HAND = 33, 478, 21
+from liveavatar.types import N_FACE, N_HAND, N_POSE
+
+__all__ = ["N_POSE", "N_FACE", "N_HAND"]   # re-exported: older imports name them from here
+
 POSE_LEFT_WRIST, POSE_RIGHT_WRIST = 15, 16
 
 # Protobuf wire tags of NormalizedLandmark fields x, y, z, visibility, presence (fixed32 floats).
@@ -59,7 +62,7 @@ class HandTracker(Protocol):
     def close(self) -> None: ...
 
 
-def landmarks_to_array(landmark_list, n: int, with_visibility: bool) -> np.ndarray:
+def landmarks_to_array(landmark_list: Any, n: int, with_visibility: bool) -> np.ndarray:
     """(n, 4) float32 from a MediaPipe NormalizedLandmarkList without a Python loop over points:
     the serialised protobuf of fixed-size float fields is decoded by numpy. Falls back to the
     per-point path if the layout is not the expected one (e.g. a field missing)."""

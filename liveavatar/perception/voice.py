@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
-from scipy.linalg import solve_toeplitz   # imported here: a first-use import would stall the voice thread
+from scipy.linalg import solve_toeplitz  # imported here: a first-use import would stall the voice thread
 
 from liveavatar.types import VISEMES, KeywordHit, VoiceFeatures
 
@@ -67,7 +68,7 @@ class _Resampler:
 
     def __init__(self) -> None:
         self._rate = 0
-        self._rs = None
+        self._rs: Any = None           # av.AudioResampler, made for the first rate seen
 
     def __call__(self, mono: np.ndarray, rate: int) -> np.ndarray:
         if rate == RATE:
@@ -228,7 +229,7 @@ class _KeywordDecoder:
         return hits
 
 
-def _spotter_process(conn, words: list[str], threshold: float) -> None:
+def _spotter_process(conn: Any, words: list[str], threshold: float) -> None:
     """Child process: build the decoder, then answer one utterance (int16 bytes) at a time until
     None or a closed pipe."""
     from liveavatar.errors import UserError
@@ -267,7 +268,7 @@ class KeywordSpotter:
         self._child = Child(_spotter_process, ([str(w) for w in words], threshold), "keyword-spotter",
                             goodbye=None, error=ConfigError)
         self._finalizer = weakref.finalize(self, self._child.stop)
-        self.words: tuple[str, ...] = tuple(self._child.ready_value)
+        self.words: tuple[str, ...] = tuple(self._child.ready_value or ())
         self.failed = False
 
     def spot(self, pcm16: np.ndarray) -> list[tuple[str, float, float]]:
@@ -319,7 +320,7 @@ class VoiceAnalyzer:
         self._utt_start = 0
         self._in_utt = False
         self._quiet_hops = 0
-        self._preroll = deque(maxlen=int(0.3 * RATE / HOP))
+        self._preroll: deque[np.ndarray] = deque(maxlen=int(0.3 * RATE / HOP))
         self._hits: deque[KeywordHit] = deque(maxlen=32)
         self._last_hit: dict[str, int] = {}
         # History ring (hops).
@@ -481,6 +482,8 @@ class VoiceAnalyzer:
                 self._in_utt = False
 
     def _decode_utterance(self) -> None:
+        if self.spotter is None:
+            return
         for word, end_s, conf in self.spotter.spot(self._utt[:self._utt_n]):
             t_ns = self.time_of_sample(self._utt_start + int(end_s * RATE))
             last = self._last_hit.get(word)

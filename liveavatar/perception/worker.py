@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import logging
-import threading
+from typing import Any
 
-from liveavatar.runtime import LatestSlot
+from liveavatar.runtime import LatestSlot, Worker
 from liveavatar.types import CapturedFrame, Cues
 
 log = logging.getLogger(__name__)
@@ -15,14 +15,13 @@ class PerceptionWorker:
     the slot and are counted there), runs `perception.process_video`, puts Cues in `cues_out`.
     Exceptions from perception are counted and skipped; the thread keeps going."""
 
-    def __init__(self, perception, frames_in: LatestSlot[CapturedFrame], cues_out: LatestSlot[Cues]) -> None:
+    def __init__(self, perception: Any, frames_in: LatestSlot[CapturedFrame], cues_out: LatestSlot[Cues]) -> None:
         self.perception = perception
         self.frames_in = frames_in
         self.cues_out = cues_out
         self.processed = 0
         self.errors = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: Worker | None = None
 
     @property
     def dropped(self) -> int:
@@ -32,20 +31,18 @@ class PerceptionWorker:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self) -> "PerceptionWorker":
+    def start(self) -> PerceptionWorker:
         if not self.alive:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="perception-worker", daemon=True)
+            self._thread = _Loop(self)
             self._thread.start()
         return self
 
     def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.stop(join_timeout=timeout)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def _run(self, thread: Worker) -> None:
+        while not thread.halted:
             frame = self.frames_in.take(timeout=0.1)
             if frame is None:
                 if self.frames_in.closed:
@@ -60,3 +57,12 @@ class PerceptionWorker:
                 continue
             self.cues_out.put(cues)
             self.processed += 1
+
+
+class _Loop(Worker):
+    def __init__(self, owner: PerceptionWorker) -> None:
+        super().__init__("perception-worker")
+        self.owner = owner
+
+    def run(self) -> None:
+        self.owner._run(self)

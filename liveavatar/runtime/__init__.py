@@ -1,5 +1,9 @@
-"""Runtime helpers shared by all stages: latest-wins slots, workers, stage timing."""
+"""Runtime helpers shared by all stages: latest-wins slots, drop-oldest buffers, worker threads,
+thread-to-loop wake-ups, stage timing."""
+from liveavatar.runtime.buffers import DropOldest
 from liveavatar.runtime.slots import LatestSlot
 from liveavatar.runtime.timing import StageTimer
+from liveavatar.runtime.wakeup import LoopWakeup
+from liveavatar.runtime.worker import Worker
 
-__all__ = ["LatestSlot", "StageTimer"]
+__all__ = ["DropOldest", "LatestSlot", "LoopWakeup", "StageTimer", "Worker"]

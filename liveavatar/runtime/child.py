@@ -4,7 +4,8 @@ ready only once they say so."""
 from __future__ import annotations
 
 import multiprocessing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from liveavatar.errors import UserError
 

@@ -5,6 +5,7 @@ import threading
 import time
 from collections import deque
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ class StageTimer:
             q.append(ms)
 
     @contextmanager
-    def measure(self, stage: str):
+    def measure(self, stage: str) -> Any:
         t0 = time.perf_counter()
         try:
             yield

@@ -1,7 +1,7 @@
 """Control API request models (pydantic) and the OpenAPI document built from them."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -64,7 +64,10 @@ class ErrorBody(BaseModel):
     code: str | None = None
 
 
-def parse(model: type[BaseModel], raw: bytes) -> BaseModel:
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], raw: bytes) -> M:
     """Validate a JSON body; problems become one line naming the field (HTTP 422)."""
     try:
         return model.model_validate_json(raw or b"{}")
@@ -74,7 +77,8 @@ def parse(model: type[BaseModel], raw: bytes) -> BaseModel:
         msg = err["msg"]
         if err["type"] == "json_invalid":
             raise UserError(f"request body is not valid JSON: {err.get('ctx', {}).get('error', msg)}") from None
-        exc = UserError(f"{where or 'body'}: {msg}" + (f" (got {err['input']!r})" if where and "input" in err and not isinstance(err["input"], dict) else ""))
+        got = where and "input" in err and not isinstance(err["input"], dict)
+        exc = UserError(f"{where or 'body'}: {msg}" + (f" (got {err['input']!r})" if got else ""))
         exc.http_status = 422
         raise exc from None
 
@@ -91,10 +95,12 @@ def _schema(models: list[type[BaseModel]]) -> dict:
 
 def openapi(version: str, actions: tuple[str, ...] | list[str] = ACTIONS) -> dict:
     def body(model: str) -> dict:
-        return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}}}}
+        return {"required": True,
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}}}}
 
     def ok(description: str = "OK", schema: str = "OkState") -> dict:
-        return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+        return {"description": description,
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
 
     errors = {
         "400": ok("Bad request (unknown name, malformed input)", "ErrorBody"),
@@ -120,25 +126,34 @@ def openapi(version: str, actions: tuple[str, ...] | list[str] = ACTIONS) -> dic
         "/api/sessions/{sid}/action": control("Trigger an action (dance, wave, ...)", "ActionRequest"),
         "/api/sessions/{sid}/character": control("Switch the session's character", "CharacterRequest"),
         "/api/sessions/{sid}/calibrate": control("Start the 3-second neutral calibration", "CalibrateRequest"),
-        "/api/hotkey": {"post": {"summary": "Resolve an OBS-style hotkey name (liveavatar.emotion.<name>, liveavatar.action.<name>) into a control event",
+        "/api/hotkey": {"post": {"summary": "Resolve an OBS-style hotkey name (liveavatar.emotion.<name>, "
+                                            "liveavatar.action.<name>) into a control event",
                                  "requestBody": body("HotkeyRequest"), "responses": {"200": ok(), **errors},
                                  "security": [{"bearer": []}]}},
         "/api/sessions/{sid}/state": {"get": {"summary": "Conditioning state, character, controls and stats",
-                                              "parameters": [sid], "responses": {"200": {"description": "state"}, **errors}}},
+                                              "parameters": [sid], "responses": {"200": {"description": "state"},
+                                                                                 **errors}}},
         "/api/sessions": {"get": {"summary": "Live sessions", "responses": {"200": {"description": "list"}}}},
         "/api/sessions/{sid}/feeds": {
             "post": {"summary": "Start the low-latency MPEG-TS feed of the avatar (what OBS's media source reads)",
-                     "parameters": [sid], "requestBody": body("FeedRequest"), "responses": {"200": {"description": "feed started"}, **errors}},
-            "delete": {"summary": "Stop the session's feeds", "parameters": [sid], "responses": {"200": {"description": "stopped"}}}},
-        "/api/sessions/{sid}/frame.png": {"get": {"summary": "Latest rendered avatar frame (RGBA PNG)", "parameters": [sid],
-                                                  "responses": {"200": {"description": "PNG", "content": {"image/png": {}}}, **errors}}},
-        "/api/events": {"get": {"summary": "WebSocket event stream: control events, voice keywords, stats (1 Hz), cues on request. "
-                                           "Clients may send {type: emotion|action|character|calibrate|hotkey|subscribe, ...}.",
-                                "parameters": [{"name": "session", "in": "query", "schema": {"type": "string", "default": "default"}}],
+                     "parameters": [sid], "requestBody": body("FeedRequest"),
+                     "responses": {"200": {"description": "feed started"}, **errors}},
+            "delete": {"summary": "Stop the session's feeds", "parameters": [sid],
+                       "responses": {"200": {"description": "stopped"}}}},
+        "/api/sessions/{sid}/frame.png": {"get": {"summary": "Latest rendered avatar frame (RGBA PNG)",
+                                                  "parameters": [sid],
+                                                  "responses": {"200": {"description": "PNG",
+                                                                        "content": {"image/png": {}}}, **errors}}},
+        "/api/events": {"get": {"summary": "WebSocket event stream: control events, voice keywords, stats (1 Hz), "
+                                           "cues on request. Clients may send "
+                                           "{type: emotion|action|character|calibrate|hotkey|subscribe, ...}.",
+                                "parameters": [{"name": "session", "in": "query", "schema": {"type": "string",
+                                                                                             "default": "default"}}],
                                 "responses": {"101": {"description": "WebSocket upgrade"}}}},
         "/health": {"get": {"summary": "200 when warmed up, 503 before; generator, devices and providers really in use",
                             "responses": {"200": {"description": "ready"}, "503": {"description": "warming up"}}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition"}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics",
+                             "responses": {"200": {"description": "text exposition"}}}},
         "/whip/{sid}": {"post": {"summary": "WHIP ingest (RFC 9725): camera + microphone offer in, answer out",
                                  "parameters": [sid], "requestBody": sdp, "responses": created}},
         "/whep/{sid}": {"post": {"summary": "WHEP egress: play the avatar feed with the streamer's voice. "

@@ -7,6 +7,7 @@ import json
 import logging
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from aiohttp import WSMsgType, web
@@ -19,10 +20,20 @@ from liveavatar.paths import assets_dir
 from liveavatar.server import actions, api, metrics
 from liveavatar.server.config import LOOPBACK_NAMES, ServerConfig
 from liveavatar.server.engine import STRIP_ROWS, AdmissionError, Engine, Session, Stages, real_stages
-from liveavatar.server.media import (FFMPEG_WHIP_HINT, AvatarTrack, SharedEncoder, SharedVideoTrack,
-                                     VoiceTrack, add_bitrate_hints, check_offer, drain_audio, drain_video,
-                                     looks_like_ffmpeg_whip, new_peer_connection,
-                                     use_low_latency_jitter_buffers)
+from liveavatar.server.media import (
+    FFMPEG_WHIP_HINT,
+    AvatarTrack,
+    SharedEncoder,
+    SharedVideoTrack,
+    VoiceTrack,
+    add_bitrate_hints,
+    check_offer,
+    drain_audio,
+    drain_video,
+    looks_like_ffmpeg_whip,
+    new_peer_connection,
+    use_low_latency_jitter_buffers,
+)
 from liveavatar.types import ControlEvent, ControlKind, EventSource
 
 log = logging.getLogger("liveavatar.server")
@@ -38,7 +49,7 @@ SESSION_ID = r"[A-Za-z0-9_.\-]{1,64}"
 # Errors, security, CORS
 # ---------------------------------------------------------------------------------------------
 
-def error_response(status: int, message: str, code: str | None = None, **extra) -> web.Response:
+def error_response(status: int, message: str, code: str | None = None, **extra: Any) -> web.Response:
     body = {"error": message}
     if code:
         body["code"] = code
@@ -47,7 +58,7 @@ def error_response(status: int, message: str, code: str | None = None, **extra) 
 
 
 @web.middleware
-async def errors_middleware(request: web.Request, handler):
+async def errors_middleware(request: web.Request, handler: Any) -> Any:
     """Every failure leaves as JSON with one line; client mistakes are 4xx, never tracebacks."""
     try:
         return await handler(request)
@@ -81,7 +92,7 @@ def _own_origins(request: web.Request) -> set[str]:
 
 
 @web.middleware
-async def security_middleware(request: web.Request, handler):
+async def security_middleware(request: web.Request, handler: Any) -> Any:
     cfg = request.app[CONFIG]
     # DNS-rebinding guard: an open (token-less) loopback service only answers loopback names.
     if not cfg.auth_required:
@@ -122,7 +133,7 @@ def access_level(request: web.Request) -> str | None:
     tok = presented_token(request)
     if tok is None:
         return None
-    if hmac.compare_digest(tok.encode(), cfg.token.encode()):
+    if cfg.token and hmac.compare_digest(tok.encode(), cfg.token.encode()):
         return CONTROL
     if cfg.viewer_token and hmac.compare_digest(tok.encode(), cfg.viewer_token.encode()):
         return VIEW
@@ -151,7 +162,7 @@ async def read_body(request: web.Request, content_type: str) -> bytes:
     return await request.read()
 
 
-async def json_body(request: web.Request, model):
+async def json_body(request: web.Request, model: Any) -> Any:
     return api.parse(model, await read_body(request, "application/json"))
 
 
@@ -198,7 +209,7 @@ async def client_config(request: web.Request) -> web.Response:
     cfg = request.app[CONFIG]
     ice = []
     if cfg.ice_servers:
-        entry = {"urls": cfg.ice_servers}
+        entry: dict[str, Any] = {"urls": cfg.ice_servers}
         if cfg.ice_username:
             entry.update(username=cfg.ice_username, credential=cfg.ice_credential or "")
         ice.append(entry)
@@ -243,7 +254,7 @@ async def control_session(request: web.Request) -> Session:
     return request.app[ENGINE].get(session_id(request))
 
 
-def check_name(kind: str, name: str, known) -> None:
+def check_name(kind: str, name: str, known: Any) -> None:
     known = list(known)
     if known and name not in known:
         raise UserError(f"unknown {kind} {name!r}; known: {', '.join(known)}")
@@ -381,7 +392,7 @@ async def feeds_stop(request: web.Request) -> web.Response:
 # WebRTC: WHIP ingest and WHEP egress (RFC 9725 style: POST application/sdp -> 201 + Location)
 # ---------------------------------------------------------------------------------------------
 
-async def _close_quietly(pc) -> None:
+async def _close_quietly(pc: Any) -> None:
     """aiortc's close() itself raises on a peer connection that a broken offer left half-built
     (no transport); the client must still get its 4xx, not a 500."""
     try:
@@ -390,7 +401,7 @@ async def _close_quietly(pc) -> None:
         log.debug("closing a half-built peer connection failed", exc_info=True)
 
 
-async def _answer(request: web.Request, kind: str, setup) -> web.Response:
+async def _answer(request: web.Request, kind: str, setup: Any) -> web.Response:
     sdp = (await read_body(request, "application/sdp")).decode("utf-8", "replace")
     check_offer(sdp)
     eng = request.app[ENGINE]
@@ -419,13 +430,13 @@ async def _answer(request: web.Request, kind: str, setup) -> web.Response:
     resources = request.app[STATE]["resources"]
     resources[rid] = (kind, sid, pc)
 
-    async def closed():
+    async def closed() -> Any:
         if resources.pop(rid, None) is not None:
             cleanup()
             await pc.close()
 
     @pc.on("connectionstatechange")
-    async def on_state():
+    async def on_state() -> Any:
         if pc.connectionState == "failed" and kind == "whip" and looks_like_ffmpeg_whip(sdp):
             log.warning(FFMPEG_WHIP_HINT)  # why and the fix: media.FFMPEG_WHIP_HINT
         if pc.connectionState in ("failed", "closed"):
@@ -448,7 +459,8 @@ def ice_links(cfg: ServerConfig) -> list[str]:
     for url in cfg.ice_servers:
         link = f'<{url}>; rel="ice-server"'
         if url.startswith("turn") and cfg.ice_username:
-            link += f'; username="{cfg.ice_username}"; credential="{cfg.ice_credential or ""}"; credential-type="password"'
+            link += (f'; username="{cfg.ice_username}"; credential="{cfg.ice_credential or ""}"'
+                     '; credential-type="password"')
         links.append(link)
     return links
 
@@ -457,7 +469,7 @@ async def whip(request: web.Request) -> web.Response:
     require(request, CONTROL)
     eng = request.app[ENGINE]
 
-    def setup(pc, s: Session, offer: str):
+    def setup(pc: Any, s: Session, offer: str) -> Any:
         if not any(t.kind in ("video", "audio") for t in pc.getTransceivers()):
             raise UserError("the offer sends no audio or video")
         use_low_latency_jitter_buffers(pc)
@@ -476,7 +488,7 @@ async def whip(request: web.Request) -> web.Response:
             asyncio.ensure_future(old.close())
         s.publish_event({"type": "camera", "session": s.sid, "connected": True})
 
-        def cleanup():
+        def cleanup() -> Any:
             for t in tasks:
                 t.cancel()
             if s.ingest is pc:  # the avatar idles; a reconnect attaches a new ingest
@@ -494,7 +506,7 @@ async def whep(request: web.Request) -> web.Response:
         raise UserError(f"unknown layout {layout!r}; use flat or packed")
     relay: MediaRelay = request.app[STATE]["relay"]
 
-    def setup(pc, s: Session, offer: str):
+    def setup(pc: Any, s: Session, offer: str) -> Any:
         kinds = {t.kind for t in pc.getTransceivers()}
         if "video" not in kinds:
             raise UserError("the offer receives no video (add a recvonly video transceiver)")
@@ -535,7 +547,7 @@ async def whep(request: web.Request) -> web.Response:
             s.want_flat += 1
         s.viewers += 1
 
-        def cleanup():
+        def cleanup() -> Any:
             s.viewers -= 1
             if layout == "packed":
                 s.want_packed -= 1
@@ -568,9 +580,9 @@ async def resource_patch(request: web.Request) -> web.Response:
 # WebSocket event stream
 # ---------------------------------------------------------------------------------------------
 
-def cues_overlay(cues) -> dict:
+def cues_overlay(cues: Any) -> dict:
     """Compact landmarks for the studio's tracking overlay (x, y rounded, present parts only)."""
-    def part(p, step=1):
+    def part(p: Any, step: Any = 1) -> Any:
         if p is None or not p.present:
             return None
         return np.round(p.landmarks[::step, :2], 3).tolist()
@@ -594,22 +606,22 @@ async def ws_message(app: web.Application, s: Session, level: str, msg: dict, su
     fields = {k: v for k, v in msg.items() if k not in ("type", "id")}
     raw = json.dumps(fields).encode()
     if kind == "emotion":
-        body = api.parse(api.EmotionRequest, raw)
-        check_name("emotion", body.name, getattr(s.conditioner, "emotions", ()))
-        state = await s.state_after(s.control(body.event()))
+        emotion = api.parse(api.EmotionRequest, raw)
+        check_name("emotion", emotion.name, getattr(s.conditioner, "emotions", ()))
+        state = await s.state_after(s.control(emotion.event()))
     elif kind == "action":
-        body = api.parse(api.ActionRequest, raw)
-        check_name("action", body.name, getattr(s.conditioner, "actions", ()))
-        state = await s.state_after(s.control(body.event()))
+        action = api.parse(api.ActionRequest, raw)
+        check_name("action", action.name, getattr(s.conditioner, "actions", ()))
+        state = await s.state_after(s.control(action.event()))
     elif kind == "character":
-        body = api.parse(api.CharacterRequest, raw)
-        state = await app[ENGINE].set_character(s, body.name, body.source)
+        character = api.parse(api.CharacterRequest, raw)
+        state = await app[ENGINE].set_character(s, character.name, character.source)
     elif kind == "calibrate":
-        body = api.parse(api.CalibrateRequest, raw)
-        state = await s.state_after(s.control(ControlEvent(ControlKind.CALIBRATE, "", body.source)))
+        calibrate = api.parse(api.CalibrateRequest, raw)
+        state = await s.state_after(s.control(ControlEvent(ControlKind.CALIBRATE, "", calibrate.source)))
     elif kind == "hotkey":
-        body = api.parse(api.HotkeyRequest, raw)
-        state = await apply_all(s, resolve_hotkey(s, body.name))
+        hotkey = api.parse(api.HotkeyRequest, raw)
+        state = await apply_all(s, resolve_hotkey(s, hotkey.name))
     else:
         raise UserError(f"unknown message type {kind!r}; use emotion, action, character, calibrate, "
                         "hotkey, subscribe or ping")
@@ -627,7 +639,7 @@ async def events_ws(request: web.Request) -> web.WebSocketResponse:
     s.subscribers.add(queue)
     sub = {"cues": False}
 
-    async def sender():
+    async def sender() -> Any:
         while True:
             ev = await queue.get()
             await ws.send_json(ev)

@@ -6,7 +6,7 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
@@ -19,19 +19,19 @@ class ServerConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     generator: str = "rig2d"
-    device: Optional[str] = None
+    device: str | None = None
     size: int = Field(512, ge=64, le=2048)
     fps: int = Field(30, ge=1, le=120)
     max_sessions: int = Field(4, ge=1, le=64)
     # torch CPU threads for rendering: with perception, encoding and WebRTC on the same cores,
     # a second thread mostly waits at barriers (on a busy machine: 130 ms a frame vs 16 ms).
     render_threads: int = Field(1, ge=1, le=64)
-    token: Optional[str] = None          # control + ingest
-    viewer_token: Optional[str] = None   # read-only: viewer page, WHEP, state, frame.png
+    token: str | None = None          # control + ingest
+    viewer_token: str | None = None   # read-only: viewer page, WHEP, state, frame.png
     ice_servers: list[str] = []          # stun:/turn: URLs; none by default (works offline)
-    ice_username: Optional[str] = None
-    ice_credential: Optional[str] = None
-    source: Optional[Path] = None        # drive the default session from this media file
+    ice_username: str | None = None
+    ice_credential: str | None = None
+    source: Path | None = None        # drive the default session from this media file
     demo: bool = True                    # play the bundled demo clip when no camera comes
     demo_after_s: float = Field(5.0, ge=0)
     timecode: bool = False               # debug timecode in the flat (WHEP) feed too
@@ -39,13 +39,13 @@ class ServerConfig(BaseModel):
     max_body_bytes: int = 256 * 1024
     session_idle_s: float = 60.0         # forget a session nobody uses after this long
     keywords: list[str] = ["dance", "jump", "wave"]   # when the mapping names none
-    mapping: Optional[Path] = None       # conditioning mapping file (default: the shipped one)
+    mapping: Path | None = None       # conditioning mapping file (default: the shipped one)
     # VTuber interop (liveavatar/interop), all off by default; they drive the default session.
-    vmc_out: Optional[str] = None        # HOST:PORT of a VMC receiver (VSeeFace, Warudo: 39539)
+    vmc_out: str | None = None        # HOST:PORT of a VMC receiver (VSeeFace, Warudo: 39539)
     vmc_bundle: bool = True              # one OSC bundle per frame (False: single messages)
     vmc_arkit: bool = False              # also ARKit's blendshape names
-    vmc_in: Optional[int] = Field(None, ge=1, le=65535)   # UDP port for a VMC tracker's stream
-    vts_port: Optional[int] = Field(None, ge=1, le=65535)  # VTube Studio-style API on 127.0.0.1
+    vmc_in: int | None = Field(None, ge=1, le=65535)   # UDP port for a VMC tracker's stream
+    vts_port: int | None = Field(None, ge=1, le=65535)  # VTube Studio-style API on 127.0.0.1
 
     @field_validator("size")
     @classmethod
@@ -76,7 +76,7 @@ class ServerConfig(BaseModel):
         return self.token is not None
 
 
-def build(**values) -> ServerConfig:
+def build(**values: Any) -> ServerConfig:
     """ServerConfig from CLI values, with pydantic's complaint turned into one line."""
     try:
         return ServerConfig(**{k: v for k, v in values.items() if v is not None})

@@ -10,14 +10,14 @@ The asyncio loop only does signalling and WebRTC; everything heavy is on these t
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import av
 import cv2
@@ -25,11 +25,10 @@ import numpy as np
 
 from liveavatar.clock import Ticker
 from liveavatar.errors import NotFoundError, UserError
-from liveavatar.runtime import LatestSlot, StageTimer
+from liveavatar.runtime import DropOldest, LatestSlot, LoopWakeup, StageTimer, Worker
 from liveavatar.server import actions, timecode
 from liveavatar.server.config import ServerConfig
-from liveavatar.types import (AudioChunk, CapturedFrame, ControlEvent, ControlKind, Cues,
-                              EventSource, RenderedFrame)
+from liveavatar.types import AudioChunk, CapturedFrame, ControlEvent, ControlKind, Cues, EventSource, RenderedFrame
 
 log = logging.getLogger("liveavatar.server")
 
@@ -48,7 +47,7 @@ class AdmissionError(UserError):
     """The service is at its session limit (or still warming up): try again later."""
     http_status = 503
 
-    def __init__(self, message: str, code: str, **details) -> None:
+    def __init__(self, message: str, code: str, **details: Any) -> None:
         super().__init__(message)
         self.code = code
         self.details = details
@@ -72,7 +71,7 @@ def real_stages(cfg: ServerConfig) -> Stages:
     mapping = load_mapping(cfg.mapping)  # bad file: ConfigError naming it, before we bind
     keywords = list(getattr(mapping, "keyword_words", lambda: cfg.keywords)())
 
-    def generator():
+    def generator() -> Any:
         from liveavatar.generation import registry
         gen = registry.create(cfg.generator, cfg.device, cfg.size)
         if getattr(gen, "device", "cpu") == "cpu":
@@ -80,22 +79,22 @@ def real_stages(cfg: ServerConfig) -> Stages:
             torch.set_num_threads(cfg.render_threads)
         return gen
 
-    def perception():
+    def perception() -> Any:
         # Vision in a child process: MediaPipe's Python side off this process's GIL.
         from liveavatar.perception.process import PerceptionProcess
         return PerceptionProcess(keywords=keywords)
 
-    def worker(perception, frames_in, cues_out):
+    def worker(perception: Any, frames_in: Any, cues_out: Any) -> Any:
         from liveavatar.perception import PerceptionWorker
         return PerceptionWorker(perception, frames_in, cues_out)
 
-    def conditioner():
+    def conditioner() -> Any:
         from liveavatar.conditioning import Conditioner
         return Conditioner(load_mapping(cfg.mapping), rate_hz=cfg.fps, mapping_path=cfg.mapping)
 
-    def iter_media(path, realtime=True, loop=True):
+    def iter_media(path: Any, realtime: Any = True, loop: Any = True) -> Any:
         from liveavatar.sources.file import iter_media as f
-        return f(path, realtime=realtime, loop=loop)
+        return f(path, realtime=realtime, loop=loop, mark_audio_end=True)
 
     return Stages(generator, perception, worker, conditioner, iter_media)
 
@@ -118,25 +117,16 @@ class FramePublisher:
     called from the render thread; waiters never block the loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
         self.latest: Published | None = None
-        self._waiters: list[asyncio.Future] = []
+        self._wakeup = LoopWakeup(loop)
 
     def publish(self, item: Published) -> None:
         self.latest = item
-        self.loop.call_soon_threadsafe(self._wake)
-
-    def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for f in waiters:
-            if not f.done():
-                f.set_result(None)
+        self._wakeup.notify_threadsafe()
 
     async def wait_newer(self, seq: int) -> Published:
         while self.latest is None or self.latest.seq <= seq:
-            fut = self.loop.create_future()
-            self._waiters.append(fut)
-            await fut
+            await self._wakeup.wait()
         return self.latest
 
 
@@ -152,7 +142,7 @@ class Packer:
         self._premult = np.empty((size, size, 4), np.uint8)
         self._rgb = np.empty((size, size, 3), np.uint8)
         self._inv = np.empty((size, size, 3), np.uint8)
-        self._bg = tuple(float(c) for c in flat_bg) + (0.0,)
+        self._bg: Any = tuple(float(c) for c in flat_bg) + (0.0,)   # cv2 takes a scalar tuple
         self.flat_strip = flat_strip
 
     def _premultiply(self, rgba: np.ndarray) -> np.ndarray:
@@ -160,7 +150,8 @@ class Packer:
 
     @staticmethod
     def _yuv420(rgb: np.ndarray) -> av.VideoFrame:
-        return av.VideoFrame.from_ndarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+        i420: np.ndarray = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+        return av.VideoFrame.from_ndarray(i420, format="yuv420p")
 
     def pack(self, rgba: np.ndarray, stamp: tuple[int, int, int]) -> av.VideoFrame:
         s = self.size
@@ -202,47 +193,60 @@ class RateMeter:
         return r
 
 
-class InputPump(threading.Thread):
+class InputPump(Worker):
     """Per-session input thread: raw video (av frames from WebRTC, or CapturedFrames from a file)
     becomes RGB CapturedFrames for perception, latest wins; audio chunks go to perception in
     order through a bounded buffer that drops the oldest (counted)."""
 
-    def __init__(self, session: "Session") -> None:
-        super().__init__(name=f"input-{session.sid}", daemon=True)
+    def __init__(self, session: Session) -> None:
+        super().__init__(f"input-{session.sid}")
         self.session = session
         self.raw_video: LatestSlot[tuple[Any, int]] = LatestSlot()
-        self.audio: collections.deque[AudioChunk] = collections.deque(maxlen=50)
-        self.audio_dropped = 0
+        self.audio: DropOldest[AudioChunk] = DropOldest(50)
         self.stamped_frames = 0
+        self._audio_ended = False      # the microphone track (or a file pass) ended
         self._wake = threading.Event()
-        self._halt = False
         self._seq = 0
+
+    @property
+    def audio_dropped(self) -> int:
+        return self.audio.dropped
 
     def put_video(self, frame: Any, t_arrival_ns: int) -> None:
         self.raw_video.put((frame, t_arrival_ns))
         self._wake.set()
 
     def put_audio(self, chunk: AudioChunk) -> None:
-        if len(self.audio) == self.audio.maxlen:
-            self.audio_dropped += 1
-        self.audio.append(chunk)
+        self.audio.put(chunk)
         self._wake.set()
 
-    def stop(self) -> None:
-        self._halt = True
+    def end_audio(self) -> None:
+        """The audio stopped (track ended, file pass over): decode the speech still pending, after
+        the chunks already queued, so the last word said is not lost."""
+        self._audio_ended = True
+        self._wake.set()
+
+    def wake(self) -> None:
         self._wake.set()
 
     def run(self) -> None:
         s = self.session
-        while not self._halt:
+        while not self.halted:
             self._wake.wait(0.25)
             self._wake.clear()
-            while self.audio and not self._halt:
-                chunk = self.audio.popleft()
+            while not self.halted and (chunk := self.audio.pop()) is not None:
                 try:
                     s.perception.process_audio(chunk)
                 except Exception:  # a bad chunk must not kill the session's input
                     log.exception("session %s: audio analysis failed", s.sid)
+            if self._audio_ended and not self.audio:
+                self._audio_ended = False
+                flush = getattr(s.perception, "flush_audio", None)
+                if flush is not None:
+                    try:
+                        flush(2.0)
+                    except Exception:
+                        log.exception("session %s: decoding the last utterance failed", s.sid)
             item = self.raw_video.take_nowait()
             if item is None:
                 continue
@@ -275,24 +279,20 @@ class InputPump(threading.Thread):
         return CapturedFrame(image, self._seq, t_capture)
 
 
-class FileDriver(threading.Thread):
+class FileDriver(Worker):
     """Feeds a session from a media file (real-time paced, looping): the demo / --source."""
 
-    def __init__(self, session: "Session", path: Path, iter_media: Callable[..., Any]) -> None:
-        super().__init__(name=f"file-{session.sid}", daemon=True)
+    def __init__(self, session: Session, path: Path, iter_media: Callable[..., Any]) -> None:
+        super().__init__(f"file-{session.sid}")
         self.session, self.path, self._iter_media = session, path, iter_media
-        self._halt = threading.Event()
         self.error: str | None = None
-
-    def stop(self) -> None:
-        self._halt.set()
 
     def run(self) -> None:
         s = self.session
         resampler = None
         try:
             for item in self._iter_media(self.path, realtime=True, loop=True):
-                if self._halt.is_set():
+                if self.halted:
                     break
                 if isinstance(item, CapturedFrame):
                     s.input.put_video(item, item.t_capture_ns)
@@ -301,6 +301,8 @@ class FileDriver(threading.Thread):
                     s.input.put_audio(item)
                     resampler = resampler or av.AudioResampler(format="s16", layout="mono", rate=VOICE_RATE)
                     s.push_voice_threadsafe(chunk_to_voice_frames(item, resampler))
+                else:   # the end of one pass's audio (the file loops)
+                    s.input.end_audio()
         except Exception as e:  # a broken demo file must not take the service down
             self.error = f"{self.path}: {e}"
             log.error("session %s: file source stopped: %s", s.sid, self.error)
@@ -317,7 +319,7 @@ def chunk_to_voice_frames(chunk: AudioChunk, resampler: av.AudioResampler) -> li
 class Session:
     """One streamer's pipeline. Created on the loop; its threads own the heavy work."""
 
-    def __init__(self, sid: str, engine: "Engine", perception: Any, conditioner: Any,
+    def __init__(self, sid: str, engine: Engine, perception: Any, conditioner: Any,
                  character: str) -> None:
         self.sid = sid
         self.engine = engine
@@ -353,7 +355,7 @@ class Session:
         self.subscribers: set[asyncio.Queue] = set()
         self.cue_subscribers = 0
         self.last_used = time.monotonic()
-        self.voice = None             # media.VoiceTrack, set by the app
+        self.voice: Any = None        # media.VoiceTrack, set by the app
         self.out_tracks: dict[str, Any] = {}   # layout -> media.AvatarTrack (relayed to viewers)
         self.shared_encoder: Any = None        # media.SharedEncoder: one VP8 encode for our pages
         self._t0_ns = 0
@@ -443,7 +445,7 @@ class Session:
             self.engine.loop.call_soon_threadsafe(self.voice.push_many, frames)
 
     # -- render thread ------------------------------------------------------------------------
-    def tick(self, t_ns: int):
+    def tick(self, t_ns: int) -> Any:
         cues = self.cues.take_nowait()
         if cues is not None and cues.t_capture_ns:
             self.timer.record("capture_to_cues", (time.monotonic_ns() - cues.t_capture_ns) / 1e6)
@@ -526,20 +528,16 @@ class Session:
 # Engine: generator + render thread + session table
 # ---------------------------------------------------------------------------------------------
 
-class RenderLoop(threading.Thread):
+class RenderLoop(Worker):
     """The device worker: one generator call per output tick for all live sessions."""
 
-    def __init__(self, engine: "Engine") -> None:
-        super().__init__(name="render", daemon=True)
+    def __init__(self, engine: Engine) -> None:
+        super().__init__("render")
         self.engine = engine
         self.ticker = Ticker(engine.cfg.fps)
-        self._halt = threading.Event()
         self.frames = 0
         self.errors = 0               # render ticks that raised (the frame is skipped, not retried)
         self.error: str | None = None
-
-    def stop(self) -> None:
-        self._halt.set()
 
     def run(self) -> None:
         eng = self.engine
@@ -549,7 +547,7 @@ class RenderLoop(threading.Thread):
         events: list[int] = []
         last_reload = time.monotonic()
         last_error_log = 0.0
-        while not self._halt.is_set():
+        while not self.halted:
             t = self.ticker.wait()
             sessions = eng.live
             if not sessions:
@@ -598,7 +596,8 @@ class Engine:
                  flat_bg: tuple[int, int, int] = (0, 255, 0)) -> None:
         self.cfg = cfg
         self.stages = stages
-        self.loop = loop
+        # None until start() takes the running loop (tests build an Engine without one).
+        self.loop: asyncio.AbstractEventLoop = loop  # type: ignore[assignment]
         self.flat_bg = flat_bg
         self.wallclock = timecode.WallClockMap()
         self.timer = StageTimer(window=600)
@@ -631,8 +630,7 @@ class Engine:
 
     async def stop(self) -> None:
         if self.render_loop:
-            self.render_loop.stop()
-            await self.loop.run_in_executor(None, self.render_loop.join, 2.0)
+            await self.loop.run_in_executor(None, self.render_loop.stop, 2.0)
         for s in list(self.sessions.values()):
             await self.remove(s.sid)
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -688,7 +686,7 @@ class Engine:
         finally:
             del self._creating[sid]
 
-    def _make_stages(self):
+    def _make_stages(self) -> Any:
         return self.stages.perception(), self.stages.conditioner()
 
     async def remove(self, sid: str) -> None:
@@ -772,9 +770,9 @@ class Engine:
         except ImportError:
             info["runtime"] = "unavailable"
         for s in list(self.sessions.values()):
-            session = getattr(getattr(s.perception, "voice_analyzer", None), "_sess", None)
-            if session is not None and hasattr(session, "get_providers"):
-                info["voice_vad_providers"] = session.get_providers()
+            analyzer = getattr(s.perception, "voice_analyzer", None)
+            if analyzer is not None:
+                info["voice_vad_providers"] = list(analyzer.vad.providers)
             if hasattr(s.perception, "stats"):
                 try:
                     st = s.perception.stats()

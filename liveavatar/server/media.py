@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import fractions
 import logging
 import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import av
 import numpy as np
@@ -16,7 +16,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConn
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError
 
-from liveavatar.runtime import LatestSlot
+from liveavatar.runtime import DropOldest, LatestSlot, LoopWakeup, Worker
 from liveavatar.server.config import ServerConfig
 from liveavatar.server.engine import VOICE_RATE, Session
 from liveavatar.types import AudioChunk
@@ -51,23 +51,26 @@ class LowLatencyJitterBuffer(JitterBuffer):
     Opus frame) as soon as it is next in order."""
 
     def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        origin = self._origin
+        assert origin is not None     # aiortc calls this only once a packet has set the origin
         if not self._is_video:
-            packet = self._packets[self._origin % self._capacity]
+            packet = self._packets[origin % self._capacity]
             if packet is None:
                 return None
             self.remove(1)
-            return JitterFrame(data=packet._data, timestamp=packet.timestamp)
+            return JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
         packets = []
         timestamp = None
         for count in range(self.capacity):
-            packet = self._packets[(self._origin + count) % self._capacity]
+            packet = self._packets[(origin + count) % self._capacity]
             if packet is None or (timestamp is not None and packet.timestamp != timestamp):
                 break
             timestamp = packet.timestamp
             packets.append(packet)
             if packet.marker:
                 self.remove(count + 1)
-                return JitterFrame(data=b"".join(p._data for p in packets), timestamp=timestamp)
+                return JitterFrame(data=b"".join(p._data for p in packets),  # type: ignore[attr-defined]
+                                   timestamp=timestamp)
         return super()._remove_frame(sequence_number)   # no marker seen: aiortc's rule
 
 
@@ -104,15 +107,15 @@ async def drain_audio(track: MediaStreamTrack, session: Session) -> None:
         while True:
             frame = await track.recv()
             t = time.monotonic_ns()
-            out = resampler.resample(frame)
+            out = resampler.resample(frame)  # type: ignore[arg-type]  # an audio track yields AudioFrames
             if session.voice is not None:
                 session.voice.push_many(out)
             for f in out:
                 seq += 1
                 samples = f.to_ndarray().reshape(-1).astype(np.float32) * (1.0 / 32768.0)
                 session.input.put_audio(AudioChunk(samples, VOICE_RATE, seq, t))
-    except MediaStreamError:
-        pass
+    except MediaStreamError:   # the microphone track ended: its last word still counts
+        session.input.end_audio()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,35 +165,28 @@ class PacketRing:
     one that falls further behind than the ring resynchronises at the next keyframe."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int = 90) -> None:
-        self.loop = loop
-        self.items: collections.deque[EncodedPacket] = collections.deque(maxlen=size)
+        self.items: DropOldest[EncodedPacket] = DropOldest(size)
         self.last_seq = 0
-        self._waiters: list[asyncio.Future] = []
+        self._wakeup = LoopWakeup(loop)
 
     def publish(self, item: EncodedPacket) -> None:  # encoder thread
-        self.loop.call_soon_threadsafe(self._append, item)
+        self._wakeup.notify_threadsafe(self._append, item)
 
-    def _append(self, item: EncodedPacket) -> None:
-        self.items.append(item)
+    def _append(self, item: EncodedPacket) -> None:  # on the loop
+        self.items.put(item)
         self.last_seq = item.seq
-        waiters, self._waiters = self._waiters, []
-        for f in waiters:
-            if not f.done():
-                f.set_result(None)
 
     async def next_after(self, seq: int) -> EncodedPacket | None:
         """The packet after `seq`; None when it already left the ring (the reader is too slow)."""
         while self.last_seq <= seq:
-            fut = self.loop.create_future()
-            self._waiters.append(fut)
-            await fut
+            await self._wakeup.wait()
         first = self.items[0].seq
         if seq + 1 < first:
             return None
         return self.items[seq + 1 - first]
 
 
-class SharedEncoder(threading.Thread):
+class SharedEncoder(Worker):
     """ONE VP8 encode of a session's packed frames for all of its viewers: each viewer's RTP
     sender only packetizes (aiortc sends pre-encoded packets as they are). Runs on its own
     thread, fed latest-wins by the render thread. Keyframes every 2 s, and at once when a viewer
@@ -198,12 +194,11 @@ class SharedEncoder(threading.Thread):
 
     def __init__(self, session: Session, width: int, height: int, fps: int,
                  bitrate: int = 1_500_000) -> None:
-        super().__init__(name=f"encode-{session.sid}", daemon=True)
+        super().__init__(f"encode-{session.sid}")
         self.frames: LatestSlot[av.VideoFrame] = LatestSlot()
         self.packets = PacketRing(session.engine.loop)
         self.width, self.height, self.fps, self.bitrate = width, height, fps, bitrate
         self._keyframe = threading.Event()
-        self._halt = threading.Event()
         self.encoded = 0
         self.keyframes = 0
         self.timer = session.timer
@@ -214,12 +209,11 @@ class SharedEncoder(threading.Thread):
     def request_keyframe(self) -> None:
         self._keyframe.set()
 
-    def stop(self) -> None:
-        self._halt.set()
+    def wake(self) -> None:
         self.frames.close()
 
     def run(self) -> None:
-        codec = av.CodecContext.create("libvpx", "w")
+        codec: Any = av.CodecContext.create("libvpx", "w")
         codec.width, codec.height = self.width, self.height
         codec.pix_fmt = "yuv420p"
         codec.time_base = VIDEO_TIME_BASE
@@ -235,7 +229,7 @@ class SharedEncoder(threading.Thread):
         seq = 0
         last_pts = -1
         last_forced = 0.0
-        while not self._halt.is_set():
+        while not self.halted:
             frame = self.frames.take(0.25)
             if frame is None:
                 continue
@@ -309,8 +303,8 @@ class VoiceTrack(MediaStreamTrack):
     audio buffer at the viewer. Voice forwarded as it arrived (bursty: the browser, aiortc's
     receive buffer and a busy loop) made Chromium's audio buffer grow to ~175 ms. So frames
     leave on a clock; the queue depth sets the delay and is steered towards the target by
-    dropping a frame (too late) or sending 20 ms of silence (too early). Encoding here, in ~0.3 ms on the loop, also spares
-    each viewer's sender its round trip through aiortc's thread pool for every packet.
+    dropping a frame (too late) or sending 20 ms of silence (too early). Encoding here, in ~0.3 ms
+    on the loop, also spares each viewer's sender its round trip through aiortc's thread pool for every packet.
     Bounded: at most 2 s buffered."""
 
     kind = "audio"
@@ -323,7 +317,7 @@ class VoiceTrack(MediaStreamTrack):
     def __init__(self, session: Session, bitrate: int = 48000) -> None:
         super().__init__()
         self.session = session
-        self._frames: collections.deque[tuple[av.AudioFrame, int]] = collections.deque(maxlen=100)
+        self._frames: DropOldest[tuple[av.AudioFrame, int]] = DropOldest(100)
         self._wake = asyncio.Event()
         self._samples = 0
         self._next_due_ns: int | None = None
@@ -342,9 +336,7 @@ class VoiceTrack(MediaStreamTrack):
         for f in frames:
             f.pts = None       # the resampler keeps its own count
             for chunk in self._rechunk.resample(f):
-                if len(self._frames) == self._frames.maxlen:
-                    self.dropped += 1
-                self._frames.append((chunk, now))
+                self.dropped += self._frames.put((chunk, now))
         self._wake.set()
 
     def target_delay_ns(self) -> int:
@@ -371,10 +363,12 @@ class VoiceTrack(MediaStreamTrack):
         target = self.target_delay_ns()
         late, early = target + int(self.LATE_SLACK_MS * 1e6), target - int(self.EARLY_SLACK_MS * 1e6)
         while len(self._frames) > 1 and now - self._frames[0][1] > late:
-            self._frames.popleft()   # running late: catch up
+            self._frames.pop()       # running late: catch up
             self.dropped += 1
         if self._frames and now - self._frames[0][1] >= early:
-            frame = self._frames.popleft()[0]
+            item = self._frames.pop()
+            assert item is not None
+            frame = item[0]
         else:                        # nothing due yet (running early) or nothing at all
             frame = self._silence()
             self.silence_sent += 1
@@ -438,8 +432,9 @@ def check_offer(sdp: str) -> None:
 
 
 # FFmpeg's WHIP muxer (`-f whip`, FFmpeg 8) as built into the PyAV wheel (TLS via GnuTLS) makes
-# its own DTLS certificate on an ECDSA P-224 key (seen in its handshake). The OpenSSL that aiortc runs on (the cryptography wheel's,
-# 4.x) no longer knows P-224 as a TLS group, so the handshake stops with illegal_parameter
+# its own DTLS certificate on an ECDSA P-224 key (seen in its handshake). The OpenSSL that
+# aiortc runs on (the cryptography wheel's, 4.x) no longer knows P-224 as a TLS group, so the
+# handshake stops with illegal_parameter
 # (wrong curve) whichever side is the DTLS client: FFmpeg then reports "DTLS session failed"
 # with its default role and with whip_flags=dtls_active alike. ICE, the SDP and the SRTP
 # profiles are fine; nothing in the answer can change the muxer's key. A P-256 certificate

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -14,7 +15,7 @@ class EngineCollector:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def collect(self):
+    def collect(self) -> Any:
         eng = self.engine
         up = GaugeMetricFamily("liveavatar_ready", "1 once the generator is warmed up",
                                labels=["generator", "device"])
@@ -23,14 +24,15 @@ class EngineCollector:
         yield up
         yield GaugeMetricFamily("liveavatar_sessions", "Live sessions", value=len(eng.sessions))
         timings = eng.timer.summary()
-        for stage, name, doc in (("render", "liveavatar_render_batch_ms", "Generator batch render time (ms)"),
-                                 ("loop_lag", "liveavatar_event_loop_lag_ms", "How late the asyncio loop wakes (ms)")):
+        for key, name, doc in (("render", "liveavatar_render_batch_ms", "Generator batch render time (ms)"),
+                               ("loop_lag", "liveavatar_event_loop_lag_ms", "How late the asyncio loop wakes (ms)")):
             g = GaugeMetricFamily(name, doc, labels=["quantile"])
-            if stage in timings:
-                g.add_metric(["0.5"], timings[stage]["median_ms"])
-                g.add_metric(["0.95"], timings[stage]["p95_ms"])
+            if key in timings:
+                g.add_metric(["0.5"], timings[key]["median_ms"])
+                g.add_metric(["0.95"], timings[key]["p95_ms"])
             yield g
-        yield CounterMetricFamily("liveavatar_render_ticks_skipped", "Output ticks skipped because rendering fell behind",
+        yield CounterMetricFamily("liveavatar_render_ticks_skipped",
+                                  "Output ticks skipped because rendering fell behind",
                                   value=eng.ticker_skipped())
         yield CounterMetricFamily("liveavatar_render_errors", "Output ticks whose render raised (frame skipped)",
                                   value=eng.render_loop.errors if eng.render_loop else 0)
@@ -45,10 +47,12 @@ class EngineCollector:
         frames_in = CounterMetricFamily("liveavatar_frames_received", "Camera frames received", labels=["session"])
         frames_out = CounterMetricFamily("liveavatar_frames_rendered", "Avatar frames rendered", labels=["session"])
         cues = CounterMetricFamily("liveavatar_cues", "Perception results consumed", labels=["session"])
-        dropped = CounterMetricFamily("liveavatar_dropped_frames", "Frames dropped (latest wins)", labels=["session", "stage"])
+        dropped = CounterMetricFamily("liveavatar_dropped_frames", "Frames dropped (latest wins)", labels=["session",
+                                                                                                           "stage"])
         stage = GaugeMetricFamily("liveavatar_stage_ms", "Per-stage time (ms)", labels=["session", "stage", "quantile"])
         viewers = GaugeMetricFamily("liveavatar_viewers", "Connected viewers", labels=["session"])
-        camera = GaugeMetricFamily("liveavatar_camera_connected", "1 while a camera feeds the session", labels=["session"])
+        camera = GaugeMetricFamily("liveavatar_camera_connected", "1 while a camera feeds the session",
+                                   labels=["session"])
         events = CounterMetricFamily("liveavatar_control_events", "Control events applied", labels=["session"])
         for sid, s in list(eng.sessions.items()):
             frames_in.add_metric([sid], s.frames_received.count)

@@ -7,9 +7,10 @@ Offline (render, perceive) the items carry a synthetic timeline starting at `sta
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,15 @@ from liveavatar.errors import UserError
 from liveavatar.types import AudioChunk, CapturedFrame
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+#: Audio after the last video frame that audio_end_before_last_frame holds back at most (chunks).
+MAX_TRAILING_AUDIO = 500
+
+
+@dataclass(frozen=True, slots=True)
+class AudioEnd:
+    """Marker item: the file's audio has ended. Speech still pending (the last word of the clip,
+    with no silence after it) can be decoded now."""
+    t_ns: int
 
 
 @dataclass(slots=True)
@@ -32,7 +42,7 @@ class MediaInfo:
     channels: int
 
 
-def _open(path: Path):
+def _open(path: Path) -> Any:
     import av
     if not path.exists():
         raise UserError(f"{path}: no such file")
@@ -74,8 +84,10 @@ def count_video_frames(path: Path) -> int:
 
 
 def iter_media(path: str | Path, realtime: bool = False, loop: bool = False,
-               start_ns: int | None = None, audio: bool = True) -> Iterator[CapturedFrame | AudioChunk]:
-    """Frames (HxWx3 RGB uint8) and audio chunks (float32 (n, ch)) in presentation order.
+               start_ns: int | None = None, audio: bool = True,
+               mark_audio_end: bool = False) -> Iterator[CapturedFrame | AudioChunk | AudioEnd]:
+    """Frames (HxWx3 RGB uint8) and audio chunks (float32 (n, ch)) in presentation order;
+    with `mark_audio_end`, an AudioEnd item after each pass's last audio chunk.
 
     Raises UserError when the file has no decodable video frame at all."""
     import av
@@ -123,9 +135,45 @@ def iter_media(path: str | Path, realtime: bool = False, loop: bool = False,
                 # A truncated tail: keep what decoded, like a player would.
         if not got_video:
             raise UserError(f"{path}: contains no video frames")
+        if mark_audio_end and resampler is not None:
+            yield AudioEnd(last_t)
         if not loop:
             return
         base = last_t + int(1e9 / 30)
+
+
+def audio_end_before_last_frame(
+        items: Iterable[CapturedFrame | AudioChunk | AudioEnd]) -> Iterator[CapturedFrame | AudioChunk | AudioEnd]:
+    """The same items, except that the last video frame comes after the AudioEnd marker (and the
+    audio before it), so a consumer that decodes pending speech at AudioEnd has the result in time
+    for that frame. Offline only: it holds back one frame."""
+    held: CapturedFrame | None = None
+    trailing: list[CapturedFrame | AudioChunk | AudioEnd] = []
+    for item in items:
+        if isinstance(item, CapturedFrame):
+            if held is not None:
+                yield held
+                yield from trailing
+                trailing.clear()
+            held = item
+        elif held is None:
+            yield item
+        elif isinstance(item, AudioEnd):
+            yield from trailing
+            trailing.clear()
+            yield item
+            yield held
+            held = None
+        else:
+            trailing.append(item)
+            if len(trailing) > MAX_TRAILING_AUDIO:   # a long audio tail: stop holding the frame
+                yield held
+                yield from trailing
+                trailing.clear()
+                held = None
+    if held is not None:
+        yield held
+    yield from trailing
 
 
 def load_image(path: str | Path) -> np.ndarray:

@@ -179,3 +179,25 @@ def test_hotkeys_resolve_from_the_mapping_and_the_obs_names(cond):
     assert cond.hotkey("liveavatar.action.dance").mode is TriggerMode.TOGGLE   # dance loops
     assert cond.hotkey("liveavatar.emotion.furious") is None
     assert cond.hotkey("F12") is None
+
+
+def test_trigger_priority_explicit_over_keyword_over_gesture():
+    """Unit test of the rank rule (mapping.TRIGGER_RANK): a keyword or gesture never ends or
+    covers the streamer's own toggle or hold, for the same emotion or another one."""
+    from liveavatar.conditioning.emotion import EmotionEngine
+    from liveavatar.types import VoiceFeatures
+
+    eng = EmotionEngine(load_mapping(None))
+    sad, happy = EMOTIONS.index("sad"), EMOTIONS.index("happy")
+    eng.trigger("sad", TriggerMode.TOGGLE, 0.0, 1.0, EventSource.HOTKEY, 0.0)
+    eng.trigger("sad", TriggerMode.TOGGLE, 0.0, 1.0, EventSource.VOICE, 1.0)      # would toggle it off
+    eng.trigger("sad", TriggerMode.MOMENTARY, 0.0, 1.0, EventSource.GESTURE, 1.5)  # would shorten it
+    eng.trigger("happy", TriggerMode.MOMENTARY, 0.0, 1.0, EventSource.VOICE, 2.0)  # would cover it
+    for i in range(60):
+        out, _ = eng.update(2.0 + i / 30, 1 / 30, None, 0.0, VoiceFeatures(), 0.0)
+    assert out[sad] > 0.95 and out[happy] < 0.05
+    # The streamer's own second press does switch it off.
+    eng.trigger("sad", TriggerMode.TOGGLE, 0.0, 1.0, EventSource.STUDIO, 4.0)
+    for i in range(60):
+        out, _ = eng.update(4.0 + i / 30, 1 / 30, None, 0.0, VoiceFeatures(), 0.0)
+    assert out[sad] < 0.05

@@ -189,11 +189,12 @@ def test_bad_mapping_file_is_a_one_line_cli_error(tmp_path):
         "dance, bow, jump, wave, clap, cheer, spin, nod, head_shake, point)"
 
 
-def _speech_cues(name: str, keywords: list[str]) -> list[Cues]:
+def _speech_cues(name, keywords: list[str]) -> list[Cues]:
     """Real speech through the real voice pipeline (VAD, pitch, visemes, pocketsphinx keyword
-    spotting), fed in 20 ms chunks between 30 fps frames as a live stream would be."""
+    spotting), fed in 20 ms chunks between 30 fps frames as a live stream would be. `name`: a
+    gathered test file, or a Path."""
     from tests.media import read_wav
-    samples, rate = read_wav(path(name))
+    samples, rate = read_wav(name if not isinstance(name, str) else path(name))
     hop = rate // 50
     blank = np.zeros((48, 64, 3), np.uint8)     # no camera: this test is about the voice
     out = []
@@ -215,9 +216,12 @@ def _speech_cues(name: str, keywords: list[str]) -> list[Cues]:
 
 @pytest.mark.parametrize("clip, expected, absent", [
     ("speech_dance.wav", "dance", "jump"),     # "hello everyone, let's dance now"
-    ("speech_hello.wav", "wave", "dance"),     # "hello everyone, thank you for watching ..."
+    ("howdy everyone, thank you for watching", "wave", "dance"),
 ])
-def test_spoken_keywords_trigger_mapped_actions(default_mapping, clip, expected, absent):
+def test_spoken_keywords_trigger_mapped_actions(default_mapping, clip, expected, absent, tmp_path):
+    from tests.media import speak
+    if not clip.endswith(".wav"):
+        clip = speak(clip, tmp_path / "speech.wav", pad_s=1.0)
     cues = _speech_cues(clip, default_mapping.keyword_words())
     out = list(conditioning_over(cues, default_mapping))
     actions = [c.action for c in out]
@@ -226,5 +230,42 @@ def test_spoken_keywords_trigger_mapped_actions(default_mapping, clip, expected,
     # The character was talking (lip sync) before the keyword arrived at the utterance's end.
     assert max(c.speaking for c in out[:first]) > 0.8
     assert min(c.visemes[0] for c in out[:first]) < 0.5
-    if expected == "wave":       # "hello" also makes the character happy
+    if expected == "wave":       # "howdy" also makes the character happy
         assert max(c.emotion[EMOTIONS.index("happy")] for c in out[first:]) > 0.5
+
+
+def test_hello_said_in_passing_fires_nothing(default_mapping):
+    """A streamer says "hello" all the time: the default keywords leave it alone."""
+    assert "hello" not in default_mapping.keyword_words()
+    out = list(conditioning_over(_speech_cues("speech_hello.wav", default_mapping.keyword_words()),
+                                 default_mapping))
+    assert {c.action for c in out} == {"none"}
+    assert max(c.emotion[EMOTIONS.index("happy")] for c in out) < 0.3
+
+
+def test_a_keyword_in_passing_does_not_undo_a_held_emotion_hotkey(default_mapping, tmp_path):
+    """The streamer holds "angry" (F2, hold) and then says "howdy ...": the real keyword
+    spotter hears it and the character waves, but stays angry for the hold."""
+    from liveavatar.clock import VirtualClock
+    from liveavatar.conditioning import Conditioner
+    from liveavatar.types import ControlEvent, ControlKind, EventSource, TriggerMode
+    from tests.media import speak
+
+    cues = _speech_cues(speak("howdy everyone, thank you for watching", tmp_path / "g.wav", pad_s=0.5),
+                        default_mapping.keyword_words())
+    assert any(k.word == "howdy" for c in cues for k in c.keywords)
+    clock = VirtualClock(0)
+    cond = Conditioner(default_mapping, rate_hz=30.0, clock=clock)
+    t0 = cues[0].t_capture_ns
+    cond.push_event(ControlEvent(ControlKind.EMOTION, "angry", EventSource.HOTKEY, TriggerMode.HOLD,
+                                 hold_s=30.0, t_ns=t0))
+    angry, happy, actions = [], [], set()
+    for c in cues:
+        clock.sleep_until(c.t_capture_ns)
+        cond.push_cues(c)
+        out = cond.tick(c.t_capture_ns)
+        angry.append(out.emotion[EMOTIONS.index("angry")])
+        happy.append(out.emotion[EMOTIONS.index("happy")])
+        actions.add(out.action)
+    assert "wave" in actions, "the keyword's action still plays"
+    assert min(angry[15:]) > 0.8 and max(happy) < 0.1, "the held hotkey emotion stays on top"

@@ -11,9 +11,26 @@ from hypothesis import strategies as st
 
 from liveavatar.clock import VirtualClock
 from liveavatar.conditioning import Conditioner, conditioning_to_json, load_mapping
-from liveavatar.types import (ACTIONS, BONE_INDEX, BONES, EMOTIONS, FACE_FEATURES, FACE_PARAMS,
-                              FP, REST_BONE_ANGLES, VISEMES, ControlEvent, ControlKind, Cues,
-                              EventSource, KeywordHit, Part, TriggerMode, VoiceFeatures)
+from liveavatar.types import (
+    ACTIONS,
+    BONE_INDEX,
+    BONES,
+    EMOTIONS,
+    FACE_FEATURES,
+    FACE_PARAMS,
+    FP,
+    REST_BONE_ANGLES,
+    VISEMES,
+    ControlEvent,
+    ControlKind,
+    Cues,
+    EventSource,
+    KeywordHit,
+    Part,
+    TriggerMode,
+    VoiceFeatures,
+)
+from tests.fuzzing import examples
 
 from .synth import Driver, cues, expression, person, speaking
 
@@ -154,7 +171,8 @@ def test_t_capture_is_the_newest_input_used(drive):
     assert caps == sorted(caps) and all(c.t_capture_ns <= c.t_tick_ns for c in ticks)
 
 
-def _assert_sane(c, n_emotions=len(EMOTIONS)):
+def _assert_sane(c, n_emotions: int | None = None):
+    n_emotions = len(EMOTIONS) if n_emotions is None else n_emotions
     for name in ("bone_angles", "root", "head", "face", "visemes", "emotion"):
         assert np.all(np.isfinite(getattr(c, name))), name
     assert c.bone_angles.shape == (len(BONES),) and np.all(np.abs(c.bone_angles) <= np.pi + 1e-6)
@@ -175,7 +193,7 @@ _floats = st.floats(allow_nan=True, allow_infinity=True, width=32)
 _part = st.tuples(st.booleans(), st.sampled_from(["ok", "nan", "wild", "half", "malformed"]))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(frames=st.lists(st.tuples(_part, _part, st.booleans(), _floats, _floats,
                                  st.sampled_from([None, "dance", "happy", "bogus"]),
                                  st.floats(0.0, 0.3)), min_size=1, max_size=25),

@@ -12,24 +12,22 @@ from hypothesis import HealthCheck, settings
 
 from liveavatar import __version__
 from liveavatar.server import api
-from liveavatar.server.config import ServerConfig
-from tests.server.conftest import ServerThread, free_port, http
-from tests.server.fakes import fake_perception_stages
+from tests.fuzzing import examples
+from tests.server.harness import http, running_server
 
 # Built from the same function that serves /api/openapi.json (checked equal below).
 schema = schemathesis.openapi.from_dict(
     api.openapi(__version__),
     config=schemathesis.Config.from_dict({"generation": {"mode": "all"}}),
-).exclude(path_regex=r"^/(whip|whep)/|^/api/events$|/actions/record$")   # a valid take lasts 3-20 s: see tests/server/test_actions_api.py
-EXAMPLES = 25   # per operation and mode: keeps the whole module well under a minute
+).exclude(path_regex=r"^/(whip|whep)/|^/api/events$|/actions/record$")
+# (/actions/record: a valid take lasts 3-20 s; its bad input is tested in tests/server/test_actions_api.py)
+EXAMPLES = examples(25)   # per operation and mode: keeps the whole module well under a minute
 
 
 @pytest.fixture(scope="module")
 def server():
-    cfg = ServerConfig(port=free_port(), size=64, demo=False, max_sessions=2)
-    srv = ServerThread(cfg, fake_perception_stages(cfg)).start()
-    yield srv
-    srv.stop()
+    with running_server(size=64, max_sessions=2) as srv:
+        yield srv
 
 
 def one_clear_line(response) -> None:
@@ -79,7 +77,8 @@ def test_malformed_json_bodies_get_one_line_4xx(server, raw):
 @pytest.mark.parametrize("raw", ["not json", "[1,2]", '{"type": "nope"}', '{"type": "emotion"}',
                                  '{"type": "emotion", "name": "zzz"}', '{"type": "hotkey", "name": "x.y.z"}',
                                  '{"type": "character", "name": "../../etc"}', '{"type": "subscribe", "cues": "yes"}',
-                                 '{"type": "action", "name": 5}', '{"type": "emotion", "name": "happy", "mode": "forever"}'])
+                                 '{"type": "action", "name": 5}',
+                                 '{"type": "emotion", "name": "happy", "mode": "forever"}'])
 def test_bad_websocket_messages_get_one_line_errors(server, raw):
     import asyncio
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import tomllib
 
 import numpy as np
 import pytest
+import tomllib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,14 +19,16 @@ from liveavatar.conditioning.mapping import DEFAULT_MAPPING_PATH
 from liveavatar.errors import UserError
 from liveavatar.generation.characters import characters_dir, load_pack
 from liveavatar.types import ControlEvent, ControlKind, EventSource
+from tests.fuzzing import examples
 
-EXAMPLES = 60
+EXAMPLES = examples(60)
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 names_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
 scalars = st.one_of(
-    st.booleans(), st.integers(-10**6, 10**6), st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(), st.integers(-10**6, 10**6), st.integers(-2**63, 2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([0, -1, 0.0, -0.0, 1e-300, 1e300, "", "neutral", "happy", "dance", "hold", "toggle",
                      "momentary", "../../etc/passwd", "face", "voice", "trigger"]),
     names_text)
@@ -217,3 +219,30 @@ def test_damaged_manifest_loads_or_names_the_file(pack_root, text):
 def test_manifest_survives_the_fuzzing_intact(pack_root):
     """The shipped manifest itself still loads (the fuzz edits only a private copy)."""
     assert load_pack("nova").name == "nova"
+
+
+@pytest.mark.parametrize("key", ["bad\nkey", "bad\r\nkey", "bad\u2028key", "\x85\x0bx"])
+def test_manifest_key_with_a_line_break_gives_one_line(pack_root, key):
+    """Found on a fresh machine: a manifest key holding a newline gave a two-line error."""
+    doc = json.loads(json.dumps(NOVA))
+    doc[key] = 1
+    doc["rig"][key] = 1
+    manifest = pack_root / "nova" / "manifest.json"
+    try:
+        manifest.write_text(json.dumps(doc))
+        with pytest.raises(UserError) as e:
+            load_pack("nova", root=pack_root)
+        one_line_naming(e.value, str(pack_root / "nova"))
+        assert len(str(e.value).splitlines()) == 1
+    finally:
+        manifest.write_text(json.dumps(NOVA))
+
+
+@pytest.mark.parametrize("key", ["sm\nile", "x\u2029y"])
+def test_mapping_key_with_a_line_break_gives_one_line(tmp_path, key):
+    path = tmp_path / "m.toml"
+    path.write_text(f"[emotion]\n{json.dumps(key)} = 1\n[{json.dumps(key)}]\nx = 1\n", encoding="utf-8")
+    with pytest.raises(UserError) as e:
+        load_mapping(path)
+    one_line_naming(e.value, str(path))
+    assert len(str(e.value).splitlines()) == 1

@@ -9,20 +9,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from liveavatar.server.config import ServerConfig
-from tests.server.conftest import ServerThread, free_port, http
-from tests.server.fakes import fake_perception_stages
+from tests.fuzzing import examples
+from tests.server.harness import http, running_server
 
-EXAMPLES = 40
+EXAMPLES = examples(40)
 SDP = {"Content-Type": "application/sdp"}
 
 
 @pytest.fixture(scope="module")
 def server():
-    cfg = ServerConfig(port=free_port(), size=64, demo=False, max_sessions=2)
-    srv = ServerThread(cfg, fake_perception_stages(cfg)).start()
-    yield srv
-    srv.stop()
+    with running_server(size=64, max_sessions=2) as srv:
+        yield srv
 
 
 def real_offer(direction: str) -> list[str]:
@@ -97,7 +94,7 @@ def check(server, kind: str, status: int, reply) -> None:
 
 def tidy(server) -> None:
     from liveavatar.server.app import STATE
-    for rid, closer in list(server.app[STATE]["closers"].items()):
+    for _rid, closer in list(server.app[STATE]["closers"].items()):
         server.call(closer())
 
 
@@ -114,7 +111,8 @@ def test_mangled_offers_get_a_clear_answer(server, kind, data):
 
 @pytest.mark.parametrize("kind", ["whip", "whep"])
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-@given(body=st.one_of(st.binary(max_size=2048), st.text(max_size=2048).map(lambda t: t.encode("utf-8", "surrogatepass"))))
+@given(body=st.one_of(st.binary(max_size=2048), st.text(max_size=2048).map(lambda t: t.encode("utf-8",
+                                                                                              "surrogatepass"))))
 def test_arbitrary_bodies_get_a_clear_answer(server, kind, body):
     status, reply = post(server, kind, body)
     check(server, kind, status, reply)

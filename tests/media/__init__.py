@@ -7,10 +7,10 @@ tests.media.fetch` (run by scripts/setup.sh --test) gathers everything.
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +39,7 @@ def read_wav(p: Path) -> tuple[np.ndarray, int]:
     with wave.open(str(p), "rb") as w:
         rate, ch, width, n = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
         raw = w.readframes(n)
-    dtype = {1: np.uint8, 2: np.int16, 4: np.int32}[width]
+    dtype: Any = {1: np.uint8, 2: np.int16, 4: np.int32}[width]
     a = np.frombuffer(raw, dtype).astype(np.float32)
     a = (a - 128) / 128 if width == 1 else a / float(np.iinfo(dtype).max)
     return (a.reshape(-1, ch) if ch > 1 else a), rate

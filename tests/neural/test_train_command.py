@@ -48,7 +48,7 @@ def test_from_video_pairs_frames_with_their_own_conditioning(tmp_path):
     entry, _ = _train(["--from-video", str(clip), "--max-frames", "32", "--steps", "2"], tmp_path)
     t = entry["training"]
     assert t["mode"] == "from-video" and t["source"] == "messi_sway.mp4"
-    assert t["samples"] + t["held_out"] == 32 and t["device"] == "cpu (%d threads)" % torch.get_num_threads()
+    assert t["samples"] + t["held_out"] == 32 and t["device"] == f"cpu ({torch.get_num_threads()} threads)"
     # the guide's skeleton was fitted to the person in the (square, mirrored) crop
     geo = entry["net_config"]["geometry"]
     assert 0.2 < geo["hips"][0] < 0.8 and 0.2 < geo["hips"][1] < 1.0

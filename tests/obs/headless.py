@@ -36,18 +36,17 @@ def _write_config(home: Path, port: int, password: str, width: int, height: int,
     (cfg / "basic" / "profiles" / PROFILE).mkdir(parents=True, exist_ok=True)
     (cfg / "basic" / "scenes").mkdir(parents=True, exist_ok=True)
     (cfg / "global.ini").write_text(
-        "[General]\nFirstRun=true\nLastVersion=%d\nPre19Defaults=false\nPre21Defaults=false\n"
+        f"[General]\nFirstRun=true\nLastVersion={OBS_29_0_2}\nPre19Defaults=false\nPre21Defaults=false\n"
         "Pre23Defaults=false\nPre24.1Defaults=false\n\n"
-        "[Basic]\nProfile=%s\nProfileDir=%s\nSceneCollection=%s\nSceneCollectionFile=%s\n\n"
+        f"[Basic]\nProfile={PROFILE}\nProfileDir={PROFILE}\nSceneCollection={COLLECTION}\n"
+        f"SceneCollectionFile={COLLECTION}\n\n"
         # The preview costs ~a quarter core under llvmpipe; screenshots work without it.
         "[BasicWindow]\nPreviewEnabled=false\n\n"
-        "[OBSWebSocket]\nFirstLoad=false\nServerEnabled=true\nServerPort=%d\nAlertsEnabled=false\n"
-        "AuthRequired=true\nServerPassword=%s\n"
-        % (OBS_29_0_2, PROFILE, PROFILE, COLLECTION, COLLECTION, port, password))
+        f"[OBSWebSocket]\nFirstLoad=false\nServerEnabled=true\nServerPort={port}\nAlertsEnabled=false\n"
+        f"AuthRequired=true\nServerPassword={password}\n")
     (cfg / "basic" / "profiles" / PROFILE / "basic.ini").write_text(
-        "[General]\nName=%s\n\n[Video]\nBaseCX=%d\nBaseCY=%d\nOutputCX=%d\nOutputCY=%d\n"
-        "FPSType=1\nFPSInt=30\n\n[Audio]\nSampleRate=48000\nChannelSetup=Stereo\n"
-        % (PROFILE, width, height, width, height))
+        f"[General]\nName={PROFILE}\n\n[Video]\nBaseCX={width}\nBaseCY={height}\nOutputCX={width}\n"
+        f"OutputCY={height}\nFPSType=1\nFPSInt=30\n\n[Audio]\nSampleRate=48000\nChannelSetup=Stereo\n")
     scenes = [SCENE, *extra_scenes]
     collection = {
         "name": COLLECTION, "current_scene": SCENE, "current_program_scene": SCENE,
@@ -91,7 +90,7 @@ class HeadlessObs:
     def log_text(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.txt")))
 
-    def start(self, ready_timeout: float = 60.0) -> "HeadlessObs":
+    def start(self, ready_timeout: float = 60.0) -> HeadlessObs:
         self.port = free_port()
         self.password = secrets.token_urlsafe(16)
         _write_config(self.home, self.port, self.password, self.width, self.height,
@@ -140,7 +139,7 @@ class HeadlessObs:
             except Exception:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError("OBS websocket did not answer in time")
+                    raise RuntimeError("OBS websocket did not answer in time") from None
                 time.sleep(0.3)
 
     def client(self):

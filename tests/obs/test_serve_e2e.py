@@ -60,7 +60,7 @@ def service(tmp_path_factory):
         except (urllib.error.URLError, OSError):
             if time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError("serve did not become ready")
+                raise RuntimeError("serve did not become ready") from None
             time.sleep(0.5)
     yield url
     proc.send_signal(signal.SIGINT)

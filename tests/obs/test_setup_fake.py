@@ -215,3 +215,48 @@ def test_bad_mode_is_a_usage_error_before_connecting():
     assert r.returncode == 2
     assert "Invalid value for '--mode'" in r.stderr and "Traceback" not in r.stderr
     assert "cannot reach" not in r.stderr  # refused before any connection attempt
+
+
+def _warming_server(warmup_s: float):
+    """A real service whose generator takes `warmup_s` to load: /health says 503 meanwhile and
+    the default session does not exist yet (what a user meets right after `liveavatar serve`)."""
+    import time
+
+    from liveavatar.server.config import ServerConfig
+    from tests.server.fakes import fake_perception_stages
+    from tests.server.harness import ServerThread, free_port
+
+    cfg = ServerConfig(port=free_port(), size=64)
+    stages = fake_perception_stages(cfg)
+    load = stages.generator
+
+    def slow_generator():
+        time.sleep(warmup_s)
+        return load()
+
+    stages.generator = slow_generator
+    return ServerThread(cfg, stages).launch()
+
+
+def test_setup_during_warm_up_waits_for_the_service_and_says_so():
+    srv = _warming_server(3.0)
+    try:
+        lines: list[str] = []
+        report = setup(ObsClient(FakeObs(kinds=DEBIAN_KINDS)),
+                       SetupOptions(service=Service(srv.url), ready_wait_s=60, say=lines.append))
+        assert report.feed.startswith(f"service {srv.url} now sends session 'default'"), report.warnings
+        assert len(lines) == 1 and "warming up" in lines[0] and "60 s" in lines[0]
+        assert "default" in srv.engine.sessions and srv.engine.sessions["default"].sinks
+    finally:
+        srv.stop()
+
+
+def test_setup_gives_up_on_a_slow_warm_up_with_a_retry_line():
+    srv = _warming_server(8.0)
+    try:
+        with pytest.raises(UserError, match="still warming up after 1 s; run the command again") as e:
+            setup(ObsClient(FakeObs(kinds=DEBIAN_KINDS)), SetupOptions(service=Service(srv.url), ready_wait_s=1))
+        assert "\n" not in str(e.value)
+    finally:
+        srv.wait_healthy()
+        srv.stop()

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 
-from tests.media import path
+import numpy as np
+import pytest
+
+from tests.media import animate, load_rgb, path, read_wav, speak, write_clip, write_wav
 from tests.offline.test_render import run_cli
 
 
@@ -60,3 +63,28 @@ def test_doctor_reports_what_really_runs():
     assert all(rep["mediapipe_models"].values()), rep["mediapipe_models"]
     assert rep["tools"]["ffmpeg"] and "rig2d" in rep["generators"]
     assert "nova" in rep["characters"]
+
+
+@pytest.fixture(scope="module")
+def dance_at_the_end(tmp_path_factory):
+    """A real face with espeak-ng saying "okay everyone, time to dance" as the very last thing in
+    the file: no silence after "dance" (the video lasts as long as the audio)."""
+    tmp = tmp_path_factory.mktemp("dance_end")
+    speech, rate = read_wav(speak("okay everyone, time to dance", tmp / "speech.wav"))
+    audio = np.concatenate([np.zeros(rate // 2, np.float32), speech])
+    write_wav(tmp / "audio.wav", audio, rate)
+    frames = animate(load_rgb("astronaut.png"), len(audio) / rate, size=(320, 240))
+    return write_clip(tmp / "dance_at_the_end.mp4", frames, audio=tmp / "audio.wav")
+
+
+def test_perceive_hears_a_keyword_said_at_the_very_end(dance_at_the_end):
+    r = run_cli("perceive", dance_at_the_end, "--json")
+    assert r.returncode == 0, r.stderr
+    heard = [k["word"] for rec in _lines(r.stdout) for k in rec["keywords"]]
+    assert heard == ["dance"], heard
+
+
+def test_render_hears_a_keyword_said_at_the_very_end(dance_at_the_end, tmp_path):
+    r = run_cli("render", dance_at_the_end, "-o", tmp_path / "out.mp4", "--size", "128")
+    assert r.returncode == 0, r.stderr
+    assert "keywords heard: dance" in " ".join(r.stderr.split()), r.stderr

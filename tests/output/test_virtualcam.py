@@ -31,7 +31,7 @@ def test_advice_per_platform(platform, needle):
 
 class RecordingCamera:
     """Stands in for pyvirtualcam.Camera: keeps what it is sent."""
-    instances: list["RecordingCamera"] = []
+    instances: list[RecordingCamera] = []
 
     def __init__(self, width, height, fps, fmt=None, backend=None):
         self.width, self.height, self.fps, self.fmt = width, height, fps, fmt

@@ -233,3 +233,31 @@ def test_broken_frame_objects_never_raise():
         p.close()
     assert a.face.present and b.face.present and not c.face.present
     assert b.t_capture_ns > 0 and c.seq == 0
+
+
+def _small(name: str, width: int) -> np.ndarray:
+    img = load_rgb(name)
+    small = cv2.resize(img, (width, int(round(width * img.shape[0] / img.shape[1]))), interpolation=cv2.INTER_AREA)
+    canvas = np.full((max(small.shape[0], 96), max(width, 96), 3), 128, np.uint8)
+    canvas[:small.shape[0], :width] = small
+    return canvas
+
+
+@pytest.mark.parametrize("name", ["grace_hopper.jpg", "astronaut.png"])
+def test_a_small_face_reports_real_expression_values_or_none(still_perception, name):
+    """Found on a fresh machine: a ~70 px face in a still photo was "present" with every feature 0.
+    At every size the expression is either measured (finite, not all zero) or reported absent."""
+    for width in (40, 60, 80, 100, 128, 150, 192, 225):
+        cues = still_perception.process_video(CapturedFrame(_small(name, width), 0, 0))
+        if cues.expression_present:
+            assert cues.face.present
+            assert np.isfinite(cues.expression).all() and np.any(cues.expression != 0), (name, width)
+
+
+def test_grace_hopper_at_150x225_is_measured_and_a_tiny_face_is_absent(still_perception):
+    cues = still_perception.process_video(CapturedFrame(cv2.resize(load_rgb("grace_hopper.jpg"), (150, 225),
+                                                                   interpolation=cv2.INTER_AREA), 0, 0))
+    assert cues.face.present and cues.expression_present
+    assert abs(cues.expression[FF["head_roll"]]) > 0.01 and cues.expression[FF["mouth_width"]] > 0.1
+    tiny = still_perception.process_video(CapturedFrame(_small("astronaut.png", 80), 0, 0))
+    assert tiny.face.present and not tiny.expression_present, "a face 9 px between the eyes is tracked, not measured"

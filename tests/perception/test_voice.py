@@ -9,7 +9,7 @@ from liveavatar.errors import ConfigError
 from liveavatar.perception import Perception
 from liveavatar.perception.voice import HOP, RATE, VoiceAnalyzer
 from liveavatar.types import VISEMES, AudioChunk, CapturedFrame
-from tests.media import load_rgb, path, read_wav, speak
+from tests.media import path, read_wav, speak
 
 PAD_S = 1.0   # speech_*.wav have 1 s of silence on each side
 

@@ -1,12 +1,17 @@
 """The worker thread, the scheduling of concurrent models, and plugging in other trackers."""
-import threading
 import time
 
 import numpy as np
 import pytest
 
-from liveavatar.perception import (FaceObservation, FaceTracker, HandsObservation, Perception,
-                                   PerceptionWorker, PoseObservation)
+from liveavatar.perception import (
+    FaceObservation,
+    FaceTracker,
+    HandsObservation,
+    Perception,
+    PerceptionWorker,
+    PoseObservation,
+)
 from liveavatar.perception.trackers import MediaPipeFaceMesh, expression_from_blendshapes
 from liveavatar.runtime import LatestSlot
 from liveavatar.types import FF, CapturedFrame, Cues
@@ -32,7 +37,7 @@ def test_worker_turns_real_video_into_cues():
         assert worker.alive
         for i, f in enumerate(frames):
             frames_in.put(frame(f, i, i / 30))
-            assert wait_for(lambda: worker.processed + worker.dropped > i)
+            assert wait_for(lambda i=i: worker.processed + worker.dropped > i)
             c = cues_out.take(timeout=0.0)
             if c is not None:
                 got.append(c)
@@ -65,7 +70,7 @@ def test_worker_survives_exceptions_and_counts_drops():
     try:
         for i in range(10):
             frames_in.put(CapturedFrame(np.zeros((4, 4, 3), np.uint8), i, i))
-            assert wait_for(lambda: worker.processed + worker.errors == i + 1)
+            assert wait_for(lambda i=i: worker.processed + worker.errors == i + 1)
         assert worker.alive and worker.errors == 5 and worker.processed == 5
         assert cues_out.take(timeout=1) == 8
     finally:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.server.conftest import free_port, http
+from tests.server.harness import free_port, http
 
 REPO = Path(__file__).resolve().parents[2]
 #: Log lines that fail a soak: errors and anything that printed a traceback.
@@ -34,7 +34,7 @@ class ServeProcess:
             env={**os.environ, "COLUMNS": "200", **(env or {})})
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def wait_ready(self, timeout: float = 180.0) -> "ServeProcess":
+    def wait_ready(self, timeout: float = 180.0) -> ServeProcess:
         """Healthy and the default session exists."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -106,7 +106,7 @@ class CpuHog:
     seconds: float = 20.0
     procs: list[subprocess.Popen] = field(default_factory=list)
 
-    def __enter__(self) -> "CpuHog":
+    def __enter__(self) -> CpuHog:
         code = f"import time\nend = time.monotonic() + {self.seconds}\nwhile time.monotonic() < end: pass\n"
         self.procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(self.workers)]
         return self

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.server.browser import served_browser
-from tests.server.conftest import http, wait_until
+from tests.server.harness import http, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -17,8 +17,8 @@ from liveavatar.server.engine import real_stages
 from liveavatar.types import FACE_FEATURES, Cues, Part, VoiceFeatures
 from tests.media import path as media_path
 from tests.pressure.harness import CpuHog
-from tests.server.conftest import ServerThread, free_port, http
 from tests.server.fakes import FakePerception, fake_perception_stages
+from tests.server.harness import ServerThread, free_port, http
 from tests.server.rtc_clients import Player, publish
 
 pytestmark = pytest.mark.slow
@@ -66,7 +66,8 @@ async def test_camera_track_ends_mid_stream_avatar_idles_and_recovers(live):
         # The camera's media ends, the connection stays: no frame arrives any more.
         pub.player.stop()
         received = s.frames_received.count
-        await until(lambda: s.conditioner.state()["body_present"] < 0.05 and s.conditioner.state()["face_present"] < 0.05,
+        await until(lambda: s.conditioner.state()["body_present"] < 0.05
+                    and s.conditioner.state()["face_present"] < 0.05,
                     30, "the avatar to idle once tracking is lost")
         assert s.frames_received.count - received < 60   # at most what was in flight
         assert s.ingest is not None, "the (silent) camera connection is still there"

@@ -12,8 +12,8 @@ from liveavatar.server.config import ServerConfig
 from tests.obs.conftest import cli_env, run_cli, screenshot
 from tests.obs.headless import HeadlessObs
 from tests.obs.headless import free_port as free_udp_port
-from tests.server.conftest import ServerThread, free_port, http, wait_until
 from tests.server.fakes import fake_perception_stages
+from tests.server.harness import ServerThread, free_port, http, wait_until
 
 pytestmark = [pytest.mark.obs, pytest.mark.slow]
 SOURCE = "LiveAvatar default"

@@ -18,14 +18,13 @@ import os
 import shutil
 import statistics
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.media import path as media_path
 from tests.pressure.harness import ServeProcess, dump, load_average, metric, p95
 from tests.server.browser import launch, make_y4m
-from tests.server.conftest import wait_until
+from tests.server.harness import wait_until
 
 SOAK_S = float(os.environ.get("LIVEAVATAR_SOAK_SECONDS", "90"))
 # Start-up (serve, Chromium, warm-up) on top of the soak itself; the suite's 600 s default
@@ -91,7 +90,8 @@ def soak_run(tmp_path_factory):
                         "frames_in": metric(m, "liveavatar_frames_received", session="default"),
                         "frames_out": metric(m, "liveavatar_frames_rendered", session="default"),
                         "cues": metric(m, "liveavatar_cues", session="default"),
-                        "dropped_perception": metric(m, "liveavatar_dropped_frames", session="default", stage="perception"),
+                        "dropped_perception": metric(m, "liveavatar_dropped_frames", session="default",
+                                                     stage="perception"),
                         "capture_to_render_p95": metric(m, "liveavatar_stage_ms", session="default",
                                                         stage="capture_to_render", quantile="0.95"),
                         "viewers": metric(m, "liveavatar_viewers", session="default"),

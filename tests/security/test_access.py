@@ -14,8 +14,7 @@ import pytest
 
 from liveavatar.server import app as server_app
 from liveavatar.server.config import ServerConfig
-from tests.server.conftest import ServerThread, free_port, http
-from tests.server.fakes import fake_perception_stages
+from tests.server.harness import http, running_server
 
 TOKEN = "ctl-5d1c0b7e9a3f4e21b6c8d2f0"
 VIEWER = "view-8f2e4a6c1b3d5e7f9a0c2e4b"
@@ -35,19 +34,14 @@ READ_CALLS = ["/api/sessions/default/state", "/api/sessions", "/metrics", "/api/
 @pytest.fixture(scope="module")
 def remote():
     """Bound beyond localhost (0.0.0.0) with control and viewer tokens, as `serve --host 0.0.0.0`."""
-    cfg = ServerConfig(host="0.0.0.0", port=free_port(), size=SIZE, demo=False, token=TOKEN,
-                       viewer_token=VIEWER)
-    srv = ServerThread(cfg, fake_perception_stages(cfg)).start()
-    yield srv
-    srv.stop()
+    with running_server(host="0.0.0.0", size=SIZE, token=TOKEN, viewer_token=VIEWER) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def local():
-    cfg = ServerConfig(port=free_port(), size=SIZE, demo=False)
-    srv = ServerThread(cfg, fake_perception_stages(cfg)).start()
-    yield srv
-    srv.stop()
+    with running_server(size=SIZE) as srv:
+        yield srv
 
 
 def bearer(tok: str) -> dict:

@@ -10,9 +10,7 @@ import pytest
 from liveavatar.errors import UserError
 from liveavatar.generation.characters import characters_dir, load_pack
 from liveavatar.paths import safe_join
-from liveavatar.server.config import ServerConfig
-from tests.server.conftest import ServerThread, free_port, http
-from tests.server.fakes import fake_perception_stages
+from tests.server.harness import http, running_server
 
 ESCAPES = ["..", "../..", "../../etc/passwd", "/etc/passwd", "nova/../../..", "~root"]
 
@@ -75,10 +73,8 @@ def test_safe_join_keeps_inside_paths(tmp_path):
 
 @pytest.fixture(scope="module")
 def server():
-    cfg = ServerConfig(port=free_port(), size=64, demo=False)
-    srv = ServerThread(cfg, fake_perception_stages(cfg)).start()
-    yield srv
-    srv.stop()
+    with running_server(size=64) as srv:
+        yield srv
 
 
 @pytest.mark.parametrize("name", ESCAPES + ["nova/../bolt", "nova\\..\\..", "%2e%2e"])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.conftest import free_port, http
+from tests.server.harness import free_port, http
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -36,6 +36,18 @@ RED_PIXELS_JS = """() => {
   return n;
 }"""
 
+# A digest of the avatar element's current picture (sum of pixel values, with position weights),
+# to tell whether the viewer shows new pictures.
+PICTURE_DIGEST_JS = """() => {
+  const src = document.getElementById('avatar');
+  const c = document.createElement('canvas'); c.width = src.width; c.height = src.height;
+  const ctx = c.getContext('2d'); ctx.drawImage(src, 0, 0);
+  const d = ctx.getImageData(0, 0, c.width, c.height).data;
+  let h = 0;
+  for (let i = 0; i < d.length; i += 4) h = (h * 31 + d[i] + 3 * d[i+1] + 7 * d[i+2]) % 2147483647;
+  return h;
+}"""
+
 AUDIO_ENERGY_JS = """async () => {
   let e = 0;
   (await window.__viewer.pc.getStats()).forEach(r => {
@@ -61,7 +73,7 @@ def served_browser(tmp: Path, size: int):
     from liveavatar.server.config import ServerConfig
     from liveavatar.server.engine import real_stages
     from tests.media import path as media_path
-    from tests.server.conftest import ServerThread, free_port
+    from tests.server.harness import ServerThread, free_port
 
     y4m = make_y4m(media_path("astronaut_talk.mp4"), tmp / "camera.y4m")
     cfg = ServerConfig(port=free_port(), size=size, demo=False)

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 
 from liveavatar.runtime import LatestSlot
-from liveavatar.types import Cues, Part, VoiceFeatures, FACE_FEATURES
+from liveavatar.types import FACE_FEATURES, Cues, Part, VoiceFeatures
 
 
 class FakePerception:

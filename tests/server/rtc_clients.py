@@ -139,7 +139,7 @@ class Player:
         self.location = ""
         self._tasks: list[asyncio.Task] = []
 
-    async def start(self, url: str, headers: dict | None = None) -> "Player":
+    async def start(self, url: str, headers: dict | None = None) -> Player:
         self.pc.addTransceiver("video", direction="recvonly")
         self.pc.addTransceiver("audio", direction="recvonly")
 

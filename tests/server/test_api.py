@@ -2,23 +2,20 @@
 service (real generator and conditioner; perception is a stand-in: no camera here)."""
 from __future__ import annotations
 
-
 import aiohttp
 import cv2
 import numpy as np
 import pytest
 
 from liveavatar.server.config import ServerConfig
-from tests.server.conftest import ServerThread, free_port, http
 from tests.server.fakes import fake_perception_stages
+from tests.server.harness import ServerThread, free_port, http, running_server
 
 
 @pytest.fixture(scope="module")
 def server():
-    cfg = ServerConfig(port=free_port(), size=128, demo=False)
-    srv = ServerThread(cfg, fake_perception_stages(cfg)).start()
-    yield srv
-    srv.stop()
+    with running_server(size=128) as srv:
+        yield srv
 
 
 def post(server, path, body, **kw):
@@ -100,7 +97,8 @@ def test_malformed_requests_are_4xx_with_one_line(server):
     status, body = http(server.url + url, "POST", b'{"name": "' + b"x" * 400_000 + b'"}',
                         {"Content-Type": "application/json"})
     assert status == 413
-    status, body = http(server.url + "/api/sessions/bad%20id!/emotion", "POST", b"{}", {"Content-Type": "application/json"})
+    status, body = http(server.url + "/api/sessions/bad%20id!/emotion", "POST", b"{}",
+                        {"Content-Type": "application/json"})
     assert status == 404
     assert http(server.url + "/health")[0] == 200
 
@@ -115,7 +113,8 @@ def test_action_character_calibrate_and_hotkey(server):
     assert server.engine.sessions["default"].perception.calibrations == 1
     status, body = post(server, "/api/hotkey", {"name": "liveavatar.emotion.surprised", "session": "default"})
     assert status == 200
-    assert any(t["emotion"] == "surprised" and t["source"] == "hotkey" for t in body["state"]["conditioning"]["triggers"])
+    triggers = body["state"]["conditioning"]["triggers"]
+    assert any(t["emotion"] == "surprised" and t["source"] == "hotkey" for t in triggers)
     status, body = post(server, "/api/hotkey", {"name": "liveavatar.action.wave"})
     assert status == 200 and body["state"]["conditioning"]["action"]["name"] == "wave"
 
@@ -187,7 +186,8 @@ async def test_event_stream_carries_control_events_and_accepts_commands(server):
                 if len(got) == 3 and control and bad_json:
                     break
             assert bad_json and "not valid JSON" in bad_json["error"]
-            assert got[7]["type"] == "ack" and got[7]["state"]["conditioning"]["emotion"]["distribution"]["excited"] >= 0
+            assert got[7]["type"] == "ack"
+            assert got[7]["state"]["conditioning"]["emotion"]["distribution"]["excited"] >= 0
             assert got[8]["type"] == "error" and "unknown emotion 'nope'" in got[8]["error"]
             assert got[9]["type"] == "ack"
             assert control == {"type": "control", "session": "default", "kind": "emotion", "name": "excited",

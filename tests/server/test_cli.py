@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from tests.server.conftest import free_port
+from tests.server.harness import free_port
 
 
 def serve(*args, env=None, timeout=60):
@@ -56,7 +56,8 @@ def test_binding_beyond_localhost_makes_a_token_printed_once(tmp_path):
 
 
 def test_localhost_prints_the_urls_without_tokens(tmp_path):
-    out = _first_lines(["--port", str(free_port()), "--no-demo"], {"LIVEAVATAR_CONFIG_DIR": str(tmp_path), "COLUMNS": "250"})
+    out = _first_lines(["--port", str(free_port()), "--no-demo"], {"LIVEAVATAR_CONFIG_DIR": str(tmp_path),
+                                                                   "COLUMNS": "250"})
     for what in ("/studio", "/viewer", "/viewer?transparent=1", "/whip/default", "/whep/default"):
         assert what in out
     assert "token" not in out.lower()

@@ -11,8 +11,7 @@ import pytest
 from liveavatar.errors import ConfigError
 from liveavatar.server import config as config_mod
 from liveavatar.server.config import ServerConfig
-from tests.server.conftest import ServerThread, free_port, http
-from tests.server.fakes import fake_perception_stages
+from tests.server.harness import http, running_server
 from tests.server.rtc_clients import Player
 
 CONTROL, VIEWER = "control-secret-123", "viewer-secret-456"
@@ -20,19 +19,15 @@ CONTROL, VIEWER = "control-secret-123", "viewer-secret-456"
 
 @pytest.fixture(scope="module")
 def guarded():
-    cfg = ServerConfig(port=free_port(), size=64, demo=False, token=CONTROL, viewer_token=VIEWER,
-                       allow_origins=["https://overlay.example"])
-    srv = ServerThread(cfg, fake_perception_stages(cfg)).start()
-    yield srv
-    srv.stop()
+    with running_server(size=64, token=CONTROL, viewer_token=VIEWER,
+                        allow_origins=["https://overlay.example"]) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def open_local():
-    cfg = ServerConfig(port=free_port(), size=64, demo=False)
-    srv = ServerThread(cfg, fake_perception_stages(cfg)).start()
-    yield srv
-    srv.stop()
+    with running_server(size=64) as srv:
+        yield srv
 
 
 def bearer(tok):
@@ -50,7 +45,8 @@ def test_control_needs_the_control_token(guarded):
     assert http(url, "POST", {"name": "happy"}, bearer(CONTROL))[0] == 200
     assert http(url + f"?token={CONTROL}", "POST", {"name": "happy"})[0] == 200
     # Ingest is control too: a viewer token cannot publish a camera.
-    status, _ = http(guarded.url + "/whip/default", "POST", b"v=0", {"Content-Type": "application/sdp", **bearer(VIEWER)})
+    status, _ = http(guarded.url + "/whip/default", "POST", b"v=0", {"Content-Type": "application/sdp",
+                                                                     **bearer(VIEWER)})
     assert status == 403
 
 

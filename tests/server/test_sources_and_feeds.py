@@ -10,17 +10,14 @@ import pytest
 from liveavatar.paths import assets_dir
 from liveavatar.server.config import ServerConfig
 from tests.media import path as media_path
-from tests.server.conftest import ServerThread, free_port, http, wait_until
-from tests.server.fakes import fake_perception_stages
+from tests.server.harness import free_port, http, running_server, wait_until
 from tests.server.rtc_clients import publish
 
 
 @pytest.fixture(scope="module")
 def file_server():
-    cfg = ServerConfig(port=free_port(), size=64, source=media_path("messi_sway.mp4"))
-    srv = ServerThread(cfg, fake_perception_stages(cfg)).start()
-    yield srv
-    srv.stop()
+    with running_server(size=64, source=media_path("messi_sway.mp4")) as srv:
+        yield srv
 
 
 async def test_source_file_drives_the_default_session_until_a_camera_comes(file_server):
@@ -42,25 +39,17 @@ async def test_source_file_drives_the_default_session_until_a_camera_comes(file_
 
 def test_demo_clip_plays_when_no_camera_connects():
     assert (assets_dir() / "demo.mp4").exists()
-    cfg = ServerConfig(port=free_port(), size=64, demo=True, demo_after_s=0.5)
-    srv = ServerThread(cfg, fake_perception_stages(cfg)).start()
-    try:
+    with running_server(size=64, demo=True, demo_after_s=0.5) as srv:
         s = srv.engine.sessions["default"]
         wait_until(lambda: s.file_driver is not None and s.frames_received.count > 10, 30, what="the demo clip")
         assert s.file_driver.path.name == "demo.mp4"
-    finally:
-        srv.stop()
 
 
 def test_no_demo_means_an_idle_avatar():
-    cfg = ServerConfig(port=free_port(), size=64, demo=False, demo_after_s=0.2)
-    srv = ServerThread(cfg, fake_perception_stages(cfg)).start()
-    try:
+    with running_server(size=64, demo_after_s=0.2) as srv:
         s = srv.engine.sessions["default"]
         wait_until(lambda: s.rendered.count > 15, 20, what="idle frames")
         assert s.file_driver is None and s.frames_received.count == 0
-    finally:
-        srv.stop()
 
 
 def test_mpegts_feed_endpoint_sends_the_avatar_over_udp(file_server):
@@ -82,3 +71,59 @@ def test_mpegts_feed_endpoint_sends_the_avatar_over_udp(file_server):
     assert status == 400 and "udp://" in body["error"]
     status, body = http(url, "POST", {"kind": "rtmp", "url": "udp://127.0.0.1:5"})
     assert status == 422 and body["error"].startswith("kind:")
+
+
+def test_the_last_word_before_the_microphone_stops_is_decoded(tmp_path):
+    """"okay everyone, time to dance" and then the track ends (no silence after "dance"): the
+    input pump decodes the pending utterance, and the keyword comes with the next frame's cues."""
+    import types
+
+    import numpy as np
+
+    from liveavatar.perception import Perception
+    from liveavatar.runtime import StageTimer
+    from liveavatar.server.engine import InputPump
+    from liveavatar.types import AudioChunk, CapturedFrame
+    from tests.media import read_wav, speak
+
+    speech, rate = read_wav(speak("okay everyone, time to dance", tmp_path / "speech.wav"))
+    perception = Perception(static=False, pose=False, hands=False, face=False, keywords=("dance",),
+                            audio_queue=400)
+    session = types.SimpleNamespace(sid="t", perception=perception, timer=StageTimer())
+    pump = InputPump(session)
+    pump.start()
+    try:
+        step = rate // 50
+        for i in range(0, len(speech), step):
+            pump.put_audio(AudioChunk(speech[i:i + step], rate, i, time.monotonic_ns()))
+            time.sleep(0.002)          # the deque holds 50 chunks: let the pump keep up
+        assert pump.audio_dropped == 0
+        pump.end_audio()
+        heard: list[str] = []
+        deadline = time.monotonic() + 30
+        while not heard and time.monotonic() < deadline:
+            time.sleep(0.2)
+            cues = perception.process_video(CapturedFrame(np.zeros((48, 64, 3), np.uint8), 0, time.monotonic_ns()))
+            heard += [k.word for k in cues.keywords]
+    finally:
+        pump.stop()
+        pump.join(2)
+        perception.close()
+    assert heard == ["dance"]
+
+
+def test_health_reports_the_voice_vads_real_onnx_providers():
+    """Found on a fresh machine: /health read a `_sess` that VoiceAnalyzer does not have."""
+    import types
+
+    from liveavatar.perception import Perception
+    from liveavatar.server.engine import Engine
+
+    perception = Perception(static=False, pose=False, hands=False, face=False)
+    try:
+        engine = Engine(ServerConfig(port=free_port(), size=64), stages=None, loop=None)
+        engine.sessions["default"] = types.SimpleNamespace(perception=perception)
+        providers = engine.health()["perception"]["voice_vad_providers"]
+    finally:
+        perception.close()
+    assert providers == perception.voice_analyzer.vad.providers and "CPUExecutionProvider" in providers

@@ -16,7 +16,8 @@ def test_avatar_strip_round_trip_through_scaling_blur_and_noise():
     assert timecode.read(strip, timecode.AVATAR_FIELDS) == values
     small = cv2.resize(strip, (700, 11), interpolation=cv2.INTER_AREA)
     blurred = cv2.GaussianBlur(small, (5, 5), 1.5)
-    noisy = np.clip(blurred.astype(int) + np.random.default_rng(0).integers(-30, 30, blurred.shape), 0, 255).astype(np.uint8)
+    noisy = np.clip(blurred.astype(int) + np.random.default_rng(0).integers(-30, 30, blurred.shape), 0,
+                    255).astype(np.uint8)
     assert timecode.read(noisy, timecode.AVATAR_FIELDS) == values
 
 

@@ -60,7 +60,7 @@ async def test_frames_running_later_than_the_target_are_dropped_to_catch_up():
     track = VoiceTrack(_Session(delay_ms=20))
     stale = time.monotonic_ns() - 500_000_000            # queued half a second ago
     for v in range(1, 6):
-        track._frames.append((_frame(v), stale))
+        track._frames.put((_frame(v), stale))
     track.push_many([_frame(99)])
     track._next_due_ns = time.monotonic_ns()
     out = await track.next_frame()

@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 
 from liveavatar.server import timecode
-from liveavatar.server.config import ServerConfig
 from liveavatar.server.engine import STRIP_ROWS
 from tests.media import path as media_path
-from tests.server.conftest import ServerThread, free_port, http
-from tests.server.fakes import fake_perception_stages
+from tests.server.harness import http, running_server
 from tests.server.rtc_clients import Player, post_sdp, publish
 
 SIZE = 128
@@ -22,10 +20,8 @@ SIZE = 128
 
 @pytest.fixture(scope="module")
 def server():
-    cfg = ServerConfig(port=free_port(), size=SIZE, demo=False, max_sessions=3)
-    srv = ServerThread(cfg, fake_perception_stages(cfg)).start()
-    yield srv
-    srv.stop()
+    with running_server(size=SIZE, max_sessions=3) as srv:
+        yield srv
 
 
 async def _until(pred, timeout=20.0, what="condition"):
@@ -167,7 +163,8 @@ async def test_bad_offers_get_clear_4xx_and_service_keeps_running(server):
     url = server.url + "/whip/default"
     status, body, _ = await post_sdp(url, "hello")
     assert status == 400 and "malformed SDP" in body
-    status, body, _ = await post_sdp(url, "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+    status, body, _ = await post_sdp(url, "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+                                          "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
                                           "a=ice-ufrag:x\r\na=fingerprint:sha-256 zz\r\n")
     assert status == 400 and "SDP" in body
     status, body = http(url, "POST", b"v=0", {"Content-Type": "text/plain"})
@@ -177,7 +174,8 @@ async def test_bad_offers_get_clear_4xx_and_service_keeps_running(server):
     # A valid-looking resource that does not exist; PATCH (trickle) is refused per RFC 9725.
     status, body = http(server.url + "/whip/default/" + "0" * 32, "DELETE")
     assert status == 404
-    status, _ = http(server.url + "/whip/default/" + "0" * 32, "PATCH", b"", {"Content-Type": "application/trickle-ice-sdpfrag"})
+    status, _ = http(server.url + "/whip/default/" + "0" * 32, "PATCH", b"",
+                     {"Content-Type": "application/trickle-ice-sdpfrag"})
     assert status == 405
     status, body = http(server.url + "/health")
     assert status == 200 and body["status"] == "ok"

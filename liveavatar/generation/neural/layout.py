@@ -5,7 +5,7 @@ it), so a model trained today keeps working when the Conditioning dataclass grow
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

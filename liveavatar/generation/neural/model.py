@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -86,9 +87,9 @@ class NetConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "NetConfig":
+    def from_dict(cls, d: dict) -> NetConfig:
         d = dict(d)
-        geo = Geometry(**{k: tuple(v) if isinstance(v, list) else v
+        geo = Geometry(**{k: tuple(v) if isinstance(v, list) else v  # type: ignore[arg-type]
                           for k, v in d.pop("geometry", {}).items()})
         if "widths" in d:
             d["widths"] = tuple(d["widths"])
@@ -104,6 +105,18 @@ class GuideRenderer(nn.Module):
     """Turns the packed conditioning into motion channels (live pose, idle blend, action clip)
     and draws them as guide channels at `res` x `res`, batched, in torch ops that export to
     ONNX. No trainable weights: the geometry and the action clips are fixed buffers."""
+
+    # Buffers (register_buffer), declared for the type checker.
+    hips: torch.Tensor
+    lengths: torch.Tensor
+    halves: torch.Tensor
+    head_radius: torch.Tensor
+    sigma: torch.Tensor
+    grid_x: torch.Tensor
+    grid_y: torch.Tensor
+    rest: torch.Tensor
+    clips: torch.Tensor
+    has_clip: torch.Tensor
 
     def __init__(self, res: int, geo: Geometry) -> None:
         super().__init__()
@@ -167,7 +180,7 @@ class GuideRenderer(nn.Module):
         extra = extra + (clip[:, N_BONES:] - rest[:, N_BONES:]) * w
         return torch.cat([bones, extra], dim=1)
 
-    def joints(self, cond: torch.Tensor, ch: torch.Tensor) -> torch.Tensor:
+    def joints(self, cond: torch.Tensor, ch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, len(JOINTS), 2) canvas positions, by rig2d's forward kinematics."""
         ang = ch[:, :N_BONES]
         dirs = torch.stack([torch.sin(ang), torch.cos(ang)], dim=-1)           # (B, 10, 2)
@@ -197,7 +210,7 @@ class GuideRenderer(nn.Module):
         jx = hips[:, 0:1] + (j[..., 0] - hips[:, 0:1]) * xs
         return torch.stack([jx, j[..., 1]], dim=-1), xs
 
-    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B, R = cond.shape[0], self.res
         ch = self.motion(cond)
         j, xs = self.joints(cond, ch)
@@ -280,7 +293,7 @@ class NeuralAvatarNet(nn.Module):
         self.up2 = nn.Conv2d(c3, c3, 3, padding=1)
         self.out = nn.Conv2d(c3, 4 * 4, 1)
         with torch.no_grad():   # start transparent: most of the canvas is background
-            self.out.bias[12:16] = -4.0   # pixel shuffle puts channels 12..15 into alpha
+            self.out.bias[12:16] = -4.0  # type: ignore[index]   # pixel shuffle puts channels 12..15 into alpha
 
     def forward(self, cond: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -326,7 +339,7 @@ class ExportWrapper(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, cond: torch.Tensor, state: torch.Tensor):
+    def forward(self, cond: torch.Tensor, state: torch.Tensor) -> Any:
         native = self.net(cond, state)
         premult = self.net.to_output(native)
         alpha = premult[:, 3:4]

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from liveavatar.errors import ConfigError
-from liveavatar.paths import safe_join
 from liveavatar.generation.neural import layout, manifest
+from liveavatar.paths import safe_join
 
 OUTPUT_RING = 4   # a returned frame stays valid for this many later renders
 
@@ -115,15 +116,18 @@ class OnnxCharacterModel:
         self.rgba = [np.zeros((capacity, self.size, self.size, 4), np.uint8) for _ in range(OUTPUT_RING)]
         self._bindings.clear()
 
-    def _binding(self, n: int, ring: int):
+    def _binding(self, n: int, ring: int) -> Any:
         key = (n, ring)
         b = self._bindings.get(key)
         if b is None:
             import onnxruntime as ort
             b = self.session.io_binding()
-            for name, arr in (("cond", self.cond[:n]), ("state", self.state_in[:n])):
+            inputs: tuple[tuple[str, np.ndarray], ...] = (("cond", self.cond[:n]), ("state", self.state_in[:n]))
+            for name, arr in inputs:
                 b.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr))
-            for name, arr in (("rgba", self.rgba[ring][:n]), ("next_state", self.state_out[:n])):
+            outputs: tuple[tuple[str, np.ndarray], ...] = (("rgba", self.rgba[ring][:n]),
+                                                           ("next_state", self.state_out[:n]))
+            for name, arr in outputs:
                 b.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(arr))
             self._bindings[key] = b
         return b
@@ -137,10 +141,10 @@ class OnnxCharacterModel:
             self._grow(cap)
             self.state[:old.shape[0]] = old
 
-    def reset_slots(self, slots) -> None:
+    def reset_slots(self, slots: Any) -> None:
         self.state[slots] = 0.0
 
-    def run(self, conds, slots: np.ndarray) -> np.ndarray:
+    def run(self, conds: Any, slots: np.ndarray) -> np.ndarray:
         """Render `conds` for session `slots` (their state rows) in one call; returns a view into
         the output ring, (n, size, size, 4) uint8."""
         n = len(conds)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -196,7 +197,7 @@ class Trainer:
         warm = min(1.0, (self.state.step + 1) / max(1, min(100, self.cfg.steps // 10)))   # short runs warm up fast
         return self.cfg.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
-    def _batch(self):
+    def _batch(self) -> Any:
         ts, cfg = self.train_set, self.cfg
         idx = np.sort(self.rng.integers(0, len(ts), cfg.batch))
         cond = torch.from_numpy(ts.cond[idx]).to(self.device)

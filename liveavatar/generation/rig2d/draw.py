@@ -13,6 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -23,7 +24,7 @@ from liveavatar.types import EMOTIONS, VISEMES
 SS = 4  # supersampling factor
 
 # Shared rig geometry (reference px). A pack may change these; the renderer reads the manifest.
-RIG = {
+RIG: dict[str, Any] = {
     "reference_size": 512,
     "hips": [256.0, 300.0],
     "body_height": 390.0,
@@ -79,37 +80,38 @@ class Layer:
         self.d = ImageDraw.Draw(self.img)
 
     @staticmethod
-    def _s(v):
+    def _s(v: Any) -> Any:
         return [round(x * SS) for x in v]
 
-    def ellipse(self, cx, cy, rx, ry, fill=None, outline=None, width=0):
+    def ellipse(self, cx: Any, cy: Any, rx: Any, ry: Any, fill: Any = None, outline: Any = None, width: Any = 0) -> Any:
         self.d.ellipse(self._s([cx - rx, cy - ry, cx + rx, cy + ry]), fill=fill, outline=outline,
                        width=round(width * SS))
 
-    def rect(self, x0, y0, x1, y1, fill=None, radius=0, outline=None, width=0):
+    def rect(self, x0: Any, y0: Any, x1: Any, y1: Any, fill: Any = None, radius: Any = 0, outline: Any = None,
+             width: Any = 0) -> Any:
         self.d.rounded_rectangle(self._s([x0, y0, x1, y1]), radius=radius * SS, fill=fill,
                                  outline=outline, width=round(width * SS))
 
-    def poly(self, pts, fill=None, outline=None):
+    def poly(self, pts: Any, fill: Any = None, outline: Any = None) -> Any:
         self.d.polygon([(x * SS, y * SS) for x, y in pts], fill=fill, outline=outline)
 
-    def line(self, pts, fill, width):
+    def line(self, pts: Any, fill: Any, width: Any) -> Any:
         self.d.line([(x * SS, y * SS) for x, y in pts], fill=fill, width=round(width * SS), joint="curve")
         r = width / 2  # round caps
         for x, y in (pts[0], pts[-1]):
             self.ellipse(x, y, r, r, fill=fill)
 
-    def capsule(self, x, y0, y1, w, fill, outline=None):
+    def capsule(self, x: Any, y0: Any, y1: Any, w: Any, fill: Any, outline: Any = None) -> Any:
         if outline is not None:
             self.line([(x, y0), (x, y1)], outline, w + 3)
         self.line([(x, y0), (x, y1)], fill, w)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.img.resize((self.w, self.h), Image.LANCZOS).save(path, optimize=True)
+        self.img.resize((self.w, self.h), Image.Resampling.LANCZOS).save(path, optimize=True)
 
 
-def arc_pts(cx, cy, half_w, bend, n=16, tilt=0.0):
+def arc_pts(cx: Any, cy: Any, half_w: Any, bend: Any, n: Any = 16, tilt: Any = 0.0) -> Any:
     """Points of a parabola-ish arc: bend > 0 bulges up (smile when negative... see callers)."""
     xs = np.linspace(-half_w, half_w, n)
     return [(cx + x, cy - bend * (1 - (x / half_w) ** 2) + tilt * x / half_w) for x in xs]
@@ -123,7 +125,7 @@ def draw_body(st: Style, out: Path) -> list[dict]:
     L = RIG["bone_lengths"]
     parts = []
 
-    def part(name, layer, joint, bone, pivot, rest, depth):
+    def part(name: Any, layer: Any, joint: Any, bone: Any, pivot: Any, rest: Any, depth: Any) -> Any:
         layer.save(out / "parts" / f"{name}.png")
         parts.append({"name": name, "file": f"parts/{name}.png", "joint": joint, "bone": bone,
                       "pivot": list(pivot), "rest_angle": rest, "depth": depth})
@@ -151,7 +153,7 @@ def draw_body(st: Style, out: Path) -> list[dict]:
     n.rect(6, 0, 24, L["neck"] + 8, fill=st.skin_dark if not st.robot else st.pants, radius=6)
     part("neck", n, "shoulders", "neck", (15, L["neck"] + 8), math.pi, 5)
 
-    def limb(name, length, width, colour, joint, bone, depth, foot=0):
+    def limb(name: Any, length: Any, width: Any, colour: Any, joint: Any, bone: Any, depth: Any, foot: Any = 0) -> Any:
         w = int(width + 14 + abs(foot) * 2)
         lay = Layer(w, int(length + width + 16))
         x, y0 = w / 2, width / 2 + 4
@@ -233,7 +235,7 @@ def draw_expressions(st: Style, out: Path) -> dict:
     line = st.line
     expressions = {}
     for emo in EMOTIONS:
-        files = {}
+        files: dict[str, Any] = {}
         # ---- eyes + eye mask (where pupils may show)
         eyes, mask = Layer(ew, eh), Layer(ew, eh)
         for side in (-1, 1):                   # -1: image-left eye (character's right)
@@ -298,8 +300,8 @@ def draw_expressions(st: Style, out: Path) -> dict:
         mouths = {"closed": f"face/mouth_{emo}_closed.png"}
         shapes = {"A": (15, 11), "I": (17, 5), "U": (7, 7), "E": (15, 7), "O": (10, 11)}
         for vis in VISEMES[1:]:
-            hw_, hh = shapes[vis]
-            hw_ *= wscale
+            hw_i, hh = shapes[vis]
+            hw_ = hw_i * wscale
             m = Layer(mw, mh)
             n = 24
             top = [(mcx + hw_ * math.cos(a), mcy - corner * 0.6 * abs(math.cos(a)) - hh * 0.55 * math.sin(a))
@@ -307,7 +309,8 @@ def draw_expressions(st: Style, out: Path) -> dict:
             bot = [(mcx + hw_ * math.cos(a), mcy - corner * 0.6 * abs(math.cos(a)) + hh * math.sin(a))
                    for a in np.linspace(0, math.pi, n)]
             m.poly(top + bot, fill=st.lips)
-            inner_top = [(mcx + (hw_ - 3) * math.cos(a), mcy - corner * 0.5 * abs(math.cos(a)) - (hh * 0.55 - 2.5) * math.sin(a))
+            inner_top = [(mcx + (hw_ - 3) * math.cos(a),
+                          mcy - corner * 0.5 * abs(math.cos(a)) - (hh * 0.55 - 2.5) * math.sin(a))
                          for a in np.linspace(math.pi, 0, n)]
             inner_bot = [(mcx + (hw_ - 3) * math.cos(a), mcy - corner * 0.5 * abs(math.cos(a)) + (hh - 3) * math.sin(a))
                          for a in np.linspace(0, math.pi, n)]
@@ -348,7 +351,7 @@ def draw_expressions(st: Style, out: Path) -> dict:
         if emo == "surprised":
             front.poly([(cx + 44, cy - 44), (cx + 50, cy - 30), (cx + 44, cy - 24), (cx + 38, cy - 30)],
                        fill=(120, 200, 255, 255))                               # sweat drop
-            for k, a in enumerate((-150, -120, -60, -30)):
+            for a in (-150, -120, -60, -30):
                 r = math.radians(a)
                 front.line([(cx + 54 * math.cos(r), cy - 10 + 60 * math.sin(r)),
                             (cx + 68 * math.cos(r), cy - 10 + 74 * math.sin(r))], (40, 40, 40, 255), 3)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,7 +111,7 @@ class _Character:
         self.eyes_box, self.brows_box, self.mouth_box = f.eyes_box, f.brows_box, f.mouth_box
         ex = [pack.expressions[e] for e in EMOTIONS]
 
-        def stack(arrays):
+        def stack(arrays: Any) -> Any:
             return torch.from_numpy(np.stack([a.reshape(-1) for a in arrays])).to(device)
 
         self.head = torch.from_numpy(pack.head).to(device)
@@ -155,7 +156,8 @@ class Rig2DGenerator:
         self._lock = threading.Lock()          # guards loading; renders read a stable dict
         self._render_lock = threading.Lock()   # scratch buffers are shared: one render at a time
         self._canvas: dict[tuple[int, int], torch.Tensor] = {}
-        self._face_grids: dict[str, torch.Tensor] = {}
+        self._face_grids: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._ramp_cache: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ protocol: setup
     def load(self) -> None:
@@ -266,12 +268,13 @@ class Rig2DGenerator:
         idle[:, motion.YAW:motion.ROLL + 1] += g["head"]     # a tracked face still turns the head
         pres = g["present"]
         ch = motion.blend(idle, live, pres)  # live acts as the "clip" over idle here
-        ch[:, motion.N_BONES:] = idle[:, motion.N_BONES:] + (live[:, motion.N_BONES:] - idle[:, motion.N_BONES:]) * pres[:, None]
+        nb = motion.N_BONES
+        ch[:, nb:] = idle[:, nb:] + (live[:, nb:] - idle[:, nb:]) * pres[:, None]
         ch = motion.blend(ch, motion.clip_channels(g["action"], g["phase"]), g["weight"])
         ch += motion.breathing(g["t"])
         return ch
 
-    def _skeleton(self, ch: dict | np.ndarray, root: np.ndarray, c: _Character):
+    def _skeleton(self, ch: np.ndarray, root: np.ndarray, c: _Character) -> Any:
         """Joint positions (n, J, 2) in reference px and per-part 2x2 maps texture->output px."""
         n = ch.shape[0]
         ang = ch[:, :motion.N_BONES]
@@ -407,27 +410,27 @@ class Rig2DGenerator:
             if x0 >= x1 or y0 >= y1:
                 continue
             region = canvas[b, :, y0:y1, x0:x1]
-            scale = 255.0 / region[3].clamp(min=1e-4)
+            unpremult = 255.0 / region[3].clamp(min=1e-4)
             if dev.type == "cpu":      # each plane straight into its interleaved uint8 channel
                 dst = out[b, y0:y1, x0:x1]
                 for ch_i in range(3):
-                    dst[..., ch_i] = region[ch_i].mul_(scale).add_(0.5)
+                    dst[..., ch_i] = region[ch_i].mul_(unpremult).add_(0.5)
                 dst[..., 3] = region[3].mul_(255.0).add_(0.5)
             else:                      # on the GPU: convert there, copy bytes once
-                region[:3].mul_(scale)
+                region[:3].mul_(unpremult)
                 region[3].mul_(255.0)
                 out[b, y0:y1, x0:x1] = region.add_(0.5).to(torch.uint8).permute(1, 2, 0).cpu()
         return out.numpy()
 
     def _ramp(self, length: int) -> torch.Tensor:
         """Pixel centres 0.5, 1.5, ... (cached, grown on demand)."""
-        r = self._face_grids.get("ramp")
+        r = self._ramp_cache
         if r is None or r.numel() < length:
-            r = self._face_grids["ramp"] = torch.arange(max(length, 512), dtype=torch.float32, device=self._dev) + 0.5
+            r = self._ramp_cache = torch.arange(max(length, 512), dtype=torch.float32, device=self._dev) + 0.5
         return r
 
     @staticmethod
-    def _tile_grid(out: torch.Tensor, A: torch.Tensor, b: torch.Tensor, wh, ramp: torch.Tensor) -> None:
+    def _tile_grid(out: torch.Tensor, A: torch.Tensor, b: torch.Tensor, wh: Any, ramp: torch.Tensor) -> None:
         """Fill `out` (n, h*w, 2) with b + x A[0] + y A[1] for the tile's pixel centres; the affine
         is separable, so it is one (n, w, 2) row plus one (n, h, 2) column, broadcast-added."""
         n, (w, h) = A.shape[0], (int(wh[0]), int(wh[1]))
@@ -476,7 +479,7 @@ class Rig2DGenerator:
         src = torch.cat([torch.cat([eyes, mask], 1),
                          torch.cat([c.pupils.expand(n, -1, -1, -1), torch.zeros((n, 1, eh, ew), device=dev)], 1)], 0)
         both = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        eyes_w, mask_w, pupils_w = both[:n, :4], both[:n, 4:5], both[n:, :4] * both[:n, 4:5]
+        eyes_w, pupils_w = both[:n, :4], both[n:, :4] * both[:n, 4:5]
         eye_layer = pupils_w + eyes_w * (1.0 - pupils_w[:, 3:4])
 
         # ---- brows: raise (per side) and furrow move them
@@ -511,7 +514,8 @@ class Rig2DGenerator:
         gy_c = (ys_m[None, :, None] - shy_t).expand(n, mh, mw)
         gx_o = mcx + (xs_m[None, None, :] - mcx - shx_t) / width
         gy_o = mcy + (ys_m[None, :, None] - mcy - shy_t) / jaw_t
-        grid_m = torch.cat([torch.stack([gx_c, gy_c], -1), torch.stack([gx_o.expand(n, mh, mw), gy_o.expand(n, mh, mw)], -1)], 0)
+        grid_m = torch.cat([torch.stack([gx_c, gy_c], -1),
+                            torch.stack([gx_o.expand(n, mh, mw), gy_o.expand(n, mh, mw)], -1)], 0)
         grid_m = grid_m * torch.tensor([2.0 / mw, 2.0 / mh], device=dev) - 1.0
         mouths = F.grid_sample(torch.cat([closed, opened], 0), grid_m, mode="bilinear",
                                padding_mode="zeros", align_corners=False)
@@ -539,7 +543,7 @@ def _sample(src: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return out[:, :, 0].permute(1, 0, 2).reshape(1, src.shape[1], N)
 
 
-def _fit(a, n: int) -> np.ndarray:
+def _fit(a: Any, n: int) -> np.ndarray:
     """Any array-ish to exactly n float32 values (missing -> NaN, so the caller's fallback applies)."""
     v = np.asarray(a, np.float32).reshape(-1)
     if v.size == n:

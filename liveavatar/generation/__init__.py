@@ -1,0 +1,1 @@
+"""Generation stage: Conditioning -> RGBA avatar frames (generators: rig2d, neural, plug-ins)."""
