@@ -10,7 +10,10 @@ PY=${PYTHON:-python3}
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     pkgs="ffmpeg espeak-ng sox alsa-utils"
-    [ $WANT_TEST = 1 ] && pkgs="$pkgs chromium chromium-driver obs-studio xvfb xauth mesa-utils nodejs npm"
+    [ $WANT_TEST = 1 ] && pkgs="$pkgs chromium chromium-driver obs-studio xvfb xauth mesa-utils"
+    # Node from another source (e.g. nodesource's nodejs, which bundles npm) conflicts with Debian's
+    # npm package: ask Debian for node and npm only where there is no npm yet.
+    [ $WANT_TEST = 1 ] && ! command -v npm >/dev/null && pkgs="$pkgs nodejs npm"
     missing=""
     for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
     if [ -n "$missing" ]; then
