@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from liveavatar.commands import bench, doctor, obs, perceive, render, serve, train
+from liveavatar.commands import bench, character, doctor, obs, perceive, render, serve, train
 from liveavatar.errors import UserError
 
 app = typer.Typer(help="LiveAvatar: camera and microphone in, a generated character out.",
@@ -18,6 +18,7 @@ app.command("serve")(serve.serve)
 app.command("train")(train.train)
 app.add_typer(bench.app, name="bench")
 app.add_typer(obs.app, name="obs")
+app.add_typer(character.app, name="character")
 
 
 def _quiet_native_logs() -> None:
