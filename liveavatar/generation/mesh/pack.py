@@ -109,7 +109,7 @@ Box = tuple[float, float, float, float]
 class FaceSpec(_Strict):
     present: bool = False
     head_center: tuple[float, float] | None = None
-    head_radius: float | None = Field(None, gt=0)
+    head_radius: float | None = Field(default=None, gt=0)
     eye_l: Box | None = None
     eye_r: Box | None = None
     brow_l: Box | None = None
