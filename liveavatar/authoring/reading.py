@@ -71,6 +71,41 @@ def _psd_header(data: bytes, where: str) -> tuple[int, int]:
     return width, height
 
 
+def _psd_truncated(path: Path, header: bytes) -> bool:
+    """True when the file ends before the sections its header and section lengths declare, the
+    merged image data included (psd-tools reads a truncated file without complaint)."""
+    version, channels, height, width, depth = struct.unpack(">4xH6xHIIH", header[:24])
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        pos = 26
+        for long_length in (False, False, version == 2):   # colour mode data, image resources, layers
+            f.seek(pos)
+            raw = f.read(8 if long_length else 4)
+            if len(raw) != (8 if long_length else 4):
+                return True
+            pos += len(raw) + int.from_bytes(raw, "big")
+            if pos > size:
+                return True
+        f.seek(pos)
+        code = f.read(2)
+        if len(code) != 2:
+            return True
+        compression = int.from_bytes(code, "big")
+        rows = channels * height
+        if compression == 0:
+            need = rows * ((width * depth + 7) // 8)
+        elif compression == 1:       # RLE: a table of per-row byte counts, then the rows
+            width_bytes = 4 if version == 2 else 2
+            table = f.read(rows * width_bytes)
+            if len(table) != rows * width_bytes:
+                return True
+            counts = np.frombuffer(table, dtype=">u4" if version == 2 else ">u2")
+            need = len(table) + int(counts.sum(dtype=np.int64))
+        else:
+            return False             # zip-compressed data: psd-tools checks it while inflating
+        return pos + 2 + need > size
+
+
 def read_picture(path: Path | str) -> Picture:
     """Read a PNG, WebP, JPEG or layered PSD. UserError (one line) for anything else or too large."""
     path = Path(path)
@@ -91,6 +126,8 @@ def read_picture(path: Path | str) -> Picture:
     if head.startswith(b"8BPS"):
         width, height = _psd_header(head, where)
         check_dimensions(where, width, height)
+        if _psd_truncated(path, head):
+            raise UserError(f"{where}: the PSD file is truncated (it ends before its picture data does)")
         from liveavatar.authoring.psd import read_psd
         return read_psd(path, where)
     return _read_pillow(path, where)
@@ -107,7 +144,8 @@ def _read_pillow(path: Path, where: str) -> Picture:
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         if isinstance(e, UnidentifiedImageError):
             raise UserError(f"{where}: not a picture (PNG, WebP, JPEG or PSD expected)") from None
-        raise UserError(f"{where}: refused as a decompression bomb ({one_line(e)})") from None
+        raise UserError(f"{where}: too large, refused as a possible decompression bomb before decoding "
+                        f"({one_line(e)})") from None
     except OSError as e:
         raise UserError(f"{where}: not a readable picture ({one_line(e)})") from None
     with im:

@@ -97,7 +97,8 @@ def pose_rig_joints(rgb: np.ndarray, mask: np.ndarray, min_extent: float = 0.0) 
     spread = np.ptp([lm[_POSE[n], 1] for n in on_figure])
     if ys.size == 0 or spread < min_extent * (ys[-1] - ys[0] + 1):
         return None
-    legs = all(seen(n) for n in ("knee_l", "knee_r", "ankle_l", "ankle_r"))
+    # Legs only where the figure shows them: MediaPipe extrapolates legs below a bust's edge.
+    legs = all(seen(n) and _inside(grown, *lm[_POSE[n], :2]) for n in ("knee_l", "knee_r", "ankle_l", "ankle_r"))
     framing = "full" if legs else "upper"
     joints: JointMap = {}
     for n in _LIMBS:
@@ -319,6 +320,13 @@ def _limb(sk: _Skeleton, pred: np.ndarray, tip: int, trunk: set[int]) -> tuple[n
     return root, mid, tip_pt
 
 
+def _widest_run(row: np.ndarray) -> int:
+    """Length of the longest run of True in a 1-D bool array."""
+    padded = np.concatenate([[0], row.astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(padded))
+    return int((edges[1::2] - edges[::2]).max()) if len(edges) else 0
+
+
 def silhouette_rig_joints(mask: np.ndarray) -> tuple[JointMap, str, tuple[float, float], float]:
     """Joints from the silhouette: (joints, framing, head centre, head radius), in mask pixels."""
     import cv2
@@ -348,7 +356,8 @@ def silhouette_rig_joints(mask: np.ndarray) -> tuple[JointMap, str, tuple[float,
     cx, cy = sk.xy[centre]
     pts = sk.xy
 
-    cut_bottom = small[-2, :].sum() > 0.35 * (xs_m.max() - xs_m.min() + 1)
+    # A bust is cut by the bottom edge across its body; feet touching the edge are narrow runs.
+    cut_bottom = _widest_run(small[-2, :]) > 0.25 * (xs_m.max() - xs_m.min() + 1)
     # Feet: ends well below the torso centre, lowest first, one each side of the torso.
     low = [e for e in ends if pts[e, 1] > cy + 0.15 * height]
     feet: dict[str, int] = {}
