@@ -409,8 +409,9 @@ class MeshGenerator:
             ang[:, BI[b]] = ch[:, LIMB_CH[b]]
         delta = ang - ra[None]
         delta[:, BI["root"]] = 0.0
-        # Half of rig2d's bow compression: a mesh torso squashed by 30 % folds against the pelvis.
-        spine_scale = 1.0 - 0.5 * (1.0 - np.clip(ch[:, motion.SPINE_SCALE], 0.3, 1.5))
+        # A fifth of rig2d's bow compression: a mesh torso squashed by 30 % folds against the pelvis
+        # (the bow still reads from the head dipping and the body lowering).
+        spine_scale = 1.0 - 0.2 * (1.0 - np.clip(ch[:, motion.SPINE_SCALE], 0.3, 1.5))
         cs, sn = np.cos(delta), np.sin(delta)
         R = np.stack([np.stack([cs, sn], -1), np.stack([-sn, cs], -1)], -2)     # (n, NB, 2, 2)
         M = R.copy()

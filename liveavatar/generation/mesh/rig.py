@@ -50,8 +50,11 @@ PART_BONES = {
 ALPHA_MIN = 1.0 / 255.0
 WEIGHT_POWER = 4.0       # inverse-distance exponent: higher = sharper joints
 MAX_INFLUENCES = 3
-#: A triangle joins its arm's layer above the first arm weight; the body keeps it up to the second.
-ARM_SPLIT = (0.4, 0.6)
+#: Triangles with more arm weight than this are arm (split at the joints); pieces overlap by
+#: OVERLAP bone lengths each side of a cut.
+ARM_WEIGHT = 0.3
+OVERLAP = 0.12
+BODY_KEEPS = 0.5
 
 
 @dataclass
@@ -255,9 +258,9 @@ def build(m: MeshManifest, alphas: list[np.ndarray], split_arms: bool = True) ->
             d[:, bi] = _geodesic(v, tris, a, b, edge)
         w = _weights(d)
         vl = np.full(len(v), li, np.int32)
-        parts = _split(w, tris) if split_arms and spec.part == "body" else [("", tris, None)]
+        parts = _split(w, v, tris, m, mask) if split_arms and spec.part == "body" else [("", tris, None)]
         for suffix, t, keep in parts:
-            wl = w if keep is None else _restrict(w, keep)
+            wl = w if keep is None else _restrict(d, keep)
             if suffix and len(t) == 0:
                 continue
             if suffix:   # arm triangles get their own copy of the vertices (drawn as another layer)
@@ -296,41 +299,75 @@ def _weights(d: np.ndarray) -> np.ndarray:
     return w / np.maximum(w.sum(1, keepdims=True), 1e-30)
 
 
-def _restrict(w: np.ndarray, bones: Sequence[int]) -> np.ndarray:
-    """Weights limited to `bones` (renormalised); a vertex with none of them takes the strongest."""
-    out = np.zeros_like(w)
-    out[:, bones] = w[:, bones]
-    s = out.sum(1, keepdims=True)
-    none = s[:, 0] < 1e-6
-    if none.any():
-        sub = np.asarray(bones)
-        out[none, sub[np.argmax(w[none][:, sub], 1)]] = 1.0
-        s = out.sum(1, keepdims=True)
-    return out / s
+def _restrict(d: np.ndarray, bones: Sequence[int]) -> np.ndarray:
+    """Weights from the distances to `bones` only (the others do not pull on these vertices)."""
+    sub = np.full_like(d, np.inf)
+    sub[:, bones] = d[:, bones]
+    if not np.isfinite(sub).any(1).all():     # no allowed bone reaches a vertex: nearest allowed
+        sub[:, bones] = np.where(np.isfinite(sub[:, bones]), sub[:, bones], 1e6)
+    return _weights(sub)
 
 
-def _split(w: np.ndarray, tris: np.ndarray) -> list[tuple[str, np.ndarray, list[int] | None]]:
-    """A single picture's arms become their own layers, drawn in front of the body, each skinned
-    to its own two bones only (and the body to no arm bone): the arm turns about its shoulder like
-    a cut-out part instead of dragging the torso with it, which is where blended weights fold
-    triangles. The arm keeps a little of the shoulder (overlap), so no notch opens there."""
+def _split(w: np.ndarray, v: np.ndarray, tris: np.ndarray, m: MeshManifest, mask: np.ndarray
+           ) -> list[tuple[str, np.ndarray, list[int] | None]]:
+    """A single picture's arms become their own layers, drawn in front of the body, each piece
+    skinned to its own bone only (and the body to no arm bone): an arm turns about its shoulder
+    like a cut-out part instead of dragging the torso along, which is where blended weights fold
+    triangles, and the forearm about the elbow. Cuts run across the limb through the joint
+    (perpendicular to the bone); pieces overlap by a band on each side so no gap opens. An arm is
+    what lies within its thickness (the shape's inscribed radius along the bone) of the bone, so a
+    wide torso beside the shoulder stays torso."""
+    dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
     tw = w[tris].mean(1)
+    cen = v[tris].mean(1)
     out: list[tuple[str, np.ndarray, list[int] | None]] = []
     arm_bones: list[int] = []
     body = np.ones(len(tris), bool)
+
+    def along(joint: str, child: str) -> tuple[np.ndarray, float]:
+        p0, p1 = m.joint(joint), m.joint(child)
+        assert p0 is not None and p1 is not None
+        d = p1 - p0
+        length = float(np.hypot(*d))
+        return (cen - p0) @ (d / max(length, 1e-6)), length
+
     for side in "lr":
         ua, la = BI[f"upper_arm_{side}"], BI[f"lower_arm_{side}"]
-        arm = tw[:, ua] + tw[:, la]
-        sel = arm > ARM_SPLIT[0]
-        if sel.sum() < 4:
+        arm = (tw[:, ua] + tw[:, la]) > ARM_WEIGHT
+        if arm.sum() < 4:
             continue
-        # Upper and lower arm are separate rigid pieces too: an elbow bent past 90 degrees folds
-        # blended triangles. The forearm is drawn over the upper arm, overlapping it a little.
-        lower = tw[:, la] / np.maximum(arm, 1e-9)
-        out.append((f"upper_arm_{side}", tris[sel & (lower <= ARM_SPLIT[1])], [ua]))
-        out.append((f"lower_arm_{side}", tris[sel & (lower > ARM_SPLIT[0])], [la]))
+        t_sh, l_ua = along(f"shoulder_{side}", f"elbow_{side}")
+        t_el, l_la = along(f"elbow_{side}", f"wrist_{side}")
+        band_s, band_e = OVERLAP * l_ua, OVERLAP * l_la
+        pts = [m.joint(f"{j}_{side}") for j in ("shoulder", "elbow", "wrist")]
+        radius = _thickness(dist, pts[0], pts[1], pts[2])
+        near = np.minimum(_seg_dist(cen, pts[0], pts[1]), _seg_dist(cen, pts[1], pts[2] + (pts[2] - pts[1]) * 0.35))
+        arm &= near < 1.4 * radius
+        limb = arm & (t_sh > -band_s)
+        upper = limb & (t_el < band_e)
+        lower = limb & (t_el > -band_e)
+        if upper.sum() >= 2:
+            out.append((f"upper_arm_{side}", tris[upper], [ua]))
+        if lower.sum() >= 2:
+            out.append((f"lower_arm_{side}", tris[lower], [la]))
         arm_bones += [ua, la]
-        body &= arm <= ARM_SPLIT[1]
+        # The body keeps the arm's root (half the upper arm) under the moving arm: a single picture
+        # has nothing drawn behind the arm, and a shoulder bulge reads better than a hole.
+        body &= ~(arm & (t_sh > BODY_KEEPS * l_ua))
     others = [i for i in range(len(BONES)) if i not in arm_bones]
     out.append(("", tris[body], others if arm_bones else None))
     return out
+
+
+def _thickness(dist: np.ndarray, *joints: np.ndarray | None) -> float:
+    """Half-thickness of a limb: the median inscribed radius of the shape along its bones."""
+    vals = []
+    for a, b in zip(joints[:-1], joints[1:]):
+        if a is None or b is None:
+            continue
+        for t in np.linspace(0.2, 0.8, 7):
+            x, y = a + (b - a) * t
+            xi, yi = int(round(float(x))), int(round(float(y)))
+            if 0 <= yi < dist.shape[0] and 0 <= xi < dist.shape[1] and dist[yi, xi] > 0:
+                vals.append(float(dist[yi, xi]))
+    return float(np.median(vals)) if vals else 10.0
