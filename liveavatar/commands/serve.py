@@ -10,7 +10,7 @@ import typer
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind. Beyond localhost a token is required."),
     port: int = typer.Option(8080, help="TCP port."),
-    generator: str = typer.Option("rig2d", "--generator", "-g", help="Generator plug-in name."),
+    generator: str = typer.Option("auto", "--generator", "-g", help="Generator plug-in name (auto: rig2d or mesh per character)."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: best available)."),
     size: Optional[int] = typer.Option(None, help="Avatar frame size in pixels (square). Default: 512 "
                                                   "with a CUDA GPU; 256 on CPU, where it keeps "
