@@ -486,6 +486,17 @@ class MeshGenerator:
         return np.argsort(z, axis=1, kind="stable")
 
     # ------------------------------------------------------------------ render internals
+    def rest_frame(self, name: str) -> dict[str, Any]:
+        """Where the character sits on the output at rest: joints (output px, present ones only),
+        body_height (output px that root offsets count in), head_radius (output px or None)."""
+        self.prepare_character(name)
+        c = self._chars[name]
+        joints = {j: (c.k * np.array([s.x, s.y], np.float32) + c.offset).tolist()
+                  for j, s in c.manifest.joints.items() if s.present}
+        face = c.manifest.face
+        return {"joints": joints, "body_height": c.k * c.body_height, "framing": c.manifest.framing,
+                "head_radius": c.k * face.head_radius if face.head_radius else None}
+
     def mesh(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Rest vertices (V, 2) canvas px and triangles (T, 3) of `name` (counter-clockwise)."""
         self.prepare_character(name)
