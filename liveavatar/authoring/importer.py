@@ -86,7 +86,7 @@ def _crop_box(alpha: np.ndarray, joints: dict[str, tuple[float, float, bool]]) -
 
 def _png(rgba: np.ndarray, path: Path) -> None:
     from PIL import Image
-    Image.fromarray(rgba, "RGBA").save(path, optimize=True)
+    Image.fromarray(rgba, "RGBA").save(path)
 
 
 def build_manifest(name: str, canvas: tuple[int, int], rig: Rig, layers: list[dict[str, Any]],
