@@ -54,3 +54,17 @@ def test_a_bust_cut_by_the_bottom_edge_has_no_legs(tmp_path, data_dir) -> None:
     assert m.framing == "upper"
     assert not any(j in m.joints for j in pack.LEG_JOINTS)
     assert all(m.joints[j].present for j in pack.ARM_JOINTS + pack.REQUIRED_JOINTS)
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "JPEG", "PNG"])
+def test_webp_jpeg_png_are_read(fmt: str, tmp_path) -> None:
+    from PIL import Image
+
+    from liveavatar.authoring.reading import read_picture
+    rgb = drawing_rgba("char3")[..., :3]
+    p = tmp_path / f"art.{fmt.lower()}"
+    Image.fromarray(rgb).save(p, format=fmt)
+    pic = read_picture(p)
+    assert pic.format == fmt and pic.size == (rgb.shape[1], rgb.shape[0])
+    assert not pic.has_alpha and pic.rgba.shape[2] == 4
+    assert np.abs(pic.rgba[..., :3].astype(int) - rgb).mean() < 8     # lossy formats stay close
