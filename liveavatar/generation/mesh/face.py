@@ -228,9 +228,13 @@ class FaceAnimator:
             travel = np.array([0.0, 0.0])
             if found is not None:
                 mask, _, ir = found
-                iris_layer += patch * mask[None]
                 hole = (cv2.dilate((mask > 0.05).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
                 base = _inpaint(base, hole)
+                # The sprite is opaque over the whole hole and fades out only where the base still
+                # holds the original, so at gaze 0 the eye is reproduced exactly.
+                soft = np.maximum(hole.astype(np.float32),
+                                  np.clip(cv2.GaussianBlur(hole.astype(np.float32), (0, 0), 0.8) * 2, 0, 1))
+                iris_layer += patch * soft[None]
                 travel = np.array([max(0.75 * (radii[0] - ir), 0.12 * radii[0]),
                                    max(0.45 * (radii[1] - ir), 0.08 * radii[1])])
             self.eyes[side] = _Eye(c, radii, crop, found is not None, travel, lid, lash,
@@ -239,11 +243,20 @@ class FaceAnimator:
         # ---- displacement bases (K, h, w, 2), px
         self.brows_b, self.mouth_b, self.eyes_b = brows_b, mouth_b, eyes_b
         bases = self._bases(eyes_b, brows_b, mouth_b)
+        # The silhouette stays: the field fades out within 0.2 r of a transparent pixel (the patch's
+        # own border counts as inside: the art goes on beyond it).
+        solid = np.pad((alpha > 0.5).astype(np.uint8), 1, mode="edge")
+        dist = cv2.distanceTransform(solid, cv2.DIST_L2, 3)[1:-1, 1:-1]
+        edge_w = np.clip((dist - 1.0) / max(0.2 * r, 1.0), 0.0, 1.0)
+        bases *= (edge_w * edge_w * (3 - 2 * edge_w))[None, :, :, None]
         self._K = bases.shape[0]
         feats_c = np.stack([self.eyes["l"].centre, self.eyes["r"].centre, mouth_b[:2] + mouth_b[2:] / 2])
         # Displacement of key points per basis: (K, 3, 2) for eyes l, r and the mouth centre.
         pts = np.clip(np.round(feats_c).astype(int), 0, [self.w - 1, self.h - 1])
         self._key_disp = bases[:, pts[:, 1], pts[:, 0], :].astype(np.float32)
+        # The mouth interior is placed from the lip line itself: the jaw and lip bases open the gap
+        # around it, they do not carry it.
+        self._key_disp[[BI["jaw"], BI["upper_lip"]], 2] = 0.0
 
         # ---- emotion extras, drawn once (patch space: inside the head; overlay space: outside)
         inside, outside = self._extras(skin)
@@ -572,6 +585,12 @@ class FaceAnimator:
         c[:, BI["pitch"]] = p["pitch"] * 0.16 * r
         return c
 
+    def displacement(self, conds: Sequence[Conditioning]) -> torch.Tensor:
+        """The feature displacement field (B, h, w, 2) in patch px (content at p moves to p + d)."""
+        coef = self.coefficients(self.params(conds))
+        t = torch.from_numpy(coef).to(self.device)
+        return (t @ self._bases_t).view(len(conds), self.h, self.w, 2)
+
     def animate_params(self, p: dict[str, np.ndarray]) -> FaceFrame:
         dev = self.device
         n = len(p["jaw"])
@@ -595,7 +614,8 @@ class FaceAnimator:
                                  padding_mode="zeros", align_corners=False)
             # keep the iris inside the eye opening (a soft ellipse)
             ex = (self._ident[cy0:cy1, cx0:cx1] - torch.tensor(eye.centre, dtype=torch.float32, device=dev))
-            q = (ex[..., 0] / float(eye.radii[0])) ** 2 + (ex[..., 1] / float(eye.radii[1] * 1.05)) ** 2
+            reach = (eye.radii + 0.5 * eye.travel) * 1.05
+            q = (ex[..., 0] / float(reach[0])) ** 2 + (ex[..., 1] / float(reach[1])) ** 2
             inside = (1.0 - q).mul_(4.0).clamp_(0, 1)[None, None]
             iris = iris * inside
             dst = comp[:, :, cy0:cy1, cx0:cx1]
@@ -614,6 +634,10 @@ class FaceAnimator:
         disp = (T(coef) @ self._bases_t).view(n, self.h, self.w, 2)
         grid = (self._ident[None] - disp) * self._norm - 1.0
         out = F.grid_sample(comp, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        # The silhouette never moves: keep the art's alpha, re-weight the moved colour to it.
+        wa = out[:, 3:4]
+        moved_rgb = torch.where(wa > 1e-3, out[:, :3] / wa.clamp(min=1e-3) * alpha, comp[:, :3])
+        out = torch.cat([moved_rgb, alpha], 1)
         key = np.einsum("nk,kpd->npd", coef, self._key_disp)             # (n, 3, 2) px
 
         # 4. eyelids
@@ -658,7 +682,9 @@ class FaceAnimator:
         lower = bottom - T(k_low) * (bottom - close)
         aa = 0.7
         in_x = (1.0 - u.abs()).mul(rx / aa).clamp(0, 1)
-        cover = ((upper - y) / aa + 0.5).clamp(0, 1) + ((y - lower) / aa + 0.5).clamp(0, 1)
+        # (a row whose lids are open draws nothing, whatever the other rows of the batch do)
+        cover = ((upper - y) / aa + 0.5).clamp(0, 1) * (k / 0.04).clamp(0, 1) + \
+            ((y - lower) / aa + 0.5).clamp(0, 1) * (T(k_low) / 0.04).clamp(0, 1)
         cover = cover.clamp(0, 1) * ((bottom + aa - y) / aa).clamp(0, 1) * ((y - top + aa) / aa).clamp(0, 1) * in_x
         lash_w = max(0.9, 0.1 * float(eye.radii[1]) * 2)
         lash = (1.0 - ((y - upper).abs() / (lash_w / 2))).clamp(0, 1) * in_x * (k * 4).clamp(0, 1)
@@ -706,7 +732,7 @@ class FaceAnimator:
         teeth = ((T(-1.0 + 2.0 * p["teeth"]) - v) / px + 0.5).clamp(0, 1) * (1.0 - u.abs() * 0.6).clamp(0, 1)
         tongue_q = (u / 0.6) ** 2 + ((v - 0.85) / 0.45) ** 2
         tongue = ((1.0 - tongue_q) / 0.2).clamp(0, 1) * T(np.clip(1.0 - p["teeth"] * 1.2, 0, 1))
-        edge = ((d - 0.72) / 0.28).clamp(0, 1)                              # lip edge ring
+        edge = ((d - 0.82) / 0.18).clamp(0, 1)                              # lip edge ring
         dark = torch.tensor([0.20, 0.06, 0.08], device=dev)[None, :, None, None]
         teeth_c = torch.tensor([0.93, 0.91, 0.87], device=dev)[None, :, None, None]
         tongue_c = torch.tensor([0.72, 0.32, 0.36], device=dev)[None, :, None, None]
@@ -714,7 +740,8 @@ class FaceAnimator:
         shade = (1.0 - 0.4 * (1.0 - v.abs()).clamp(0, 1))[:, None]           # darker deep inside
         col = dark * shade
         col = col * (1 - tongue[:, None]) + tongue_c * tongue[:, None]
-        col = col * (1 - teeth[:, None]) + teeth_c * teeth[:, None]
+        teeth_shade = 1.0 - 0.12 * (u * u)[:, None]                          # the side teeth are in shadow
+        col = col * (1 - teeth[:, None]) + teeth_c * teeth_shade * teeth[:, None]
         col = col * (1 - 0.6 * edge[:, None]) + lip_c * 0.6 * edge[:, None]
         dst = out[:, :, cy0:cy1, cx0:cx1]
         a = dst[:, 3:4]
