@@ -405,7 +405,8 @@ def test_emotions_add_their_marks_at_the_face(photos, drawings):
             changed = np.abs(frames[n].astype(np.float32) - frames["neutral"]).sum(-1) > 30
             assert changed.sum() > 0.02 * r * r, (s.name, n)
             assert np.percentile(dist[changed], 95) < 1.9, (s.name, n)   # at the face, scaled to the head
-        new = lambda n, rgb: _colour_mask(frames[n], rgb) & ~_colour_mask(frames["neutral"], rgb)  # noqa: E731
+        def new(n: str, rgb: tuple[int, int, int], frames: dict = frames) -> np.ndarray:
+            return _colour_mask(frames[n], rgb) & ~_colour_mask(frames["neutral"], rgb)
         assert new("happy", (255, 215, 40)).sum() > 0.01 * r * r or s.fa.overlay_box is None, s.name   # sparkles
         assert new("excited", (255, 215, 40)).sum() > new("happy", (255, 215, 40)).sum(), s.name
         tears = new("sad", (100, 180, 255))
@@ -414,8 +415,9 @@ def test_emotions_add_their_marks_at_the_face(photos, drawings):
         assert np.median(ys[tears]) > eye_y, s.name                   # tears run below the eyes
         mark = new("angry", (225, 20, 25))
         assert mark.sum() > 0.003 * r * r, s.name
-        blush = lambda n: (frames[n][..., 0].astype(int) - frames["neutral"][..., 0] > 10) & \
-            (frames[n][..., 1].astype(int) < frames["neutral"][..., 1])                # noqa: E731
+        def blush(n: str, frames: dict = frames) -> np.ndarray:
+            return (frames[n][..., 0].astype(int) - frames["neutral"][..., 0] > 10) & \
+                (frames[n][..., 1].astype(int) < frames["neutral"][..., 1])
         assert blush("shy").sum() > blush("happy").sum() > 0.02 * r * r, s.name
         assert new("surprised", (120, 200, 255)).sum() > 0, s.name   # sweat drop
 
