@@ -36,7 +36,9 @@ class Cutout:
 
 
 class NoFigureError(UserError):
-    """Nothing that looks like a character was found: the user places the rig by hand."""
+    """Nothing that looks like a character was found: the user places the rig by hand (the
+    studio's rig editor imports it with `manual=True`)."""
+    http_status = 422
 
 
 def _odd(n: float, lo: int = 15) -> int:
@@ -126,6 +128,12 @@ def choose_method(rgba: np.ndarray, has_alpha: bool) -> str:
     if has_alpha and (alpha < 250).mean() > 0.01:
         return "alpha"
     return "photo" if border_ink_share(rgba[..., :3]) > PHOTO_BORDER_INK else "paper"
+
+
+def whole_picture(rgba: np.ndarray, has_alpha: bool) -> Cutout:
+    """The picture as it is (its own alpha, else all of it): for a rig placed by hand."""
+    alpha = rgba[..., 3].astype(np.float32) / 255.0 if has_alpha else np.ones(rgba.shape[:2], np.float32)
+    return Cutout(method="manual", alpha=alpha, mask=alpha >= 0.5)
 
 
 def cut_out(rgba: np.ndarray, has_alpha: bool, method: str = "auto", where: str = "picture") -> Cutout:

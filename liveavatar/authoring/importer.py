@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from liveavatar.authoring.cutout import cut_out
+from liveavatar.authoring.cutout import Cutout, NoFigureError, cut_out, largest_shape, whole_picture
 from liveavatar.authoring.reading import Layer, Picture, one_line, read_picture
-from liveavatar.authoring.rig import Rig, auto_rig
+from liveavatar.authoring.rig import Rig, auto_rig, default_rig
 from liveavatar.errors import UserError
 from liveavatar.generation.mesh import pack
 
@@ -36,8 +36,8 @@ _MARGIN = 0.03
 class ImportResult:
     folder: Path
     manifest: pack.MeshManifest
-    method: str          # cut-out: alpha | paper | photo | psd
-    joints_by: str       # pose | silhouette
+    method: str          # cut-out: alpha | paper | photo | psd | manual (no figure found: the whole picture)
+    joints_by: str       # pose | silhouette | manual (a standing figure's rig, to be placed by hand)
     seconds: float
 
 
@@ -130,9 +130,11 @@ def check_new_name(name: str, root: Path, replace: bool = False) -> None:
 
 def import_character(src: Path | str, name: str, dest_root: Path | None = None, *, display_name: str = "",
                      licence: str = DEFAULT_LICENCE, author: str = "", method: str = "auto",
-                     replace: bool = False, use_pose: bool = True) -> ImportResult:
+                     replace: bool = False, use_pose: bool = True, manual: bool = False) -> ImportResult:
     """Import picture `src` as character `name` into `dest_root` (default:
-    paths.user_characters_dir()). UserError (one line) on any bad input; nothing is left behind."""
+    paths.user_characters_dir()). UserError (one line) on any bad input; nothing is left behind.
+    `manual`: where no figure is found, keep the whole picture (its alpha) and start from a standing
+    figure's rig for the user to place in the rig editor."""
     from liveavatar.paths import user_characters_dir
     t0 = time.perf_counter()
     root = Path(dest_root) if dest_root is not None else user_characters_dir()
@@ -140,18 +142,24 @@ def import_character(src: Path | str, name: str, dest_root: Path | None = None, 
     src = Path(src)
     pic = _downscale(read_picture(src))
     where = one_line(src)
-    if pic.layers:
-        alpha = pic.rgba[..., 3].astype(np.float32) / 255.0
-        from liveavatar.authoring.cutout import Cutout, largest_shape
-        cut = Cutout(method="psd", alpha=alpha, mask=largest_shape(pic.rgba[..., 3] >= 128))
-        if cut.mask.sum() < 64:
-            from liveavatar.authoring.cutout import NoFigureError
-            raise NoFigureError(f"{where}: no figure found in the PSD's layers; open it in the studio's "
-                                "rig editor (New character) and place the rig by hand")
-    else:
-        cut = cut_out(pic.rgba, pic.has_alpha, method, where=where)
     rgb = np.ascontiguousarray(pic.rgba[..., :3])
-    rig = auto_rig(rgb, cut.mask, use_pose=use_pose, photo=cut.method == "photo")
+    try:
+        if pic.layers:
+            alpha = pic.rgba[..., 3].astype(np.float32) / 255.0
+            cut = Cutout(method="psd", alpha=alpha, mask=largest_shape(pic.rgba[..., 3] >= 128))
+            if cut.mask.sum() < 64:
+                raise NoFigureError(f"{where}: no figure found in the PSD's layers; open it in the studio's "
+                                    "rig editor (New character) and place the rig by hand")
+        else:
+            cut = cut_out(pic.rgba, pic.has_alpha, method, where=where)
+        rig = auto_rig(rgb, cut.mask, use_pose=use_pose, photo=cut.method == "photo")
+    except NoFigureError:
+        if not manual:
+            raise
+        cut = whole_picture(pic.rgba, pic.has_alpha or bool(pic.layers))
+        if int(cut.mask.sum()) < 64:
+            raise UserError(f"{where}: nothing visible to import") from None
+        rig = default_rig(rgb, cut.mask)
     x0, y0, x1, y1 = _crop_box(cut.alpha, rig.joints)
     canvas = (x1 - x0, y1 - y0)
     art: list[tuple[str, np.ndarray, dict[str, Any]]] = []

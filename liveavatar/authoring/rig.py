@@ -438,6 +438,29 @@ def silhouette_rig_joints(mask: np.ndarray) -> tuple[JointMap, str, tuple[float,
 
 # ---------------------------------------------------------------------------------------------
 
+#: A standing figure's proportions (fractions of the figure's box): where a rig placed by hand starts.
+_DEFAULT = {"head": (0.5, 0.13), "shoulders": (0.5, 0.3), "shoulder_l": (0.62, 0.3), "shoulder_r": (0.38, 0.3),
+            "elbow_l": (0.72, 0.43), "elbow_r": (0.28, 0.43), "wrist_l": (0.78, 0.56), "wrist_r": (0.22, 0.56),
+            "hips": (0.5, 0.55), "hip_l": (0.58, 0.55), "hip_r": (0.42, 0.55), "knee_l": (0.6, 0.75),
+            "knee_r": (0.4, 0.75), "ankle_l": (0.6, 0.95), "ankle_r": (0.4, 0.95)}
+
+
+def default_rig(rgb: np.ndarray, mask: np.ndarray) -> Rig:
+    """A standing figure's rig over the mask's box, for the user to drag into place."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        h, w = mask.shape
+        x0, y0, bw, bh = 0.0, 0.0, float(w), float(h)
+    else:
+        x0, y0 = float(xs.min()), float(ys.min())
+        bw, bh = float(xs.max() - x0 + 1), float(ys.max() - y0 + 1)
+    joints: JointMap = {n: (x0 + fx * bw, y0 + fy * bh, True) for n, (fx, fy) in _DEFAULT.items()}
+    head = (joints["head"][0], joints["head"][1])
+    face = estimate_face(rgb, mask, head, 0.1 * bh)
+    face.detected_by = "user"
+    return Rig(joints=joints, framing="full", face=face, joints_by="manual")
+
+
 def auto_rig(rgb: np.ndarray, mask: np.ndarray, use_pose: bool = True, photo: bool = False) -> Rig:
     """Joints, framing and face of the cut-out figure (`mask`) in `rgb` (picture pixels). On a
     drawing (`photo` False) a pose must span half the figure's height to be believed: MediaPipe

@@ -1,7 +1,9 @@
 """Character routes for the studio's "New character" flow and rig editor.
 
     GET  /api/characters                 every character (name, kind, shipped, editable)
-    POST /api/characters                 multipart: name, picture (+ display_name): import it
+    POST /api/characters                 multipart: name, picture (+ display_name, licence, author):
+                                         import it; 422 when no figure is found, and with
+                                         manual=1 the whole picture with a rig to place by hand
     GET  /api/characters/{name}/rig      the pack's character.json (canvas, joints, face, ...)
     PUT  /api/characters/{name}/rig      {joints, face[, framing, display_name]}: validated by the pack
                                          schema, saved atomically; the generator re-prepares it
@@ -142,7 +144,7 @@ class _Routes:
                     suffix = re.sub(r"[^a-z0-9.]", "", Path(part.filename or "picture").suffix.lower())[:8]
                     picture = tmpdir / f"upload{suffix}"
                     await self._save_part(part, picture)
-                elif part.name in ("name", "display_name", "licence", "author"):
+                elif part.name in ("name", "display_name", "licence", "author", "manual"):
                     raw = await part.read(decode=True)
                     if len(raw) > 1024:
                         raise UserError(f"field {part.name!r} is too long (at most 1024 bytes)")
@@ -159,7 +161,8 @@ class _Routes:
             def run_import() -> Any:
                 return import_character(src, fields["name"], display_name=fields.get("display_name", ""),
                                         licence=fields.get("licence") or DEFAULT_LICENCE,
-                                        author=fields.get("author", ""))
+                                        author=fields.get("author", ""),
+                                        manual=fields.get("manual", "") in ("1", "true", "yes"))
             res = await self._run(request, run_import)
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)

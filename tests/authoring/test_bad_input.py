@@ -98,7 +98,7 @@ def test_one_flat_colour_is_empty(tmp_path: Path, data_dir: Path) -> None:
     _nothing_written(data_dir)
 
 
-def test_no_figure_says_to_open_the_rig_editor(tmp_path: Path, data_dir: Path) -> None:
+def blank_paper(path: Path) -> Path:
     """Blank paper with its grain (the paper of a real drawing, the figure painted over)."""
     from tests.authoring.conftest import drawing_mask, drawing_rgba
     rgba = drawing_rgba("char2").copy()
@@ -107,11 +107,26 @@ def test_no_figure_says_to_open_the_rig_editor(tmp_path: Path, data_dir: Path) -
     rng = np.random.default_rng(0)
     noise = rng.integers(-3, 4, size=rgba.shape[:2] + (3,))
     rgba[..., :3] = np.where(paper[..., None], rgba[..., :3], np.clip(fill.astype(int) + noise, 0, 255))
-    p = write_png(tmp_path / "blank.png", rgba)
+    return write_png(path, rgba)
+
+
+def test_no_figure_says_to_open_the_rig_editor(tmp_path: Path, data_dir: Path) -> None:
     with pytest.raises(NoFigureError) as e:
-        import_character(p, "mia")
+        import_character(blank_paper(tmp_path / "blank.png"), "mia")
     assert "rig editor" in _one_line_error(e)
+    assert e.value.http_status == 422
     _nothing_written(data_dir)
+
+
+def test_no_figure_placed_by_hand_gets_a_standing_rig(tmp_path: Path, data_dir: Path) -> None:
+    """What the rig editor's "Place the rig by hand" asks for: the whole picture, a default rig."""
+    from liveavatar.generation.mesh import pack
+    res = import_character(blank_paper(tmp_path / "blank.png"), "mia", manual=True)
+    assert res.method == "manual" and res.joints_by == "manual"
+    m = pack.load(res.folder).manifest
+    assert m.framing == "full" and m.face.detected_by == "user"
+    w, h = m.canvas
+    assert all(0 <= j.x <= w and 0 <= j.y <= h for j in m.joints.values())
 
 
 def test_30000_square_refused_before_decoding(giant: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -137,3 +137,14 @@ def test_page_has_the_editor(server) -> None:
     status, js = http(server.url + "/static/rig-editor.js")
     js = js.decode() if isinstance(js, bytes) else js
     assert status == 200 and "New character" in js
+
+
+def test_no_figure_is_422_then_placed_by_hand(server, tmp_path) -> None:
+    from tests.authoring.test_bad_input import blank_paper
+    data = blank_paper(tmp_path / "blank.png").read_bytes()
+    err = one_line_error(*upload(server, "blank", data), 422)
+    assert "rig editor" in err
+    body, headers = multipart({"name": "blank", "manual": "1"}, {"picture": ("blank.png", data)})
+    status, res = http(server.url + "/api/characters", "POST", body, headers=headers)
+    assert status == 201, res
+    assert res["joints_by"] == "manual" and (server.chars / "blank" / "character.json").is_file()

@@ -25,6 +25,7 @@
       <label>Picture <input type="file" id="rig-file" accept="image/png,image/webp,image/jpeg,.psd"></label>
       <label>Name <input id="rig-name" placeholder="mia" pattern="[a-z0-9][a-z0-9_\\-]{0,63}" size="12"></label>
       <button type="button" id="rig-upload">Import</button>
+      <button type="button" id="rig-manual" hidden>Place the rig by hand</button>
       <label>or edit <select id="rig-existing"><option value="">-</option></select></label>
       <button type="submit" id="rig-close">Close</button>
     </form>
@@ -74,23 +75,29 @@
     draw();
   }
 
-  $("rig-upload").onclick = async () => {
+  async function upload(manual) {
     const file = $("rig-file").files[0], name = $("rig-name").value.trim();
     if (!file) return status("choose a picture first", true);
     if (!name) return status("give the character a name (a-z 0-9 _ -)", true);
     const form = new FormData();
     form.append("name", name);
+    if (manual) form.append("manual", "1");
     form.append("picture", file, file.name);
-    E.busy = true; E.error = null;
+    E.busy = true; E.error = null; $("rig-manual").hidden = true;
     status("importing " + file.name + " ...");
     try {
-      const res = await call("/api/characters", { method: "POST", body: form });
+      const r = await fetch("/api/characters", { method: "POST", body: form, headers: headers() });
+      const res = await r.json().catch(() => ({}));
+      if (r.status === 422) $("rig-manual").hidden = false;      // no figure found: place it by hand
+      if (!r.ok) throw new Error(res.error || ("HTTP " + r.status));
       await load(res.name, res.rig);
       status(`imported ${res.name}: ${res.method} cut-out, joints by ${res.joints_by}, face by ` +
              `${res.rig.face.detected_by} (${res.seconds} s). Drag to fix, then save.`);
     } catch (e) { E.error = e.message; status(e.message, true); }
     E.busy = false;
-  };
+  }
+  $("rig-upload").onclick = () => upload(false);
+  $("rig-manual").onclick = () => upload(true);
   $("rig-existing").onchange = (e) => { if (e.target.value) load(e.target.value).catch((err) => status(err.message, true)); };
 
   // ---- drawing ---------------------------------------------------------------------------------
