@@ -145,9 +145,11 @@ class _Routes:
                     picture = tmpdir / f"upload{suffix}"
                     await self._save_part(part, picture)
                 elif part.name in ("name", "display_name", "licence", "author", "manual"):
-                    raw = await part.read(decode=True)
-                    if len(raw) > 1024:
-                        raise UserError(f"field {part.name!r} is too long (at most 1024 bytes)")
+                    raw = b""
+                    while chunk := await part.read_chunk(1024):
+                        raw += chunk
+                        if len(raw) > 1024:   # read no further: a text field is short
+                            raise UserError(f"field {part.name!r} is too long (at most 1024 bytes)")
                     fields[part.name] = raw.decode("utf-8", errors="replace").strip()
                 else:
                     raise UserError(f"unknown form field {_one_line(part.name)!r}; send name and picture")

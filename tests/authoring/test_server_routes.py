@@ -148,3 +148,9 @@ def test_no_figure_is_422_then_placed_by_hand(server, tmp_path) -> None:
     status, res = http(server.url + "/api/characters", "POST", body, headers=headers)
     assert status == 201, res
     assert res["joints_by"] == "manual" and (server.chars / "blank" / "character.json").is_file()
+
+
+def test_long_text_field_refused(server) -> None:
+    body, headers = multipart({"name": "x" * 100_000}, {"picture": ("a.png", b"x")})
+    err = one_line_error(*http(server.url + "/api/characters", "POST", body, headers=headers), 400)
+    assert "too long" in err
