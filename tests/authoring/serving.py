@@ -1,20 +1,10 @@
-"""A real service whose generator is the mesh generator (it renders imported characters), with a
-fresh user data folder for imports."""
+"""A fresh user data folder for imported characters, for tests that run a service."""
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-
-def mesh_generator(size: int) -> Any:
-    from liveavatar.generation.mesh import MeshGenerator
-    gen = MeshGenerator(device="cpu", size=size)
-    gen.load()
-    gen.warmup()
-    return gen
 
 
 @contextmanager

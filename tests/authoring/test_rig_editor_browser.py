@@ -9,7 +9,7 @@ import pytest
 
 from liveavatar.server.config import ServerConfig
 from tests.authoring.conftest import DRAWINGS
-from tests.authoring.serving import mesh_generator, user_data
+from tests.authoring.serving import user_data
 from tests.server.conftest import ServerThread, free_port, http, wait_until
 from tests.server.fakes import fake_perception_stages
 
@@ -26,7 +26,6 @@ def studio(tmp_path_factory: pytest.TempPathFactory):
     with user_data(tmp / "data") as chars:
         cfg = ServerConfig(port=free_port(), size=128, demo=False)
         stages = fake_perception_stages(cfg)      # the editor needs no tracking
-        stages.generator = lambda: mesh_generator(cfg.size)
         server = ServerThread(cfg, stages).start()
         try:
             y4m = make_y4m(media_path("astronaut_talk.mp4"), tmp / "camera.y4m")

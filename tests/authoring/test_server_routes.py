@@ -1,4 +1,4 @@
-"""The studio's character routes against a real service (real mesh generator and conditioner;
+"""The studio's character routes against a real service (the default generator, auto, and a real conditioner;
 perception is a stand-in: no camera here): upload, rig GET/PUT, art, and the 4xx cases."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from liveavatar.server.config import ServerConfig
 from tests.authoring.conftest import DRAWINGS
-from tests.authoring.serving import mesh_generator, user_data
+from tests.authoring.serving import user_data
 from tests.server.conftest import ServerThread, free_port, http, wait_until
 from tests.server.fakes import fake_perception_stages
 
@@ -21,7 +21,6 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     with user_data(tmp_path_factory.mktemp("data")) as chars:
         cfg = ServerConfig(port=free_port(), size=128, demo=False)
         stages = fake_perception_stages(cfg)
-        stages.generator = lambda: mesh_generator(cfg.size)
         srv = ServerThread(cfg, stages).start()
         srv.chars = chars
         yield srv
@@ -77,7 +76,8 @@ def test_upload_a_drawing_then_edit_its_rig(server) -> None:
     assert saved["face"]["detected_by"] == "user"
     assert res["reloaded"] is True
     # The generator re-prepared it: its loaded copy has the new elbow.
-    gen = server.engine.generator
+    gen = server.engine.generator          # auto (the default) hands imported characters to mesh
+    gen = getattr(gen, "_subs", {}).get("mesh", gen)
     wait_until(lambda: gen._chars["kid"].manifest.joints["elbow_l"].x == pytest.approx(saved["joints"]["elbow_l"]["x"]),
                10, what="the generator to reload the edited rig")
 

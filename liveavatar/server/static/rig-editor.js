@@ -223,7 +223,7 @@
     const live = list.characters.filter((c) => c.live).map((c) => c.name);
     if (!live.includes(name)) {
       status(`${name} saved; the running generator does not render imported characters ` +
-             "(start the service with --generator mesh)", true);
+             "(start the service with the default --generator auto, or mesh)", true);
       return;
     }
     const keep = sel.value;
