@@ -5,7 +5,8 @@ batches all sessions: rows are grouped per sub-generator (each batches its group
 from __future__ import annotations
 
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -216,7 +217,7 @@ class MeshGenerator:
         if m.framing == "upper":
             k = min(UPPER_HEIGHT * S / fh, MAX_WIDTH * S / fw)
             offset = np.array([S / 2 - k * (x0 + x1) / 2, S - k * y1], np.float32)
-            body_height = fh * 2.0      # a bust is about half a body
+            body_height = fh            # root offsets count in the figure as drawn
         else:
             k = min(FULL_HEIGHT * S / fh, MAX_WIDTH * S / fw)
             offset = np.array([S / 2 - k * (x0 + x1) / 2, 0.545 * S - k * (y0 + y1) / 2], np.float32)
@@ -242,9 +243,8 @@ class MeshGenerator:
         anim = None
         overlay_wh = (0, 0)
         textures = []
-        for li, rgba in enumerate(p.layers):
-            t = self._texture(rgba, cx0, cy0, cw, ch, tw, th)
-            textures.append(t)
+        for rgba in p.layers:
+            textures.append(self._texture(rgba, cx0, cy0, cw, ch, tw, th))
         if _face is not None and face_src is not None and m.face.present:
             try:
                 anim = _face.FaceAnimator(textures[face_src].numpy(), m.face, self._dev,
@@ -313,7 +313,8 @@ class MeshGenerator:
             return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(dev)
 
         return _Char(
-            name=m.name, folder=p.folder, mtime=_mtime(p.folder), manifest=m, rig=r, k=k, offset=offset, body_height=body_height, art_rest=art_rest,
+            name=m.name, folder=p.folder, mtime=_mtime(p.folder), manifest=m, rig=r, k=k, offset=offset,
+            body_height=body_height, art_rest=art_rest,
             tex=atlas.to(dev), uv0=T(uv[tris[:, 0]]), duv1=T(uv[tris[:, 1]] - uv[tris[:, 0]]),
             duv2=T(uv[tris[:, 2]] - uv[tris[:, 0]]),
             rest=torch.from_numpy(verts.astype(np.float32)).to(dev),
@@ -383,7 +384,8 @@ class MeshGenerator:
         idle[:, motion.YAW:motion.ROLL + 1] += g["head"]
         pres = g["present"]
         ch = motion.blend(idle, live, pres)
-        ch[:, motion.N_BONES:] = idle[:, motion.N_BONES:] + (live[:, motion.N_BONES:] - idle[:, motion.N_BONES:]) * pres[:, None]
+        nb = motion.N_BONES
+        ch[:, nb:] = idle[:, nb:] + (live[:, nb:] - idle[:, nb:]) * pres[:, None]
         clip = motion.clip_channels(g["action"], g["phase"])
         drawn = c.art_rest - REST_BONE_ANGLES
         still = ~_ANIMATED[g["action"]][:, :motion.N_BONES]
@@ -408,7 +410,9 @@ class MeshGenerator:
         for b in LIMBS:
             ang[:, BI[b]] = ch[:, LIMB_CH[b]]
         delta = ang - ra[None]
-        delta[:, BI["root"]] = 0.0
+        # The pelvis follows half the spine's lean (about the hips): the bend is shared by the
+        # waist and the hips instead of folding one of them.
+        delta[:, BI["root"]] = 0.5 * delta[:, BI["spine"]]
         # A fifth of rig2d's bow compression: a mesh torso squashed by 30 % folds against the pelvis
         # (the bow still reads from the head dipping and the body lowering).
         spine_scale = 1.0 - 0.2 * (1.0 - np.clip(ch[:, motion.SPINE_SCALE], 0.3, 1.5))
@@ -423,7 +427,8 @@ class MeshGenerator:
         pitch = np.clip(ch[:, motion.PITCH], -0.8, 0.8)
         uh = np.array([math.sin(ra[BI["head"]]), math.cos(ra[BI["head"]])], np.float32)
         Puu = np.outer(uh, uh)[None]
-        Sh = (1.0 - 0.08 * np.abs(pitch))[:, None, None] * Puu + (1.0 - 0.08 * np.abs(yaw))[:, None, None] * (np.eye(2)[None] - Puu)
+        Sh = ((1.0 - 0.08 * np.abs(pitch))[:, None, None] * Puu
+              + (1.0 - 0.08 * np.abs(yaw))[:, None, None] * (np.eye(2)[None] - Puu))
         M[:, BI["head"]] = R[:, BI["head"]] @ Sh.astype(np.float32)
 
         def d(a: np.ndarray) -> np.ndarray:
@@ -433,12 +438,13 @@ class MeshGenerator:
         P[:, BI["spine"]] = hips
         shoulders = hips + (rl[BI["spine"]] * spine_scale)[:, None] * d(ang[:, BI["spine"]])
         rot_spine = M[:, BI["spine"]]
-        P[:, BI["head"]] = shoulders + np.einsum("nij,j->ni", rot_spine, rs[BI["head"]] - rs[BI["spine"]] - rl[BI["spine"]] * u)
+        rest_shoulders = rs[BI["spine"]] + rl[BI["spine"]] * u
+        P[:, BI["head"]] = shoulders + np.einsum("nij,j->ni", rot_spine, rs[BI["head"]] - rest_shoulders)
         P[:, BI["head"], 1] += (0.12 * rl[BI["head"]] * pitch).astype(np.float32)   # the head dips as it nods
         for side in "lr":
             ua, la = BI[f"upper_arm_{side}"], BI[f"lower_arm_{side}"]
             if r.bone_present[ua]:
-                P[:, ua] = shoulders + np.einsum("nij,j->ni", rot_spine, rs[ua] - rs[BI["spine"]] - rl[BI["spine"]] * u)
+                P[:, ua] = shoulders + np.einsum("nij,j->ni", rot_spine, rs[ua] - rest_shoulders)
                 P[:, la] = P[:, ua] + rl[ua] * d(ang[:, ua])
             ul, ll = BI[f"upper_leg_{side}"], BI[f"lower_leg_{side}"]
             if r.bone_present[ul]:
@@ -609,7 +615,8 @@ class MeshGenerator:
         Ux = B1[..., None] * d1 + B2[..., None] * d2
         Uy = C1[..., None] * d1 + C2[..., None] * d2
         U0, Ux, Uy = U0.view(-1, 2)[bt], Ux.view(-1, 2)[bt], Uy.view(-1, 2)[bt]
-        uv = torch.addcmul(torch.addcmul(U0, Ux, (px.to(U0.dtype) + 0.5)[:, None]), Uy, (py.to(U0.dtype) + 0.5)[:, None])
+        fx, fy = (px.to(U0.dtype) + 0.5)[:, None], (py.to(U0.dtype) + 0.5)[:, None]
+        uv = torch.addcmul(torch.addcmul(U0, Ux, fx), Uy, fy)
         if tex.shape[0] > 1:                                  # per-session textures stacked in y
             uv[:, 1] = (uv[:, 1] + 1.0 + 2.0 * b.to(uv.dtype)) / tex.shape[0] - 1.0
             src = tex.permute(1, 0, 2, 3).reshape(1, 4, -1, tex.shape[3])

@@ -55,6 +55,8 @@ MAX_INFLUENCES = 3
 ARM_WEIGHT = 0.3
 OVERLAP = 0.12
 BODY_KEEPS = 0.5
+#: Neighbour-averaging passes over the weights: wider blends at joints fold fewer triangles.
+SMOOTHING = 40
 
 
 @dataclass
@@ -147,7 +149,7 @@ def _contour_mesh(mask: np.ndarray, edge: float) -> tuple[np.ndarray, np.ndarray
         # Resample so boundary edges are at most `edge` long (Triangle splits segments anyway,
         # but long straight runs would give needle triangles with 'q' alone).
         pts = []
-        for a, b in zip(poly, np.roll(poly, -1, 0)):
+        for a, b in zip(poly, np.roll(poly, -1, 0), strict=False):
             k = max(1, int(np.ceil(np.hypot(*(b - a)) / edge)))
             pts.extend(a + (b - a) * (t / k) for t in range(k))
         pts_a = np.asarray(pts)
@@ -238,7 +240,7 @@ def build(m: MeshManifest, alphas: list[np.ndarray], split_arms: bool = True) ->
     all_l: list[np.ndarray] = []
     layers: list[Layer] = []
     n0 = 0
-    for li, (spec, alpha) in enumerate(zip(m.layers, alphas)):
+    for li, (spec, alpha) in enumerate(zip(m.layers, alphas, strict=False)):
         # The mesh reaches 2 px past the visible alpha, so the texture's own alpha makes the edge.
         mask = cv2.dilate((alpha >= ALPHA_MIN).astype(np.uint8), kernel)
         v, tris = _contour_mesh(mask, edge)
@@ -260,7 +262,7 @@ def build(m: MeshManifest, alphas: list[np.ndarray], split_arms: bool = True) ->
         vl = np.full(len(v), li, np.int32)
         parts = _split(w, v, tris, m, mask) if split_arms and spec.part == "body" else [("", tris, None)]
         for suffix, t, keep in parts:
-            wl = w if keep is None else _restrict(d, keep)
+            wl = _smooth(w if keep is None else _restrict(d, keep), t, SMOOTHING)
             if suffix and len(t) == 0:
                 continue
             if suffix:   # arm triangles get their own copy of the vertices (drawn as another layer)
@@ -362,7 +364,7 @@ def _split(w: np.ndarray, v: np.ndarray, tris: np.ndarray, m: MeshManifest, mask
 def _thickness(dist: np.ndarray, *joints: np.ndarray | None) -> float:
     """Half-thickness of a limb: the median inscribed radius of the shape along its bones."""
     vals = []
-    for a, b in zip(joints[:-1], joints[1:]):
+    for a, b in zip(joints[:-1], joints[1:], strict=False):
         if a is None or b is None:
             continue
         for t in np.linspace(0.2, 0.8, 7):
@@ -371,3 +373,22 @@ def _thickness(dist: np.ndarray, *joints: np.ndarray | None) -> float:
             if 0 <= yi < dist.shape[0] and 0 <= xi < dist.shape[1] and dist[yi, xi] > 0:
                 vals.append(float(dist[yi, xi]))
     return float(np.median(vals)) if vals else 10.0
+
+
+def _smooth(w: np.ndarray, tris: np.ndarray, passes: int) -> np.ndarray:
+    """Average each vertex's weights with its mesh neighbours' (`passes` times), renormalised:
+    a sharp change of weight between neighbours is what folds a triangle when bones turn apart."""
+    if passes <= 0 or len(tris) == 0:
+        return w
+    n = len(w)
+    e = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
+    adj = coo_matrix((np.ones(2 * len(e)), (np.concatenate([e[:, 0], e[:, 1]]), np.concatenate([e[:, 1], e[:, 0]]))),
+                     shape=(n, n)).tocsr()
+    deg = np.asarray(adj.sum(1)).reshape(-1, 1)
+    used = deg[:, 0] > 0
+    out = w.astype(np.float64)
+    for _ in range(passes):
+        nb = adj @ out / np.maximum(deg, 1)
+        out = np.where(used[:, None], 0.5 * out + 0.5 * nb, out)
+    out[out < 0.005] = 0.0
+    return (out / np.maximum(out.sum(1, keepdims=True), 1e-12)).astype(np.float32)
