@@ -154,8 +154,10 @@ def cut_out(rgba: np.ndarray, has_alpha: bool, method: str = "auto", where: str 
         alpha = alpha8.astype(np.float32) / 255.0
         mask = largest_shape(alpha8 >= 128)
     elif method == "paper":
+        import cv2
         mask = paper_mask(rgb)
-        alpha = mask.astype(np.float32)
+        # A pixel-wide soft edge instead of the mask's stair steps (the figure's outline is ink).
+        alpha = np.clip(cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 0.8) * 2 - 0.5, 0, 1)
     else:
         alpha, mask = photo_cutout(rgb)
     h, w = mask.shape
