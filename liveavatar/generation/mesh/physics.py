@@ -200,18 +200,24 @@ def _auto_skirt(vertices: np.ndarray, joints: Mapping[str, Any], free: np.ndarra
     knee_y = 0.5 * (kl[1] + kr[1])
     if knee_y <= hips[1] + 4 or hip_w < 2:
         return None
-    rows = np.linspace(hips[1], knee_y, 9)
+    # the mesh's vertex spacing sets how finely the silhouette can be read
+    from scipy.spatial import cKDTree  # type: ignore[import-untyped]
+    spacing = float(np.median(cKDTree(vertices).query(vertices, k=2)[0][:, 1])) if len(vertices) > 2 else 1.0
+    n_bands = int(np.clip((knee_y - hips[1]) / max(2.0 * spacing, 1.0), 3, 8))
+    rows = np.linspace(hips[1], knee_y, n_bands + 1)
     wide_until = None
     for y0, y1 in zip(rows[:-1], rows[1:], strict=True):
         band = (vertices[:, 1] >= y0) & (vertices[:, 1] < y1)
-        if band.sum() < 3:
+        if band.sum() < 2:
             break
         span = float(np.ptp(vertices[band, 0]))
-        if span > 1.5 * hip_w + 0.1 * (knee_y - hips[1]):
+        # a skirt is one piece: the silhouette is wide AND filled between the legs
+        middle = np.abs(vertices[band, 0] - hips[0]) < max(0.12 * hip_w, 0.75 * spacing)
+        if span > 1.5 * hip_w + 0.1 * (knee_y - hips[1]) and middle.any():
             wide_until = y1
         elif wide_until is not None:
             break
-    if wide_until is None or wide_until < hips[1] + 0.3 * (knee_y - hips[1]):
+    if wide_until is None or wide_until < hips[1] + 0.45 * (knee_y - hips[1]):   # covers half the thigh
         return None
     sel = free & (vertices[:, 1] > hips[1]) & (vertices[:, 1] < wide_until) & \
         (np.abs(vertices[:, 0] - hips[0]) < 2.5 * hip_w + (knee_y - hips[1]))
