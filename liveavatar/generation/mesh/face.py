@@ -211,8 +211,8 @@ class FaceAnimator:
         self.skin = skin
 
         # ---- eyes: iris separation + inpainting, lid colours
-        cw = int(math.ceil(max(b[2] for b in eyes_b.values()) * 1.6)) + 4
-        ch = int(math.ceil(max(b[3] for b in eyes_b.values()) * 2.4)) + 4
+        cw = min(int(math.ceil(max(b[2] for b in eyes_b.values()) * 1.6)) + 4, self.w)
+        ch = min(int(math.ceil(max(b[3] for b in eyes_b.values()) * 2.4)) + 4, self.h)
         base = patch.copy()
         iris_layer = np.zeros_like(patch)
         mid_x = 0.5 * (eyes_b["l"][0] + eyes_b["l"][2] / 2 + eyes_b["r"][0] + eyes_b["r"][2] / 2)
@@ -221,8 +221,10 @@ class FaceAnimator:
             b = eyes_b[side]
             c = b[:2] + b[2:] / 2
             radii = np.array([0.55 * b[2], 0.62 * b[3]]) + 0.5
-            crop = (int(round(c[0] - cw / 2)), int(round(c[1] - ch / 2)), 0, 0)
-            crop = (crop[0], crop[1], crop[0] + cw, crop[1] + ch)
+            # same-size crops for both eyes, kept inside the patch (one batched pass per frame)
+            cx0 = int(np.clip(round(c[0] - cw / 2), 0, max(self.w - cw, 0)))
+            cy0 = int(np.clip(round(c[1] - ch / 2), 0, max(self.h - ch, 0)))
+            crop = (cx0, cy0, cx0 + cw, cy0 + ch)
             found = _find_iris(rgb, alpha, c, radii)
             lid, lash = _lid_colours(rgb, alpha, c, radii, skin)
             travel = np.array([0.0, 0.0])
@@ -275,20 +277,42 @@ class FaceAnimator:
         xs = torch.arange(self.w, dtype=torch.float32, device=dev) + 0.5
         self._ident = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)   # (h, w, 2) px
         self._norm = torch.tensor([2.0 / self.w, 2.0 / self.h], device=dev)
-        ecw, ech = cw, ch
-        self._eye_xy = torch.stack(torch.meshgrid(torch.arange(ecw, dtype=torch.float32, device=dev) + 0.5,
-                                                  torch.arange(ech, dtype=torch.float32, device=dev) + 0.5,
-                                                  indexing="xy"), -1)   # (ch, cw, 2) crop px
+        # Eye crops: patch-px grids of both crops (2, ch, cw, 2) and per-eye constants.
+        self._cw, self._ch = cw, ch
+        self._crop_xy = [(self.eyes[s].crop[0], self.eyes[s].crop[1]) for s in ("l", "r")]
+        self._eye_grid = torch.stack([self._ident[y:y + ch, x:x + cw] for x, y in self._crop_xy])
+        self._eye_centres = np.stack([self.eyes[s].centre for s in ("l", "r")]).astype(np.float64)
+        self._eye_radii = np.stack([self.eyes[s].radii for s in ("l", "r")]).astype(np.float64)
+        self._travel = np.stack([self.eyes[s].travel for s in ("l", "r")]).astype(np.float64)
+        self._iris_any = any(self.eyes[s].iris for s in ("l", "r"))
+        clip = []
+        for e, s_ in enumerate(("l", "r")):
+            eye = self.eyes[s_]
+            ex = self._eye_grid[e] - torch.tensor(eye.centre, dtype=torch.float32, device=dev)
+            reach = (eye.radii + 0.5 * eye.travel) * 1.05
+            q = (ex[..., 0] / float(reach[0])) ** 2 + (ex[..., 1] / float(reach[1])) ** 2
+            clip.append((1.0 - q).mul_(4.0).clamp_(0, 1) * float(eye.iris))   # keep the iris in the eye
+        self._iris_clip = torch.stack(clip)[:, None]                               # (2, 1, ch, cw)
+        self._lid_rx = torch.tensor(self._eye_radii[:, 0] * 1.08, dtype=torch.float32, device=dev)[:, None, None]
+        self._inner_sign = torch.tensor([self.eyes[s].inner_sign for s in ("l", "r")], dtype=torch.float32,
+                                        device=dev)[:, None, None]
+        self._lash_half = max(0.45, 0.1 * float(self._eye_radii[:, 1].mean()))
+        self._lid_rgb = [torch.tensor(self.eyes[s].lid_rgb, dtype=torch.float32, device=dev)[None, :, None, None]
+                         for s in ("l", "r")]
+        self._lash_rgb = [torch.tensor(self.eyes[s].lash_rgb, dtype=torch.float32, device=dev)[None, :, None, None]
+                          for s in ("l", "r")]
         mw_, mh_ = mouth_b[2], mouth_b[3]
         self._mouth_crop = (int(math.floor(mouth_b[0] + mw_ / 2 - 0.85 * mw_)),
                             int(math.floor(mouth_b[1] - 0.6 * mh_ - 0.1 * r)),
                             int(math.ceil(mouth_b[0] + mw_ / 2 + 0.85 * mw_)),
                             int(math.ceil(mouth_b[1] + mh_ / 2 + 0.42 * r + 0.6 * mh_)))
         mx0, my0, mx1, my1 = self._mouth_crop
-        self._mouth_xy = torch.stack(torch.meshgrid(torch.arange(mx0, mx1, dtype=torch.float32, device=dev) + 0.5,
-                                                    torch.arange(my0, my1, dtype=torch.float32, device=dev) + 0.5,
-                                                    indexing="xy"), -1)
-        self._lip_rgb = _lip_colour(rgb, alpha, mouth_b)
+        self._mouth_clip = (max(mx0, 0), max(my0, 0), min(mx1, self.w), min(my1, self.h))
+        cx0, cy0, cx1, cy1 = self._mouth_clip
+        self._mouth_xy = self._ident[cy0:max(cy1, cy0), cx0:max(cx1, cx0)]
+        lip = _lip_colour(rgb, alpha, mouth_b)
+        self._mouth_colours = torch.tensor(np.stack([[0.20, 0.06, 0.08], [0.93, 0.91, 0.87], [0.72, 0.32, 0.36], lip]),
+                                           dtype=torch.float32, device=dev)[:, None, :, None, None]
         # Opening sizes relative to the head (px).
         self.max_open = 0.30 * r
         self.max_corner = 0.07 * r
@@ -594,44 +618,31 @@ class FaceAnimator:
     def animate_params(self, p: dict[str, np.ndarray]) -> FaceFrame:
         dev = self.device
         n = len(p["jaw"])
-        T = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(dev)  # noqa: E731
         comp = self._base.expand(n, -1, -1, -1).clone()
         alpha = comp[:, 3:4]
 
-        # 1. irises shifted by the gaze, inside each eye crop
-        for side in ("l", "r"):
-            eye = self.eyes[side]
-            if not eye.iris:
-                continue
-            x0, y0, x1, y1 = eye.crop
-            cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, self.w), min(y1, self.h)
-            if cx1 <= cx0 or cy1 <= cy0:
-                continue
-            shift = T(p["gaze"] * eye.travel[None].astype(np.float32))          # (n, 2) px
-            xy = self._ident[cy0:cy1, cx0:cx1][None] - shift[:, None, None, :]
-            grid = xy * self._norm - 1.0
-            iris = F.grid_sample(self._iris.expand(n, -1, -1, -1), grid, mode="bilinear",
-                                 padding_mode="zeros", align_corners=False)
-            # keep the iris inside the eye opening (a soft ellipse)
-            ex = (self._ident[cy0:cy1, cx0:cx1] - torch.tensor(eye.centre, dtype=torch.float32, device=dev))
-            reach = (eye.radii + 0.5 * eye.travel) * 1.05
-            q = (ex[..., 0] / float(reach[0])) ** 2 + (ex[..., 1] / float(reach[1])) ** 2
-            inside = (1.0 - q).mul_(4.0).clamp_(0, 1)[None, None]
-            iris = iris * inside
-            dst = comp[:, :, cy0:cy1, cx0:cx1]
-            dst.mul_(1.0 - iris[:, 3:4]).add_(iris)
+        # 1. irises shifted by the gaze, inside both eye crops at once (one grid_sample)
+        if self._iris_any:
+            shift = p["gaze"][:, None, :] * self._travel[None]                 # (n, 2 eyes, 2) px
+            xy = self._eye_grid[None] - torch.from_numpy(shift.astype(np.float32)).to(dev)[:, :, None, None, :]
+            grid = (xy * self._norm - 1.0).view(n * 2, self._ch, self._cw, 2)
+            iris = F.grid_sample(self._iris.expand(n * 2, -1, -1, -1), grid, mode="bilinear",
+                                 padding_mode="zeros", align_corners=False).view(n, 2, 4, self._ch, self._cw)
+            iris = iris * self._iris_clip[None]
+            for e, (x0, y0) in enumerate(self._crop_xy):
+                dst = comp[:, :, y0:y0 + self._ch, x0:x0 + self._cw]
+                dst.mul_(1.0 - iris[:, e, 3:4]).add_(iris[:, e])
 
         # 2. emotion extras painted on the surface (they move with the features below)
         emo = p["emo"]
-        active = emo[:, self._inside_any].sum() > 1e-4 if self._inside_any.any() else False
-        if active:
-            ex_in = (T(emo) @ self._inside).view(n, 4, self.h, self.w)
-            a_ex = ex_in[:, 3:4]
-            comp[:, :3].mul_(1.0 - a_ex).add_(ex_in[:, :3] * alpha)
+        emo_t = torch.from_numpy(np.ascontiguousarray(emo, np.float32)).to(dev)
+        if self._inside_any.any() and emo[:, self._inside_any].sum() > 1e-4:
+            ex_in = (emo_t @ self._inside).view(n, 4, self.h, self.w)
+            comp[:, :3].mul_(1.0 - ex_in[:, 3:4]).add_(ex_in[:, :3] * alpha)
 
         # 3. feature displacement: one field per session, one grid_sample
         coef = self.coefficients(p)
-        disp = (T(coef) @ self._bases_t).view(n, self.h, self.w, 2)
+        disp = (torch.from_numpy(coef).to(dev) @ self._bases_t).view(n, self.h, self.w, 2)
         grid = (self._ident[None] - disp) * self._norm - 1.0
         out = F.grid_sample(comp, grid, mode="bilinear", padding_mode="border", align_corners=False)
         # The silhouette never moves: keep the art's alpha, re-weight the moved colour to it.
@@ -640,66 +651,60 @@ class FaceAnimator:
         out = torch.cat([moved_rgb, alpha], 1)
         key = np.einsum("nk,kpd->npd", coef, self._key_disp)             # (n, 3, 2) px
 
-        # 4. eyelids
-        for j, side in enumerate(("l", "r")):
-            self._lids(out, p, side, key[:, j])
-        # 5. mouth interior
+        # 4. eyelids (both eyes at once)  5. the mouth interior
+        self._lids(out, p, key[:, :2])
         self._mouth(out, p, key[:, 2])
 
         overlay = None
         if self._outside_any.any() and emo[:, self._outside_any].sum() > 1e-4:
-            overlay = (T(emo) @ self._outside).view(n, 4, self._oh, self._ow)
+            overlay = (emo_t @ self._outside).view(n, 4, self._oh, self._ow)
         return FaceFrame(out, overlay)
 
-    def _lids(self, out: torch.Tensor, p: dict[str, np.ndarray], side: str, moved: np.ndarray) -> None:
-        eye = self.eyes[side]
-        n = out.shape[0]
-        k_up = p[f"k_up_{side}"]
-        k_low = p[f"k_low_{side}"]
-        if float(np.max(k_up)) < 0.02 and float(np.max(k_low)) < 0.02:
+    def _lids(self, out: torch.Tensor, p: dict[str, np.ndarray], moved: np.ndarray) -> None:
+        """Eyelids over both eyes of every row: (n, 2 eyes) parameters, one pass."""
+        k_up = np.stack([p["k_up_l"], p["k_up_r"]], 1)
+        k_low = np.stack([p["k_low_l"], p["k_low_r"]], 1)
+        if float(k_up.max()) < 0.02 and float(k_low.max()) < 0.02:
             return
         dev = out.device
-        x0, y0, x1, y1 = eye.crop
-        cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, self.w), min(y1, self.h)
-        if cx1 <= cx0 or cy1 <= cy0:
-            return
-        T = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(dev)[:, None, None]  # noqa: E731
-        xy = self._ident[cy0:cy1, cx0:cx1]
-        centre = eye.centre[None] + moved                                   # (n, 2)
-        scale = 1.0 + p[f"open_{side}"]
-        rx = float(eye.radii[0]) * 1.08
-        ry = T(eye.radii[1] * 1.12 * scale)
-        u = (xy[None, ..., 0] - T(centre[:, 0])) / rx                        # (n, h, w)
-        y = xy[None, ..., 1] - T(centre[:, 1])
-        half = torch.sqrt((1.0 - u * u).clamp(min=0.0))
-        inner = (u * eye.inner_sign).clamp(0, 1)                            # 1 at the inner corner
-        outer = (-u * eye.inner_sign).clamp(0, 1)
-        k = (T(k_up) + T(p[f"slant_in_{side}"]) * inner * (T(k_up) < 0.9) + T(p[f"slant_out_{side}"]) * outer
-             * (T(k_up) < 0.9)).clamp(0, 1)
-        close = ry * (0.35 - 0.55 * T(p["arc"]) * (1.0 - u * u))           # the closed lid line
-        top, bottom = -ry * half, ry * half
+        n = out.shape[0]
+        centre = self._eye_centres[None] + moved                              # (n, 2, 2)
+        scale = 1.0 + np.stack([p["open_l"], p["open_r"]], 1)
+        ry = self._eye_radii[None, :, 1] * 1.12 * scale
+        slant_in = np.stack([p["slant_in_l"], p["slant_in_r"]], 1) * (k_up < 0.9)
+        slant_out = np.stack([p["slant_out_l"], p["slant_out_r"]], 1) * (k_up < 0.9)
+        arc = np.repeat(p["arc"][:, None], 2, 1)
+        pack = np.stack([centre[..., 0], centre[..., 1], ry, k_up, k_low, slant_in, slant_out, arc], -1)
+        P = torch.from_numpy(pack.astype(np.float32)).to(dev)[..., None, None]   # (n, 2, 8, 1, 1)
+        cx, cy, ry_t, k_up_t, k_low_t, s_in, s_out, arc_t = P.unbind(2)
+        xy = self._eye_grid                                                    # (2, ch, cw, 2)
+        rx = self._lid_rx                                                      # (2, 1, 1)
+        u = (xy[None, ..., 0] - cx) / rx                                       # (n, 2, ch, cw)
+        y = xy[None, ..., 1] - cy
+        half = (1.0 - u * u).clamp_(min=0.0).sqrt_()
+        inner = (u * self._inner_sign).clamp(0, 1)                            # 1 at the inner corner
+        outer = (-u * self._inner_sign).clamp(0, 1)
+        k = (k_up_t + s_in * inner + s_out * outer).clamp_(0, 1)
+        close = ry_t * (0.35 - 0.55 * arc_t * (1.0 - u * u))                  # the closed lid line
+        top = -ry_t * half
+        bottom = ry_t * half
         upper = top + k * (close - top)
-        lower = bottom - T(k_low) * (bottom - close)
+        lower = bottom - k_low_t * (bottom - close)
         aa = 0.7
-        in_x = (1.0 - u.abs()).mul(rx / aa).clamp(0, 1)
+        in_x = (1.0 - u.abs()).mul_(rx / aa).clamp_(0, 1)
         # (a row whose lids are open draws nothing, whatever the other rows of the batch do)
-        cover = ((upper - y) / aa + 0.5).clamp(0, 1) * (k / 0.04).clamp(0, 1) + \
-            ((y - lower) / aa + 0.5).clamp(0, 1) * (T(k_low) / 0.04).clamp(0, 1)
-        cover = cover.clamp(0, 1) * ((bottom + aa - y) / aa).clamp(0, 1) * ((y - top + aa) / aa).clamp(0, 1) * in_x
-        lash_w = max(0.9, 0.1 * float(eye.radii[1]) * 2)
-        lash = (1.0 - ((y - upper).abs() / (lash_w / 2))).clamp(0, 1) * in_x * (k * 4).clamp(0, 1)
+        cover = ((upper - y) / aa + 0.5).clamp_(0, 1) * (k / 0.04).clamp(0, 1) + \
+            ((y - lower) / aa + 0.5).clamp_(0, 1) * (k_low_t / 0.04).clamp(0, 1)
+        cover = cover.clamp_(0, 1) * ((bottom + aa - y) / aa).clamp_(0, 1) * ((y - top + aa) / aa).clamp_(0, 1) * in_x
+        lash = (1.0 - (y - upper).abs() / self._lash_half).clamp_(0, 1) * in_x * (k * 4).clamp_(0, 1)
         lash = lash * (y < bottom + aa)
-        lid_rgb = torch.tensor(eye.lid_rgb, dtype=torch.float32, device=dev)[None, :, None, None]
-        lash_rgb = torch.tensor(eye.lash_rgb, dtype=torch.float32, device=dev)[None, :, None, None]
-        dst = out[:, :, cy0:cy1, cx0:cx1]
-        a = dst[:, 3:4]
-        cov = cover[:, None]
-        la = lash[:, None]
-        # a little shading: the lid is darker near its edge
-        shade = 1.0 - 0.12 * (1.0 - ((upper - y) / (ry * 0.6)).clamp(0, 1))[:, None]
-        rgb = dst[:, :3] * (1 - cov) + lid_rgb * shade * cov * a
-        rgb = rgb * (1 - la) + lash_rgb * la * a
-        dst[:, :3] = rgb
+        shade = 1.0 - 0.12 * (1.0 - ((upper - y) / (ry_t * 0.6)).clamp(0, 1))  # darker near the lid edge
+        cov, la = cover[:, :, None], lash[:, :, None]                         # (n, 2, 1, ch, cw)
+        for e, (x0, y0) in enumerate(self._crop_xy):
+            dst = out[:, :, y0:y0 + self._ch, x0:x0 + self._cw]
+            a = dst[:, 3:4]
+            rgb = dst[:, :3] * (1 - cov[:, e]) + self._lid_rgb[e] * shade[:, e, None] * cov[:, e] * a
+            dst[:, :3] = rgb * (1 - la[:, e]) + self._lash_rgb[e] * la[:, e] * a
         del n
 
     def _mouth(self, out: torch.Tensor, p: dict[str, np.ndarray], moved: np.ndarray) -> None:
@@ -707,42 +712,38 @@ class FaceAnimator:
         if float(np.max(open_h)) < 0.01:
             return
         dev = out.device
-        mx0, my0, mx1, my1 = self._mouth_crop
-        cx0, cy0, cx1, cy1 = max(mx0, 0), max(my0, 0), min(mx1, self.w), min(my1, self.h)
+        cx0, cy0, cx1, cy1 = self._mouth_clip
         if cx1 <= cx0 or cy1 <= cy0:
             return
-        T = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(dev)[:, None, None]  # noqa: E731
-        xy = self._mouth_xy[cy0 - my0:cy1 - my0, cx0 - mx0:cx1 - mx0]
         mb = self.mouth_b
         mc = mb[:2] + mb[2:] / 2
         gap = open_h * self.max_open                                  # jaw drop + upper lip lift
-        cx = mc[0] + moved[:, 0]
-        yc = mc[1] + moved[:, 1] + 0.35 * gap                            # middle of the gap
         hw = np.maximum(0.42 * mb[2] * np.clip(p["mouth_w"], 0.4, 1.5), 1.0)
         hh = np.maximum(0.5 * gap, 0.3)
-        u = (xy[None, ..., 0] - T(cx)) / T(hw)
-        curve = -T(p["smile"] * self.max_corner) * (u * u).clamp(max=1.0)   # corners follow the smile
-        v = (xy[None, ..., 1] - T(yc) - curve) / T(hh)
-        rnd = T(p["round"])
+        pack = np.stack([mc[0] + moved[:, 0], mc[1] + moved[:, 1] + 0.35 * gap, hw, hh,
+                         p["smile"] * self.max_corner, p["round"], np.clip(gap / 1.5, 0, 1),
+                         -1.0 + 2.0 * p["teeth"], np.clip(1.0 - p["teeth"] * 1.2, 0, 1),
+                         1.0 / np.minimum(hw, hh)], -1)
+        P = torch.from_numpy(pack.astype(np.float32)).to(dev)[..., None, None]   # (n, 10, 1, 1)
+        cx, yc, hw_t, hh_t, corner, rnd, fade, teeth_edge, tongue_on, px = P.unbind(1)
+        xy = self._mouth_xy
+        u = (xy[None, ..., 0] - cx) / hw_t
+        uu = (u * u).clamp_(max=1.0)
+        v = (xy[None, ..., 1] - yc + corner * uu) / hh_t                  # corners follow the smile
         expo = 2.0 + 1.5 * (1.0 - rnd)                                      # boxier when not round
-        d = u.abs().clamp(min=1e-4) ** expo + v * v                         # < 1 inside
-        px = 1.0 / T(np.minimum(hw, hh))                                   # one pixel in shape units
-        inside = ((1.0 - d) / (2 * px) + 0.5).clamp(0, 1)
-        inside = inside * T(np.clip(gap / 1.5, 0, 1))                      # a crack fades in
-        teeth = ((T(-1.0 + 2.0 * p["teeth"]) - v) / px + 0.5).clamp(0, 1) * (1.0 - u.abs() * 0.6).clamp(0, 1)
-        tongue_q = (u / 0.6) ** 2 + ((v - 0.85) / 0.45) ** 2
-        tongue = ((1.0 - tongue_q) / 0.2).clamp(0, 1) * T(np.clip(1.0 - p["teeth"] * 1.2, 0, 1))
-        edge = ((d - 0.82) / 0.18).clamp(0, 1)                              # lip edge ring
-        dark = torch.tensor([0.20, 0.06, 0.08], device=dev)[None, :, None, None]
-        teeth_c = torch.tensor([0.93, 0.91, 0.87], device=dev)[None, :, None, None]
-        tongue_c = torch.tensor([0.72, 0.32, 0.36], device=dev)[None, :, None, None]
-        lip_c = torch.tensor(self._lip_rgb, dtype=torch.float32, device=dev)[None, :, None, None]
-        shade = (1.0 - 0.4 * (1.0 - v.abs()).clamp(0, 1))[:, None]           # darker deep inside
-        col = dark * shade
-        col = col * (1 - tongue[:, None]) + tongue_c * tongue[:, None]
-        teeth_shade = 1.0 - 0.12 * (u * u)[:, None]                          # the side teeth are in shadow
-        col = col * (1 - teeth[:, None]) + teeth_c * teeth_shade * teeth[:, None]
-        col = col * (1 - 0.6 * edge[:, None]) + lip_c * 0.6 * edge[:, None]
+        d = u.abs().clamp_(min=1e-4).pow_(expo) + v * v                     # < 1 inside
+        inside = ((1.0 - d) / (2 * px) + 0.5).clamp_(0, 1) * fade           # a crack fades in
+        teeth = ((teeth_edge - v) / px + 0.5).clamp_(0, 1) * (1.0 - u.abs() * 0.6).clamp_(0, 1)
+        tongue_q = uu / 0.36 + ((v - 0.85) / 0.45) ** 2
+        tongue = ((1.0 - tongue_q) / 0.2).clamp_(0, 1) * tongue_on
+        edge = ((d - 0.82) / 0.18).clamp_(0, 1)                             # lip edge ring
+        shade = 1.0 - 0.4 * (1.0 - v.abs()).clamp_(0, 1)                    # darker deep inside
+        C = self._mouth_colours                                             # dark, teeth, tongue, lip
+        tongue, teeth, edge = tongue[:, None], teeth[:, None], edge[:, None]
+        col = C[0] * shade[:, None]
+        col = col * (1 - tongue) + C[2] * tongue
+        col = col * (1 - teeth) + C[1] * (1.0 - 0.12 * uu[:, None]) * teeth   # side teeth in shadow
+        col = col * (1 - 0.6 * edge) + C[3] * 0.6 * edge
         dst = out[:, :, cy0:cy1, cx0:cx1]
         a = dst[:, 3:4]
         cov = inside[:, None]
