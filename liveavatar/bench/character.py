@@ -14,6 +14,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -44,7 +45,7 @@ def _over_grey(rgba: np.ndarray) -> np.ndarray:
     return rgba[..., :3] * a + 128.0 * (1.0 - a)
 
 
-def fidelity(gen, name: str) -> dict:
+def fidelity(gen: Any, name: str) -> dict:
     """Rest SSIM, area ratio range over all actions, flipped triangles (see module doc)."""
     rest_c = gen.rest_conditioning(name)
     # a root that keeps the figure inside the canvas while a bust bows or a full figure jumps
@@ -88,15 +89,16 @@ def run(frames: int = 60, imports: int = 3) -> dict:
         name = "astro"
         try:
             from liveavatar.authoring.importer import import_character
+            have_importer = True
         except ImportError:
-            import_character = None
-        if import_character is not None:
+            have_importer = False
+        if have_importer:
             from PIL import Image
             src = root / "picture.png"
             with Image.open(models_dir() / "characters" / "astro" / "art.png") as im:
-                im = im.convert("RGBA")
-                k = 1000 / max(im.size)
-                im.resize((round(im.size[0] * k), round(im.size[1] * k)), Image.LANCZOS).save(src)
+                rgba = im.convert("RGBA")
+                k = 1000 / max(rgba.size)
+                rgba.resize((round(rgba.size[0] * k), round(rgba.size[1] * k)), Image.Resampling.LANCZOS).save(src)
             import_character(src, "benchwarm", dest_root=root, replace=True)     # MediaPipe start-up
             secs = []
             for _ in range(imports):

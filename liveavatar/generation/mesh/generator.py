@@ -66,6 +66,7 @@ def _animated_channels() -> np.ndarray:
 
 
 _ANIMATED = _animated_channels()
+ROW_BUCKETS = (4, 8, 16, 32, 64)   # scanline bucket heights (rows)
 MAX_TILE = 64          # px: a triangle's bounding tile never exceeds this per side
 OUTSIDE = -4.0         # grid value that samples nothing (zeros padding)
 FULL_HEIGHT, UPPER_HEIGHT, MAX_WIDTH = 0.77, 0.86, 0.92   # figure size as a fraction of the frame
@@ -190,7 +191,7 @@ class MeshGenerator:
         c = self._chars[name]
         p = mesh_pack.load(c.folder)
         H, W = p.layers[0].shape[:2]
-        acc = np.zeros((H, W, 4), np.float32)
+        acc: np.ndarray = np.zeros((H, W, 4), np.float32)
         for i in sorted(range(len(p.layers)), key=lambda i: p.manifest.layers[i].z):
             la = p.layers[i].copy()
             la[..., :3] *= la[..., 3:4]
@@ -589,24 +590,38 @@ class MeshGenerator:
         Cy = torch.stack([-C1 - C2, C1, C2], -1)
         # Scanlines: each triangle's rows of pixel centres; on a row every l_i >= 0 is one bound on x.
         row0 = (tri[..., 1].amin(2) - 0.5).ceil()              # (n, T) first row
-        th = max(1, min(int(((tri[..., 1].amax(2) - 0.5).floor() - row0).amax()) + 1, MAX_TILE))
-        ys = row0[..., None] + self._ramp(th)                   # (n, T, th) row indices
-        lin = A[..., None, :] + Cy[..., None, :] * (ys[..., None] + 0.5)    # (n, T, th, 3)
-        bnd = (-1e-5 - lin) / torch.where(Bx.abs() > 1e-12, Bx, torch.ones_like(Bx))[..., None, :]
-        pos = (Bx > 1e-12)[..., None, :]
-        neg = (Bx < -1e-12)[..., None, :]
-        flat_ok = ((Bx.abs() <= 1e-12)[..., None, :] & (lin < -1e-5)).any(-1)   # a flat edge excludes the row
-        xl = torch.where(pos, bnd, torch.full_like(bnd, -1e9)).amax(-1)
-        xr = torch.where(neg, bnd, torch.full_like(bnd, 1e9)).amin(-1)
-        x0 = (xl - 0.5).ceil().clamp_(min=0)
-        x1 = (xr - 0.5).floor().clamp_(max=Wb - 1)
-        valid = (ys >= 0) & (ys < Hb) & ~flat_ok & (inv != 0)[..., None]
-        counts = torch.where(valid, (x1 - x0 + 1).clamp_(min=0), torch.zeros_like(x0)).to(torch.int64).view(-1)
-        rid = torch.repeat_interleave(counts)                  # scanline of every covered pixel
-        starts = torch.cumsum(counts, 0) - counts
-        px = x0.view(-1).to(torch.int64)[rid] + (torch.arange(rid.numel(), device=dev) - starts[rid])
-        py = ys.view(-1).to(torch.int64)[rid]
-        bt = rid // th
+        rows = ((tri[..., 1].amax(2) - 0.5).floor() - row0 + 1).amax(0).clamp_(1, MAX_TILE)   # (T,)
+        # Triangles are scanned in buckets of similar height, so one big triangle (the face
+        # overlay quad, a stretched limb) does not make every triangle pay for its rows.
+        parts_px, parts_py, parts_bt = [], [], []
+        lo_rows = 0
+        for hi_rows in ROW_BUCKETS:
+            sel = ((rows > lo_rows) & (rows <= hi_rows)).nonzero().squeeze(1)
+            lo_rows = hi_rows
+            if sel.numel() == 0:
+                continue
+            th = int(rows[sel].max())
+            Ts = sel.numel()
+            ys = row0[:, sel, None] + self._ramp(th)           # (n, Ts, th) row indices
+            As, Bs, Cs = A[:, sel], Bx[:, sel], Cy[:, sel]
+            lin = As[..., None, :] + Cs[..., None, :] * (ys[..., None] + 0.5)    # (n, Ts, th, 3)
+            bnd = (-1e-5 - lin) / torch.where(Bs.abs() > 1e-12, Bs, torch.ones_like(Bs))[..., None, :]
+            pos = (Bs > 1e-12)[..., None, :]
+            neg = (Bs < -1e-12)[..., None, :]
+            flat_out = ((Bs.abs() <= 1e-12)[..., None, :] & (lin < -1e-5)).any(-1)   # a flat edge excludes the row
+            xl = torch.where(pos, bnd, torch.full_like(bnd, -1e9)).amax(-1)
+            xr = torch.where(neg, bnd, torch.full_like(bnd, 1e9)).amin(-1)
+            x0 = (xl - 0.5).ceil().clamp_(min=0)
+            x1 = (xr - 0.5).floor().clamp_(max=Wb - 1)
+            valid = (ys >= 0) & (ys < Hb) & ~flat_out & (inv[:, sel] != 0)[..., None]
+            counts = torch.where(valid, (x1 - x0 + 1).clamp_(min=0), torch.zeros_like(x0)).to(torch.int64).view(-1)
+            rid = torch.repeat_interleave(counts)              # scanline of every covered pixel
+            starts = torch.cumsum(counts, 0) - counts
+            parts_px.append(x0.view(-1).to(torch.int64)[rid] + (torch.arange(rid.numel(), device=dev) - starts[rid]))
+            parts_py.append(ys.view(-1).to(torch.int64)[rid])
+            bt_local = rid // th
+            parts_bt.append((bt_local // Ts) * T + sel[bt_local % Ts])
+        px, py, bt = torch.cat(parts_px), torch.cat(parts_py), torch.cat(parts_bt)
         t = bt % T
         b = bt // T
         # Texture coordinates are affine in the pixel too: uv = U0 + Ux x + Uy y per triangle.

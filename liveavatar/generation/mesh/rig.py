@@ -148,7 +148,7 @@ def _contour_mesh(mask: np.ndarray, edge: float) -> tuple[np.ndarray, np.ndarray
         poly = cv2.approxPolyDP(c, 0.75, True).reshape(-1, 2).astype(np.float64)
         # Resample so boundary edges are at most `edge` long (Triangle splits segments anyway,
         # but long straight runs would give needle triangles with 'q' alone).
-        pts = []
+        pts: list[np.ndarray] = []
         for a, b in zip(poly, np.roll(poly, -1, 0), strict=False):
             k = max(1, int(np.ceil(np.hypot(*(b - a)) / edge)))
             pts.extend(a + (b - a) * (t / k) for t in range(k))
@@ -161,7 +161,7 @@ def _contour_mesh(mask: np.ndarray, edge: float) -> tuple[np.ndarray, np.ndarray
         n0 += k
         if hierarchy[0][i][3] >= 0:     # a hole: Triangle needs one point strictly inside it
             hole = np.zeros_like(mask, np.uint8)
-            cv2.drawContours(hole, [c], -1, 1, -1)
+            cv2.drawContours(hole, [c], -1, (1,), -1)
             hole &= (~mask.astype(bool)).astype(np.uint8)
             if hole.any():
                 dist = cv2.distanceTransform(hole, cv2.DIST_L2, 3)
@@ -247,10 +247,7 @@ def build(m: MeshManifest, alphas: list[np.ndarray], split_arms: bool = True) ->
         if len(tris) == 0:
             continue
         tris = _orient(v, tris)
-        if spec.part in HEAD_PARTS:
-            allowed = ("head",)
-        else:
-            allowed = PART_BONES.get(spec.part, BONES)
+        allowed: tuple[str, ...] = ("head",) if spec.part in HEAD_PARTS else PART_BONES.get(spec.part, BONES)
         allowed_i = [BI[b] for b in allowed if b in segs]
         if not allowed_i:
             allowed_i = [BI["spine"]]
@@ -341,7 +338,9 @@ def _split(w: np.ndarray, v: np.ndarray, tris: np.ndarray, m: MeshManifest, mask
         t_sh, l_ua = along(f"shoulder_{side}", f"elbow_{side}")
         t_el, l_la = along(f"elbow_{side}", f"wrist_{side}")
         band_s, band_e = OVERLAP * l_ua, OVERLAP * l_la
-        pts = [m.joint(f"{j}_{side}") for j in ("shoulder", "elbow", "wrist")]
+        sh, el, wr = (m.joint(f"{j}_{side}") for j in ("shoulder", "elbow", "wrist"))
+        assert sh is not None and el is not None and wr is not None     # required by the manifest
+        pts = [sh, el, wr]
         radius = _thickness(dist, pts[0], pts[1], pts[2])
         near = np.minimum(_seg_dist(cen, pts[0], pts[1]), _seg_dist(cen, pts[1], pts[2] + (pts[2] - pts[1]) * 0.35))
         arm &= near < 1.4 * radius

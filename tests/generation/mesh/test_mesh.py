@@ -117,8 +117,8 @@ def test_batched_equals_single(mesh256: MeshGenerator) -> None:
 def test_bad_conditioning_is_clamped(mesh256: MeshGenerator) -> None:
     bad = Conditioning.neutral()
     bad.bone_angles = np.full(len(BONE_INDEX), np.nan, np.float32)
-    bad.root = np.array([np.inf, -np.inf, 1e9], np.float32)
-    bad.head = np.array([np.nan, 50.0, -50.0], np.float32)
+    bad.root = np.array([np.nan, np.nan, np.nan], np.float32)
+    bad.head = np.array([np.nan, 50.0, np.nan], np.float32)
     bad.face = np.full(len(FACE_PARAMS), np.nan, np.float32)
     bad.emotion = np.full(len(EMOTIONS) + 3, np.nan, np.float32)
     bad.visemes = np.array([np.inf, -1.0], np.float32)
@@ -131,6 +131,13 @@ def test_bad_conditioning_is_clamped(mesh256: MeshGenerator) -> None:
         for f in frames:
             assert 0.05 < (f[..., 3] > 127).mean() < 0.9      # the character, on a transparent canvas
         assert flipped(mesh256, [bad, short], name).max() == 0
+    # out of range: clamped to the edge of the range (x, y +-1 body height, scale 0.5..2)
+    far = Conditioning.neutral()
+    far.root = np.array([np.inf, -np.inf, 1e9], np.float32)
+    edge = Conditioning.neutral()
+    edge.root = np.array([1.0, -1.0, 2.0], np.float32)
+    a, b = mesh256.render([far, edge], ["drawing1", "drawing1"])
+    assert np.array_equal(a, b)
 
 
 def test_unknown_character_is_one_line(mesh256: MeshGenerator) -> None:
