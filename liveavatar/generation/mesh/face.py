@@ -512,6 +512,7 @@ class FaceAnimator:
         head = np.zeros((n, 3), np.float32)
         t = np.zeros(n, np.float64)
         present = np.zeros(n, np.float32)
+        face_seen = np.zeros(n, bool)
         for i, c in enumerate(conds):
             f = np.asarray(c.face, np.float32).reshape(-1)[:nf]
             face[i, :f.size] = f
@@ -525,7 +526,9 @@ class FaceAnimator:
             head[i, :hh.size] = hh
             t[i] = c.t_tick_ns * 1e-9
             present[i] = c.body_present
+            face_seen[i] = bool(getattr(c, "face_present", False))
         face = np.nan_to_num(face, nan=0.0, posinf=1.0, neginf=0.0)
+        raw_face = face.copy()
         gaze = np.stack([face[:, FP["gaze_x"]], face[:, FP["gaze_y"]]], 1).clip(-1, 1)
         face = face.clip(0, 1)
         vis = np.nan_to_num(vis, nan=0.0, posinf=1.0, neginf=0.0).clip(0, None)
@@ -547,8 +550,14 @@ class FaceAnimator:
 
         happy, sad, angry, surp, exc, shy = (emotion(k) for k in
                                              ("happy", "sad", "angry", "surprised", "excited", "shy"))
+        # Automatic blinks only while nobody is tracked: a face close-up has no body but a tracked
+        # face (its smoothed parameters are never all exactly neutral), whose own blinks rule.
+        tracked = ["blink_left", "blink_right", "gaze_x", "gaze_y", "mouth_open", "brow_raise_left",
+                   "brow_raise_right", "brow_furrow"]
+        face_seen |= np.abs(raw_face[:, [FP[k] for k in tracked]]).sum(1) > 1e-4
         ph = np.mod(np.nan_to_num(t), AUTO_BLINK_PERIOD_S)
         auto = np.clip(1.0 - np.abs(ph - AUTO_BLINK_S / 2) / (AUTO_BLINK_S / 2), 0, 1) * (1.0 - present)
+        auto = auto * ~face_seen
         smile = np.clip(face[:, FP["smile"]] + 0.8 * happy + 0.9 * exc + 0.2 * shy
                         - 0.8 * sad - 0.55 * angry - opt(FROWN_NAMES), -1, 1)
         out: dict[str, np.ndarray] = {"gaze": gaze, "emo": emo, "smile": smile}
