@@ -4,7 +4,8 @@ mesh generator, and how faithful the mesh is.
 - import: `liveavatar.authoring.importer.import_character` on a 1000 px picture (the shipped astro
   photo scaled up), auto-rig included, after one warm-up import (MediaPipe's graph start);
 - render: ms per `render` call, one session on one torch thread at 256 and 512 px, eight sessions
-  batched at 256 px (fps each), conditionings varying every frame (bench.generator's);
+  batched at 256 px (fps each), conditionings varying every frame (bench.generator's), and the
+  baseline workload beside them: rig2d drawing nova, one session at 256 px;
 - fidelity: rest-pose SSIM over the character's pixels against the art placed the same way,
   silhouette area over every action (9 phases each; spin only where it faces the camera) relative
   to rest, and flipped triangles over those poses.
@@ -131,7 +132,19 @@ def run(frames: int = 60, imports: int = 3) -> dict:
             finally:
                 torch.set_num_threads(threads)
             if size == 256:
-                rows += _measure(gen, name, 8, frames, f"{threads} torch threads, {size} px")
+                # One thread: on a loaded 2-core machine a second intra-op thread mostly spins at
+                # barriers (see ServerConfig.render_threads), which is what serve runs with.
+                torch.set_num_threads(1)
+                try:
+                    rows += _measure(gen, name, 8, frames, f"1 torch thread, {size} px")
+                    # the baseline workload, measured beside it: rig2d drawing nova the same way
+                    from liveavatar.generation.rig2d import Rig2DGenerator
+                    base = Rig2DGenerator("cpu", size)
+                    base.prepare_character("nova")
+                    rows += [dict(r, metric="baseline rig2d nova: " + r["metric"])
+                             for r in _measure(base, "nova", 1, frames, f"1 torch thread, {size} px")[:2]]
+                finally:
+                    torch.set_num_threads(threads)
                 f = fidelity(gen, name)
                 info["fidelity"] = f
                 rows.append(report.row(f"{name}: rest SSIM over the character", f["ssim"], None, "",

@@ -19,6 +19,7 @@ class ServerConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     generator: str = "auto"          # rig2d or mesh, chosen per character
+    character: Optional[str] = None  # new sessions start as this character (default: nova)
     device: Optional[str] = None
     size: int = Field(512, ge=64, le=2048)
     fps: int = Field(30, ge=1, le=120)

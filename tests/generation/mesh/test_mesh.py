@@ -187,3 +187,14 @@ def test_registered_generators() -> None:
     assert gens["auto"] == "liveavatar.generation.auto:AutoGenerator"
     with pytest.raises(UserError):
         MeshGenerator(device="cpu", size=10)
+
+
+def test_serve_refuses_an_unknown_character_in_one_line(data_dir) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[3]
+    r = subprocess.run([sys.executable, "-m", "liveavatar", "serve", "--character", "no\nsuch", "--port", "0"],
+                       cwd=root, capture_output=True, text=True, timeout=120)
+    out = (r.stdout + r.stderr).strip()
+    assert r.returncode == 2 and len(out.splitlines()) == 1 and "drawing1" in out, out
