@@ -207,6 +207,9 @@ class FaceAnimator:
         eyes_b = {"l": local(fb.eye_l), "r": local(fb.eye_r)}
         brows_b = {"l": local(fb.brow_l), "r": local(fb.brow_r)}
         mouth_b = local(fb.mouth)
+        # The mouth opens at the lips' seam: re-centre the box on it (boxes are often padded, and a
+        # smiling photo's seam is the dark gap between the teeth, not the box's middle).
+        mouth_b[1] = _lip_line(rgb, alpha, mouth_b) - mouth_b[3] / 2
         skin = self._skin_colour(rgb, alpha, fb, eyes_b, brows_b, mouth_b)
         self.skin = skin
 
@@ -848,6 +851,21 @@ def _lid_colours(rgb: np.ndarray, alpha: np.ndarray, c: np.ndarray, radii: np.nd
         if darkest.size:
             lash = np.minimum(np.median(darkest, 1), 0.3).astype(np.float32)
     return lid * 0.97, lash
+
+
+def _lip_line(rgb: np.ndarray, alpha: np.ndarray, mouth: np.ndarray) -> float:
+    """y (patch px) of the darkest row across the middle of the mouth box (the lips' seam), searched
+    in the box's middle 40 %; the box centre when the box is flat or outside the picture."""
+    x, y, w, h = mouth
+    x0, x1 = int(max(0, x + 0.3 * w)), int(min(alpha.shape[1], x + 0.7 * w))
+    y0, y1 = int(max(0, y + 0.3 * h)), int(min(alpha.shape[0], math.ceil(y + 0.7 * h)))
+    if x1 - x0 < 1 or y1 - y0 < 3:
+        return float(y + h / 2)
+    lum = _luma(rgb[:, y0:y1, x0:x1]).mean(1)
+    lum = np.convolve(np.pad(lum, 1, mode="edge"), np.ones(3) / 3, mode="valid")
+    if lum.max() - lum.min() < 0.05:
+        return float(y + h / 2)
+    return float(y0 + int(np.argmin(lum)) + 0.5)
 
 
 def _lip_colour(rgb: np.ndarray, alpha: np.ndarray, mouth: np.ndarray) -> np.ndarray:
