@@ -342,6 +342,9 @@ def _split(w: np.ndarray, v: np.ndarray, tris: np.ndarray, m: MeshManifest, mask
         assert sh is not None and el is not None and wr is not None     # required by the manifest
         pts = [sh, el, wr]
         radius = _thickness(dist, pts[0], pts[1], pts[2])
+        arm_bones += [ua, la]
+        if not _free_arm(mask, pts, radius):
+            continue    # a bust's arm cut by the frame (or no arm at all): it stays torso, unmoved
         near = np.minimum(_seg_dist(cen, pts[0], pts[1]), _seg_dist(cen, pts[1], pts[2] + (pts[2] - pts[1]) * 0.35))
         arm &= near < 1.4 * radius
         limb = arm & (t_sh > -band_s)
@@ -351,7 +354,6 @@ def _split(w: np.ndarray, v: np.ndarray, tris: np.ndarray, m: MeshManifest, mask
             out.append((f"upper_arm_{side}", tris[upper], [ua]))
         if lower.sum() >= 2:
             out.append((f"lower_arm_{side}", tris[lower], [la]))
-        arm_bones += [ua, la]
         # The body keeps the arm's root (half the upper arm) under the moving arm: a single picture
         # has nothing drawn behind the arm, and a shoulder bulge reads better than a hole.
         body &= ~(arm & (t_sh > BODY_KEEPS * l_ua))
@@ -391,3 +393,13 @@ def _smooth(w: np.ndarray, tris: np.ndarray, passes: int) -> np.ndarray:
         out = np.where(used[:, None], 0.5 * out + 0.5 * nb, out)
     out[out < 0.005] = 0.0
     return (out / np.maximum(out.sum(1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def _free_arm(mask: np.ndarray, pts: list[np.ndarray], radius: float) -> bool:
+    """Whether an arm can swing as its own piece: it is a limb (longer than ~2.2 times its
+    thickness) and its hand is in the picture, not cut off by the frame's edge."""
+    length = float(np.hypot(*(pts[1] - pts[0])) + np.hypot(*(pts[2] - pts[1])))
+    h, w = mask.shape
+    x, y = pts[2]
+    inside = radius <= x <= w - 1 - radius and radius <= y <= h - 1 - radius
+    return bool(inside and length > 2.2 * 2.0 * radius)
