@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from liveavatar.types import Conditioning
+from liveavatar.types import FP, Conditioning
 
 Renderer = Callable[[Sequence[Conditioning]], np.ndarray]
 BACKGROUND = np.array([128.0, 128.0, 128.0], np.float32)
@@ -92,7 +92,9 @@ def face_fidelity(clips: Sequence[Path], render: Renderer, seconds: float | None
     """Mouth-open and eye-openness correlation (avatar vs person) per clip and pooled.
 
     Returns {"clips": {name: {...}}, "mouth_corr", "eye_corr" (mean over clips), "frames",
-    "avatar_found" (share of frames where Face Mesh found the avatar's face)}."""
+    "avatar_found" (share of frames where Face Mesh found the avatar's face)}. Per clip also the
+    avatar against its conditioning (how faithfully the generator draws what it is asked) and the
+    conditioning against the person (perception + conditioning's share)."""
     import mediapipe as mp  # type: ignore[import-untyped]
 
     per: dict[str, dict[str, float]] = {}
@@ -115,8 +117,16 @@ def face_fidelity(clips: Sequence[Path], render: Renderer, seconds: float | None
                     a_mouth[s + k] = mouth_open(lm)
                     a_eye[s + k] = eye_open(lm)
         found = int(np.isfinite(a_mouth).sum())
+        # What the generator was asked for: separates the conditioning's share of the error from ours.
+        c_mouth = np.array([float(np.nan_to_num(c.face[FP["mouth_open"]])) for c in conds])
+        c_eye = np.array([1.0 - 0.5 * float(np.nan_to_num(c.face[FP["blink_left"]] + c.face[FP["blink_right"]]))
+                          for c in conds])
         per[Path(clip).name] = {"frames": len(conds), "avatar_found": found / max(len(conds), 1),
                                 "mouth_corr": _corr(p_mouth, a_mouth), "eye_corr": _corr(p_eye, a_eye),
+                                "mouth_corr_vs_conditioning": _corr(c_mouth, a_mouth),
+                                "eye_corr_vs_conditioning": _corr(c_eye, a_eye),
+                                "conditioning_mouth_corr": _corr(p_mouth, c_mouth),
+                                "conditioning_eye_corr": _corr(p_eye, c_eye),
                                 "person_mouth_range": float(np.nanmax(p_mouth) - np.nanmin(p_mouth))
                                 if np.isfinite(p_mouth).any() else float("nan")}
         total += len(conds)
