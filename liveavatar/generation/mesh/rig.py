@@ -396,10 +396,9 @@ def _smooth(w: np.ndarray, tris: np.ndarray, passes: int) -> np.ndarray:
 
 
 def _free_arm(mask: np.ndarray, pts: list[np.ndarray], radius: float) -> bool:
-    """Whether an arm can swing as its own piece: it is a limb (longer than ~2.2 times its
-    thickness) and its hand is in the picture, not cut off by the frame's edge."""
-    length = float(np.hypot(*(pts[1] - pts[0])) + np.hypot(*(pts[2] - pts[1])))
+    """Whether an arm can swing as its own piece: its hand is in the picture, not cut off by the
+    frame's edge (a bust photo's arms usually are)."""
     h, w = mask.shape
     x, y = pts[2]
-    inside = radius <= x <= w - 1 - radius and radius <= y <= h - 1 - radius
-    return bool(inside and length > 2.2 * 2.0 * radius)
+    margin = 0.75 * radius
+    return bool(margin <= x <= w - 1 - margin and margin <= y <= h - 1 - margin)
