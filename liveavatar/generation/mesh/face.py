@@ -317,7 +317,7 @@ class FaceAnimator:
         self._mouth_colours = torch.tensor(np.stack([[0.20, 0.06, 0.08], [0.93, 0.91, 0.87], [0.72, 0.32, 0.36], lip]),
                                            dtype=torch.float32, device=dev)[:, None, :, None, None]
         # Opening sizes relative to the head (px).
-        self.max_open = 0.30 * r
+        self.max_open = 0.45 * r
         self.max_corner = 0.07 * r
 
     # ------------------------------------------------------------------ prepare-time helpers
