@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from liveavatar.commands import action, bench, doctor, obs, perceive, render, serve, train
+from liveavatar.commands import action, bench, character, doctor, obs, perceive, render, serve, train
 from liveavatar.errors import UserError
 
 app = typer.Typer(help="LiveAvatar: camera and microphone in, a generated character out.",
@@ -19,6 +19,7 @@ app.command("train")(train.train)
 app.add_typer(bench.app, name="bench")
 app.add_typer(obs.app, name="obs")
 app.add_typer(action.app, name="action")
+app.add_typer(character.app, name="character")
 
 
 def _quiet_native_logs() -> None:

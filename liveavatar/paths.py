@@ -22,6 +22,18 @@ def models_dir() -> Path:
     return Path(sys.prefix) / "share" / "liveavatar" / "models"
 
 
+def user_characters_dir() -> Path:
+    """Where imported characters live (never inside the installed package):
+    $LIVEAVATAR_DATA_DIR/characters, else $XDG_DATA_HOME/liveavatar/characters, else
+    ~/.local/share/liveavatar/characters. Not created here."""
+    data = os.environ.get("LIVEAVATAR_DATA_DIR")
+    if data:
+        return Path(data) / "characters"
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "liveavatar" / "characters"
+
+
 def assets_dir() -> Path:
     return _PKG / "assets"
 

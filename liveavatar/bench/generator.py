@@ -55,7 +55,7 @@ def run(generator: str = "rig2d", device: str | None = None, batches: list[int] 
     threads = torch.get_num_threads()
     for b in batches:
         rows += _measure(gen, character, b, frames, f"{threads} torch thread{'s' if threads > 1 else ''}")
-    if generator == "rig2d" and gen.device == "cpu" and threads > 1:
+    if generator in ("rig2d", "mesh", "auto") and gen.device == "cpu" and threads > 1:
         # On a loaded machine (perception, OBS, other jobs) one intra-op thread can beat two
         # busy-waiting ones: report the single-session case both ways.
         torch.set_num_threads(1)

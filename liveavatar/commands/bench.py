@@ -41,6 +41,15 @@ def generator(generator: str = typer.Option("rig2d", "--generator", "-g", help="
                   size=size, frames=frames), json_path)
 
 
+@app.command()
+def character(frames: int = typer.Option(60, help="Measured frames per render case."),
+              imports: int = typer.Option(3, help="Timed imports of the 1000 px picture."),
+              json_path: Path | None = JsonOpt) -> None:
+    """Import of a 1000 px picture, mesh render times, and mesh fidelity (SSIM, area, flips)."""
+    from liveavatar.bench import character as b
+    _finish(b.run(frames=frames, imports=imports), json_path)
+
+
 @app.command("neural-quality")
 def neural_quality(character: str = typer.Option("nova", help="Character whose model is checked."),
                    frames: int = typer.Option(256, help="Held-out conditionings."),

@@ -14,7 +14,8 @@ def render(
     fps: float | None = typer.Option(None, help="Output frame rate (default: the input's)."),
     character: str = typer.Option("nova", help="Character pack name."),
     emotion: str | None = typer.Option(None, help="Force one emotion for the whole clip."),
-    generator: str = typer.Option("rig2d", help="Generator name (rig2d, neural or a plug-in)."),
+    generator: str = typer.Option("auto", help="Generator name (auto: rig2d or mesh per character; "
+                                               "rig2d, mesh, neural or a plug-in)."),
     device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
     background: str = typer.Option("green", help="Background for formats without alpha (.mp4): name or #rrggbb."),
     mapping: Path | None = typer.Option(None, help="Mapping file (TOML) for keywords, hotkeys, thresholds."),

@@ -10,11 +10,14 @@ import typer
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind. Beyond localhost a token is required."),
     port: int = typer.Option(8080, help="TCP port."),
-    generator: str = typer.Option("rig2d", "--generator", "-g", help="Generator plug-in name."),
+    generator: str = typer.Option("auto", "--generator", "-g",
+                                  help="Generator plug-in name (auto: rig2d or mesh per character)."),
     device: str | None = typer.Option(None, help="cpu or cuda (default: best available)."),
     size: int | None = typer.Option(None, help="Avatar frame size in pixels (square). Default: 512 "
                                                   "with a CUDA GPU; 256 on CPU, where it keeps "
                                                   "glass-to-glass latency near 150 ms (512: ~230 ms)."),
+    character: str | None = typer.Option(None, "--character", help="Character new sessions start as "
+                                            "(default nova; an imported one works too)."),
     fps: int = typer.Option(30, help="Output frame rate."),
     max_sessions: int = typer.Option(4, help="Streamers served at once (admission limit)."),
     render_threads: int = typer.Option(1, help="torch CPU threads for rendering (CPU generators)."),
@@ -73,9 +76,12 @@ def serve(
         raise UserError(f"--mapping {mapping}: no such file")
     ssl_context = _tls(tls_cert, tls_key)
 
+    if character is not None:
+        from liveavatar.generation import characters as catalog
+        catalog.find(character)     # unknown: one line now, before anything starts
     cfg = config_mod.build(host=host, port=port, generator=generator, device=device, size=size, fps=fps,
-                           max_sessions=max_sessions, render_threads=render_threads, token=token,
-                           viewer_token=viewer_token,
+                           character=character, max_sessions=max_sessions, render_threads=render_threads,
+                           token=token, viewer_token=viewer_token,
                            ice_servers=list(ice_server), ice_username=ice_username,
                            ice_credential=ice_credential, source=source, demo=demo,
                            demo_after_s=demo_after, timecode=timecode, allow_origins=list(allow_origin),

@@ -1,8 +1,9 @@
 """`liveavatar train`: teach the neural generator a character, then export it to ONNX.
 
 Two sources of (conditioning, frame) pairs:
-- `--from-character NAME`: rig2d renders the character for sampled conditionings (and for the
-  conditionings of `--record` videos run through perception + conditioning);
+- `--from-character NAME`: rig2d (mesh, for an imported character) renders the character for
+  sampled conditionings (and for the conditionings of `--record` videos run through perception +
+  conditioning);
 - `--from-video clip.mp4`: our perception + conditioning read the clip; each frame (subject cut
   out with MediaPipe's selfie segmentation) is the target for its own conditioning.
 Wiring code: it is the one place that imports rig2d, perception and conditioning together.
@@ -23,7 +24,8 @@ VAL_RUN = 16   # held-out runs are this many consecutive frames
 
 
 def train(
-    from_character: str | None = typer.Option(None, "--from-character", help="Learn this rig2d character (e.g. nova)."),
+    from_character: str | None = typer.Option(None, "--from-character",
+                                              help="Learn this character (rig2d, e.g. nova, or an imported one)."),
     from_video: Path | None = typer.Option(None, "--from-video", help="Learn the person in this video."),
     name: str | None = typer.Option(None, help="Character name of the model (default: the character, "
                                     "or the video's file stem)."),
@@ -153,6 +155,8 @@ def character_geometry(character: str) -> Any:
     """The pack's rig in canvas units (the guide must sit where rig2d draws)."""
     from liveavatar.generation import characters as packs
     from liveavatar.generation.neural.model import Geometry
+    if packs.find(character).kind == "mesh":
+        return _mesh_geometry(character)
     m = packs.load_pack(character).manifest
     rig, ref = m.rig, float(m.rig.reference_size)
     L = rig.bone_lengths
@@ -162,6 +166,33 @@ def character_geometry(character: str) -> Any:
                     shoulder_half=rig.shoulder_half_width / ref, hip_half=rig.hip_half_width / ref,
                     head_radius=0.4 * m.face.canvas / ref,
                     segment_sigmas=_scaled_sigmas(rig.body_height / ref / Geometry().body_height))
+
+
+def _mesh_geometry(character: str, size: int = 256) -> Any:
+    """Geometry of an imported (mesh) character, measured from its rig where the mesh generator
+    places it on the canvas; a bust's missing legs keep the default proportions."""
+    from liveavatar.generation.mesh import MeshGenerator
+    from liveavatar.generation.neural.model import Geometry
+    frame = MeshGenerator("cpu", size).rest_frame(character)
+    j = {k: np.asarray(v, np.float64) / size for k, v in frame["joints"].items()}
+    d = Geometry()
+
+    def dist(a: str, b: str, default: float) -> float:
+        return float(np.hypot(*(j[a] - j[b]))) if a in j and b in j else default
+
+    bh = frame["body_height"] / size
+    mean2 = lambda a, b, c, e, default: (dist(a, b, default) + dist(c, e, default)) / 2  # noqa: E731
+    return Geometry(hips=(float(j["hips"][0]), float(j["hips"][1])), body_height=bh,
+                    spine=dist("hips", "shoulders", d.spine), neck=dist("shoulders", "head", d.neck),
+                    upper_arm=mean2("shoulder_l", "elbow_l", "shoulder_r", "elbow_r", d.upper_arm),
+                    lower_arm=mean2("elbow_l", "wrist_l", "elbow_r", "wrist_r", d.lower_arm),
+                    upper_leg=mean2("hip_l", "knee_l", "hip_r", "knee_r", d.upper_leg),
+                    lower_leg=mean2("knee_l", "ankle_l", "knee_r", "ankle_r", d.lower_leg),
+                    shoulder_half=dist("shoulder_l", "shoulder_r", 2 * d.shoulder_half) / 2,
+                    hip_half=dist("hip_l", "hip_r", 2 * d.hip_half) / 2,
+                    head_radius=(frame["head_radius"] / size) if frame["head_radius"] else 0.6 * dist(
+                        "shoulders", "head", d.neck),
+                    segment_sigmas=_scaled_sigmas(bh / d.body_height))
 
 
 def _scaled_sigmas(k: float) -> tuple[float, ...]:
@@ -187,8 +218,12 @@ def teacher(character: str, device: str, size: int = 256) -> Any:
     reaches it through the conditioning."""
     import copy
 
+    from liveavatar.generation import characters as packs
+    from liveavatar.generation.mesh import MeshGenerator
     from liveavatar.generation.rig2d import Rig2DGenerator
-    gen = Rig2DGenerator(device, size)
+    # an imported character is taught by the mesh generator, a rig2d pack by rig2d
+    kind = packs.find(character).kind
+    gen = MeshGenerator(device, size) if kind == "mesh" else Rig2DGenerator(device, size)
     gen.prepare_character(character)
 
     def render(conds: Any) -> Any:
@@ -201,6 +236,7 @@ def teacher(character: str, device: str, size: int = 256) -> Any:
 
 def _character_pairs(character: Any, samples: Any, held_out: Any, record: Any, seed: Any, device: Any, run_dir: Any,
                      progress: Any) -> Any:
+    from liveavatar.generation import characters as packs
     from liveavatar.generation.neural import sampling
     from liveavatar.generation.neural.train import make_pairs
     geometry = character_geometry(character)    # NotFoundError for an unknown character
@@ -213,14 +249,15 @@ def _character_pairs(character: Any, samples: Any, held_out: Any, record: Any, s
     val_conds, _ = sampling.sequences(held_out // VAL_RUN * VAL_RUN, seed + 1_000_003,
                                       seq_len=(VAL_RUN, VAL_RUN))
     val_starts = np.arange(len(val_conds)) % VAL_RUN == 0
-    task = progress.add_task(f"rig2d renders {character}", total=len(conds) + len(val_conds), info="")
+    kind = packs.find(character).kind
+    task = progress.add_task(f"{kind} renders {character}", total=len(conds) + len(val_conds), info="")
     adv = lambda n: progress.advance(task, n)  # noqa: E731
     train_set = make_pairs(conds, starts, render, run_dir / "train", on_batch=adv)
     val_set = make_pairs(val_conds, val_starts, render, run_dir / "val", on_batch=adv)
     progress.update(task, completed=len(conds) + len(val_conds))
     note = (f"{samples} sampled conditionings (seed {seed})"
             + (f" + {len(train_set) - samples} recorded from {', '.join(r.name for r in record)}" if record else "")
-            + f", rendered by rig2d at 256x256; held out: {len(val_set)} frames in runs of {VAL_RUN} "
+            + f", rendered by {kind} at 256x256; held out: {len(val_set)} frames in runs of {VAL_RUN} "
               f"from another seed")
     return train_set, val_set, geometry, rig2d_clips(), note
 

@@ -21,6 +21,10 @@ manifest.json
 ```
 Loading validates with pydantic and checks every PNG (exists, inside the folder, right size);
 errors are one line naming the file. The neural generator reuses `list_characters`/`load_pack`.
+
+Imported characters are mesh packs (`character.json`, see liveavatar.generation.mesh.pack), shipped
+in models/characters/ or imported into paths.user_characters_dir(). `catalog()` lists both kinds;
+a shipped name wins over an imported pack of the same name.
 """
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from liveavatar.errors import ConfigError, NotFoundError, UserError
-from liveavatar.paths import models_dir, safe_join
+from liveavatar.generation.mesh import pack as mesh_pack
+from liveavatar.paths import models_dir, safe_join, user_characters_dir
 from liveavatar.types import BONES, EMOTIONS, VISEMES
 
 JOINTS = ("hips", "shoulders", "shoulder_l", "shoulder_r", "elbow_l", "elbow_r", "wrist_l", "wrist_r",
@@ -156,6 +161,40 @@ class CharacterPack:
 
 def characters_dir() -> Path:
     return models_dir() / "characters"
+
+
+@dataclass(frozen=True)
+class CharacterEntry:
+    name: str
+    kind: str        # "rig2d" (manifest.json) or "mesh" (character.json)
+    folder: Path
+    shipped: bool    # under models/characters (False: imported into the user folder)
+
+
+def catalog() -> dict[str, CharacterEntry]:
+    """Every character by name, both kinds. Reads only folder listings (no manifests), so it is
+    cheap enough to call per request; a folder that holds neither manifest is skipped."""
+    found: dict[str, CharacterEntry] = {}
+    for root, shipped in ((characters_dir(), True), (user_characters_dir(), False)):
+        if not root.is_dir():
+            continue
+        for p in sorted(root.iterdir()):
+            if p.name in found or p.name.startswith("."):
+                continue     # shipped first; temp folders of an import in progress start with "."
+            if (p / "manifest.json").is_file():
+                found[p.name] = CharacterEntry(p.name, "rig2d", p, shipped)
+            elif mesh_pack.is_mesh_pack(p):
+                found[p.name] = CharacterEntry(p.name, "mesh", p, shipped)
+    return found
+
+
+def find(name: str) -> CharacterEntry:
+    """The catalog entry of `name`, else NotFoundError listing what exists (one line)."""
+    entry = catalog().get(name)
+    if entry is None:
+        shown = " ".join(repr(name).split())[:80]
+        raise NotFoundError(f"unknown character {shown}; available: {', '.join(catalog()) or 'none'}")
+    return entry
 
 
 def list_characters(root: Path | None = None) -> list[str]:

@@ -8,7 +8,10 @@ from liveavatar.generation.protocol import Generator
 
 GROUP = "liveavatar.generators"
 _BUILTIN = {
+    # the default: routes each character to rig2d or mesh by its pack kind
+    "auto": "liveavatar.generation.auto:AutoGenerator",
     "rig2d": "liveavatar.generation.rig2d:Rig2DGenerator",
+    "mesh": "liveavatar.generation.mesh:MeshGenerator",
     "neural": "liveavatar.generation.neural:NeuralGenerator",
 }
 

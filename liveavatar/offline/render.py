@@ -23,7 +23,7 @@ class RenderOptions:
     fps: float | None = None            # None: the input's rate
     character: str = "nova"
     emotion: str | None = None          # force one emotion for the whole clip
-    generator: str = "rig2d"
+    generator: str = "auto"
     device: str | None = None
     background: tuple[int, int, int] = (0, 177, 64)
     mapping: Path | None = None

@@ -17,7 +17,7 @@ from aiortc.contrib.media import MediaRelay
 from liveavatar.errors import NotFoundError, UserError
 from liveavatar.interop import service as interop
 from liveavatar.paths import assets_dir
-from liveavatar.server import actions, api, metrics
+from liveavatar.server import actions, api, characters, metrics
 from liveavatar.server.config import LOOPBACK_NAMES, ServerConfig
 from liveavatar.server.engine import STRIP_ROWS, AdmissionError, Engine, Session, Stages, real_stages
 from liveavatar.server.media import (
@@ -811,6 +811,7 @@ def create_app(cfg: ServerConfig, stages: Stages | None = None,
     r.add_post(f"/api/sessions/{{sid:{SESSION_ID}}}/feeds", feeds_start)
     r.add_delete(f"/api/sessions/{{sid:{SESSION_ID}}}/feeds", feeds_stop)
     r.add_post("/api/hotkey", hotkey)
+    characters.add_routes(app, ENGINE, lambda req, write: require(req, CONTROL if write else VIEW))
     r.add_post(f"/whip/{{sid:{SESSION_ID}}}", whip)
     r.add_post(f"/whep/{{sid:{SESSION_ID}}}", whep)
     r.add_delete(f"/{{kind:whip|whep}}/{{sid:{SESSION_ID}}}/{{rid:[0-9a-f]{{32}}}}", resource_delete)

@@ -18,7 +18,8 @@ LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 class ServerConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    generator: str = "rig2d"
+    generator: str = "auto"          # rig2d or mesh, chosen per character
+    character: str | None = None  # new sessions start as this character (default: nova)
     device: str | None = None
     size: int = Field(512, ge=64, le=2048)
     fps: int = Field(30, ge=1, le=120)

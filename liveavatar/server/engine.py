@@ -618,6 +618,8 @@ class Engine:
         self.loop = asyncio.get_running_loop()
         try:
             self.generator = await self.loop.run_in_executor(self.pool, self.stages.generator)
+            if self.cfg.character:      # --character: new sessions start as it, so load it now
+                await self.loop.run_in_executor(self.pool, self.generator.prepare_character, self.cfg.character)
         except UserError as e:
             self.warmup_error = str(e)
             raise
@@ -640,6 +642,8 @@ class Engine:
 
     def default_character(self) -> str:
         chars = self.characters()
+        if self.cfg.character:
+            return self.cfg.character       # prepared (so known) in start()
         return "nova" if "nova" in chars or not chars else chars[0]
 
     # -- sessions -----------------------------------------------------------------------------

@@ -150,7 +150,7 @@ def test_remove_takes_the_source_out_and_stops_the_feed(set_up, obs_live, servic
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["exists"] and info["kind"] == "ffmpeg_source" and info["key_filter"]
-    assert info["service"]["status"] == "ok" and info["service"]["generator"] == "rig2d"
+    assert info["service"]["status"] == "ok" and info["service"]["generator"] == "auto"
     r = run_cli(cli_env(obs_live), "obs", "remove", "--service", service)
     assert r.returncode == 0, r.stderr
     assert f"removed '{SOURCE}' from OBS" in r.stdout

@@ -1,0 +1,157 @@
+"""`liveavatar bench character`: importing a character from one picture, then rendering it with the
+mesh generator, and how faithful the mesh is.
+
+- import: `liveavatar.authoring.importer.import_character` on a 1000 px picture (the shipped astro
+  photo scaled up), auto-rig included, after one warm-up import (MediaPipe's graph start);
+- render: ms per `render` call, one session on one torch thread at 256 and 512 px, eight sessions
+  batched at 256 px (fps each), conditionings varying every frame (bench.generator's), and the
+  baseline workload beside them: rig2d drawing nova, one session at 256 px;
+- fidelity: rest-pose SSIM over the character's pixels against the art placed the same way,
+  silhouette area over every action (9 phases each; spin only where it faces the camera) relative
+  to rest, and flipped triangles over those poses.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from liveavatar.bench import report
+from liveavatar.bench.generator import _measure
+from liveavatar.paths import models_dir
+from liveavatar.types import ACTIONS, Conditioning
+
+
+def ssim_over(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """Mean SSIM (Wang et al. 2004, Gaussian window sigma 1.5) of two RGB images over `mask`."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+    def blur(x: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(x, (11, 11), 1.5)
+
+    mu_a, mu_b = blur(a), blur(b)
+    va, vb, cov = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2, blur(a * b) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (va + vb + c2))
+    return float(s.mean(-1)[mask].mean())
+
+
+def _over_grey(rgba: np.ndarray) -> np.ndarray:
+    a = rgba[..., 3:4].astype(np.float64) / 255.0
+    return rgba[..., :3] * a + 128.0 * (1.0 - a)
+
+
+def fidelity(gen: Any, name: str) -> dict:
+    """Rest SSIM, area ratio range over all actions, flipped triangles (see module doc)."""
+    rest_c = gen.rest_conditioning(name)
+    # a root that keeps the figure inside the canvas while a bust bows or a full figure jumps
+    upper = gen.rest_frame(name)["framing"] == "upper"
+    inside = np.array([0.0, -0.2, 0.8] if upper else [0.0, 0.12, 0.75], np.float32)
+    frame = gen.render([rest_c], [name])[0]
+    ref = gen.rest_reference(name)
+    ssim = ssim_over(_over_grey(frame), _over_grey(ref), (frame[..., 3] > 0) | (ref[..., 3] > 0))
+    rest_c.root = inside.copy()
+    rest_area = float((gen.render([rest_c], [name])[0][..., 3] > 127).sum())
+    rv, tris = gen.mesh(name)
+
+    def signed(v: np.ndarray) -> np.ndarray:
+        a, b, c = v[..., tris[:, 0], :], v[..., tris[:, 1], :], v[..., tris[:, 2], :]
+        return (b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) - (b[..., 1] - a[..., 1]) * (c[..., 0] - a[..., 0])
+
+    s0 = np.sign(signed(rv))
+    ratios, flips = [], 0
+    for act in ACTIONS:
+        phases = np.array([0.0, 0.02, 0.48, 0.5, 0.52, 0.98]) if act == "spin" else np.linspace(0, 1, 9)
+        conds = []
+        for p in phases:
+            c = Conditioning.neutral(t_tick_ns=int(p * 1e9))
+            c.action, c.action_phase, c.action_weight, c.root = act, float(p), 1.0, inside.copy()
+            conds.append(c)
+        v, _, mirror = gen.deform(conds, name)
+        flips += int(((signed(v) * mirror[:, None] * s0[None]) <= 0).sum())
+        frames = gen.render(conds, [name] * len(conds))
+        ratios += list((frames[..., 3] > 127).sum((1, 2)) / rest_area)
+    return {"ssim": ssim, "area_min": float(min(ratios)), "area_max": float(max(ratios)), "flips": flips,
+            "poses": len(ratios), "triangles": int(len(tris))}
+
+
+def run(frames: int = 60, imports: int = 3) -> dict:
+    from liveavatar.generation.mesh import MeshGenerator
+
+    rows: list[dict] = []
+    info: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        name = "astro"
+        try:
+            from liveavatar.authoring.importer import import_character
+            have_importer = True
+        except ImportError:
+            have_importer = False
+        if have_importer:
+            from PIL import Image
+            src = root / "picture.png"
+            with Image.open(models_dir() / "characters" / "astro" / "art.png") as im:
+                rgba = im.convert("RGBA")
+                k = 1000 / max(rgba.size)
+                rgba.resize((round(rgba.size[0] * k), round(rgba.size[1] * k)), Image.Resampling.LANCZOS).save(src)
+            import_character(src, "benchwarm", dest_root=root, replace=True)     # MediaPipe start-up
+            secs = []
+            for _ in range(imports):
+                t0 = time.perf_counter()
+                res = import_character(src, "benchpic", dest_root=root, replace=True)
+                secs.append(time.perf_counter() - t0)
+            st = report.stats([s * 1e3 for s in secs])
+            rows.append(report.row("import 1000 px picture (auto-rig included)", st["median"] / 1e3,
+                                   st["p95"] / 1e3, "s", f"{imports} imports after a warm-up; method {res.method}, "
+                                   f"joints by {res.joints_by}"))
+            try:
+                from liveavatar.authoring.evaluate import score_drawings
+                drawings = Path(__file__).resolve().parents[2].parent / "shared" / "media" / "drawings"
+                if drawings.is_dir():
+                    scores = score_drawings(drawings)
+                    rows.append(report.row("drawings: mask IoU (mean)", float(np.mean([s.iou for s in scores])),
+                                           None, "", f"{len(scores)} children's drawings vs their hand-made masks"))
+                    rows.append(report.row("drawings: joint error (mean)",
+                                           float(np.mean([s.mean_joint_error_px for s in scores])), None, "px",
+                                           "vs their hand-placed joints"))
+            except ImportError:
+                pass
+        threads = torch.get_num_threads()
+        for size in (256, 512):
+            gen = MeshGenerator("cpu", size)
+            gen.prepare_character(name)
+            torch.set_num_threads(1)
+            try:
+                rows += _measure(gen, name, 1, frames, f"1 torch thread, {size} px")
+            finally:
+                torch.set_num_threads(threads)
+            if size == 256:
+                # One thread: on a loaded 2-core machine a second intra-op thread mostly spins at
+                # barriers (see ServerConfig.render_threads), which is what serve runs with.
+                torch.set_num_threads(1)
+                try:
+                    rows += _measure(gen, name, 8, frames, f"1 torch thread, {size} px")
+                    # the baseline workload, measured beside it: rig2d drawing nova the same way
+                    from liveavatar.generation.rig2d import Rig2DGenerator
+                    base = Rig2DGenerator("cpu", size)
+                    base.prepare_character("nova")
+                    rows += [dict(r, metric="baseline rig2d nova: " + r["metric"])
+                             for r in _measure(base, "nova", 1, frames, f"1 torch thread, {size} px")[:2]]
+                finally:
+                    torch.set_num_threads(threads)
+                f = fidelity(gen, name)
+                info["fidelity"] = f
+                rows.append(report.row(f"{name}: rest SSIM over the character", f["ssim"], None, "",
+                                       "goal >= 0.9"))
+                rows.append(report.row(f"{name}: area vs rest, min..max over actions", f["area_min"], f["area_max"],
+                                       "x", f"{f['poses']} poses; goal within 0.85..1.15 (p95 column: max)"))
+                rows.append(report.row(f"{name}: flipped triangles over those poses", f["flips"], None, "",
+                                       f"of {f['triangles']} triangles x {f['poses']} poses; goal 0"))
+            info[f"size_{size}"] = gen.info()
+    return report.result("character", rows, **info)
