@@ -67,12 +67,13 @@ def remote_serve(tmp_path_factory):
     tokens = json.loads((config_dir / "server-tokens.json").read_text())
     # exercise auth every way, including failures that log
     ctl, view = tokens["token"], tokens["viewer_token"]
+    near_miss = ctl[:-1] + ("y" if ctl.endswith("x") else "x")   # one character off, never the token itself
     calls = [
         ("/api/sessions/default/emotion", {"Authorization": f"Bearer {ctl}"}, {"name": "happy"}),
         (f"/api/sessions/default/emotion?token={ctl}", {}, {"name": "nope"}),
         (f"/api/sessions/default/action?token={view}", {}, {"name": "wave"}),
         (f"/api/sessions/missing/state?token={view}", {}, None),
-        ("/api/sessions/default/state", {"Authorization": f"Bearer {ctl[:-1]}x"}, None),
+        ("/api/sessions/default/state", {"Authorization": f"Bearer {near_miss}"}, None),
         (f"/whip/default?token={ctl}", {"Content-Type": "application/sdp"}, b"v=0\r\nbroken"),
         (f"/api/sessions/default/feeds?token={ctl}", {}, {"kind": "mpegts", "url": "udp://256.1.1.1:1"}),
     ]
