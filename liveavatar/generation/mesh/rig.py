@@ -146,6 +146,15 @@ def _contour_mesh(mask: np.ndarray, edge: float) -> tuple[np.ndarray, np.ndarray
         if area < min_area:
             continue
         poly = cv2.approxPolyDP(c, 0.75, True).reshape(-1, 2).astype(np.float64)
+        # Boundary steps much shorter than the mesh edge make sliver triangles that fold under
+        # small neck bends: merge vertices closer than a third of an edge to the last one kept.
+        kept = [poly[0]]
+        for p in poly[1:]:
+            if np.hypot(*(p - kept[-1])) >= max(2.0, edge / 3.0):
+                kept.append(p)
+        if len(kept) > 3 and np.hypot(*(kept[-1] - kept[0])) < max(2.0, edge / 3.0):
+            kept.pop()
+        poly = np.asarray(kept)
         # Resample so boundary edges are at most `edge` long (Triangle splits segments anyway,
         # but long straight runs would give needle triangles with 'q' alone).
         pts: list[np.ndarray] = []

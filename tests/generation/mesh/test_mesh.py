@@ -136,7 +136,9 @@ def test_bad_conditioning_is_clamped(mesh256: MeshGenerator) -> None:
     far.root = np.array([np.inf, -np.inf, 1e9], np.float32)
     edge = Conditioning.neutral()
     edge.root = np.array([1.0, -1.0, 2.0], np.float32)
-    a, b = mesh256.render([far, edge], ["drawing1", "drawing1"])
+    # one call each: the clamp is under test, not the batch (rows of a batch sample their stacked
+    # textures at coordinates that can round one level apart)
+    a, b = mesh256.render([far], ["drawing1"])[0], mesh256.render([edge], ["drawing1"])[0]
     assert np.array_equal(a, b)
 
 
