@@ -83,6 +83,22 @@ def feed(seconds: float = typer.Option(10.0, help="Measured duration per frame s
     _finish(b.run(seconds=seconds), json_path)
 
 
+@app.command()
+def fidelity(clips: str = typer.Option("d0,d3,d9,two_people_room,basketball",
+                                       help="Comma-separated real clips from ../shared/media."),
+             generator: str = typer.Option("rig2d", "--generator", "-g", help="Generator name."),
+             character: str = typer.Option("nova", help="Character pack name."),
+             size: int = typer.Option(512, min=64, max=2048, help="Rendered size."),
+             device: Optional[str] = typer.Option(None, help="cpu or cuda (default: best available)."),
+             seconds: Optional[float] = typer.Option(None, help="Measure only the first seconds of each clip."),
+             json_path: Optional[Path] = JsonOpt) -> None:
+    """The avatar against a real person: render real clips as `liveavatar render` does and read the
+    person and the avatar with MediaPipe (face, body, framing, false triggers, emotion)."""
+    from liveavatar.bench import fidelity as b
+    _finish(b.run(clips=[c.strip() for c in clips.split(",") if c.strip()], generator=generator,
+                  character=character, size=size, device=device, seconds=seconds), json_path)
+
+
 @app.command("all")
 def all_(out: Path = typer.Option(Path("bench-results"), help="Folder for bench.json and bench.md."),
          quick: bool = typer.Option(False, help="Shorter runs (for a smoke check, not for the README)."),
