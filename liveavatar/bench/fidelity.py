@@ -33,7 +33,7 @@ import numpy as np
 
 from liveavatar.bench import report
 from liveavatar.errors import UserError
-from liveavatar.types import FP, Conditioning, CapturedFrame, Cues
+from liveavatar.types import FP, CapturedFrame, Conditioning, Cues
 
 FACE_CLIPS = ("d0", "d3", "d9")
 BODY_CLIPS = ("two_people_room", "basketball")
@@ -113,7 +113,7 @@ def _head_crop(img: np.ndarray, pose_lm: np.ndarray | None, alpha: np.ndarray) -
     if pose_lm is not None and pose_lm[[0, 7, 8], 3].min() > 0.3:
         pts = pose_lm[[0, 2, 5, 7, 8, 9, 10], :2] * (w, h)
         cx, cy = pts[0]
-        size = max(3.2 * np.ptp(pts[:, 0]), 60.0)
+        size = max(2.4 * np.ptp(pts[:, 0]), 60.0)
     else:
         rows = np.nonzero(alpha.max(1) > 128)[0]
         if rows.size == 0:
@@ -209,7 +209,7 @@ def run_clip(name: str, generator: str = "rig2d", character: str = "nova", size:
     rec = ClipRun(name, 0.0)
     person_mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True)
     avatar_mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True)
-    avatar_pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1)
+    avatar_pose = mp.solutions.pose.Pose(static_image_mode=False, model_complexity=1)   # a smooth video
     limit_ns = None if seconds is None else int(seconds * 1e9)
 
     def on_cues(frame: CapturedFrame, cues: Cues) -> None:
@@ -328,7 +328,7 @@ def body_figures(rec: ClipRun) -> dict[str, Any]:
 
 
 def trigger_figures(rec: ClipRun) -> dict[str, Any]:
-    started = [c.action for prev, c in zip([None, *rec.conds[:-1]], rec.conds)
+    started = [c.action for prev, c in zip([None, *rec.conds[:-1]], rec.conds, strict=True)
                if c.action != "none" and (prev is None or prev.action != c.action)]
     minutes = len(rec.conds) / max(rec.fps, 1e-9) / 60.0
     return {"gestures": [g for g, _ in rec.gestures], "actions": started,

@@ -63,8 +63,12 @@ class GestureRecognizer:
             pts = pose[_POINTS]
             ok = np.isfinite(pts).all(axis=1)
             self._xy[i] = np.where(ok[:, None], pts[:, :2], 0.0)
+            # A point the camera does not show is a guess, whatever its visibility says: an arm
+            # below a webcam close-up must not wave.
+            inside = (self._xy[i, :, 0] > 0.01) & (self._xy[i, :, 0] < 0.99) \
+                & (self._xy[i, :, 1] > 0.01) & (self._xy[i, :, 1] < 0.99)
             self._xy[i, :, 0] *= aspect
-            self._vis[i] = np.where(ok, pts[:, 3], 0.0)
+            self._vis[i] = np.where(ok & inside, pts[:, 3], 0.0)
         else:
             self._vis[i] = 0.0
         if expression is not None and np.isfinite(expression[[FF["head_yaw"], FF["head_pitch"]]]).all():

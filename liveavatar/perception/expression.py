@@ -67,7 +67,7 @@ _LO[[FF["gaze_x"], FF["gaze_y"]]] = -1.0
 # Running per-user range (`Calibration.adapt`). The resting value of these channels follows a
 # running median (people rest far more than they emote), at this many raw units per second:
 _REST_RATE = np.zeros(N, np.float32)
-_REST_RATE[:3] = 0.05                                        # head angles (rad): camera offsets
+# Head angles keep the default rest: following them would bend a held turn back to straight.
 _REST_RATE[[FF["blink_left"], FF["blink_right"], FF["eye_wide_left"], FF["eye_wide_right"]]] = 0.03
 _REST_RATE[[FF["mouth_width"], FF["brow_raise_left"], FF["brow_raise_right"], FF["brow_furrow"]]] = 0.02
 _REST_RATE[[FF["smile"], FF["frown"]]] = 0.01

@@ -36,7 +36,7 @@ HEAD_BONE = len(BONE_INDEX)   # pseudo-bone index for parts that turn with the h
 ATLAS_BORDER = 3     # transparent px around each part in the atlas; sampling is clamped into it
 TILE_ROUND = 2       # tile sides stay even (small batches are split in halves for two cores)
 YAW_SHIFT, PITCH_SHIFT = 24.0, 22.0   # face-canvas px the face centre moves at 1 rad of yaw/pitch
-BROW_RAISE_PX, BROW_FURROW_PX = 11.0, 5.0   # brow travel at raise / furrow 1
+BROW_RAISE_PX, BROW_FURROW_PX = 7.0, 4.0   # brow travel at raise / furrow 1
 EYE_WIDE = 0.35                        # extra eye opening at eye_wide 1 (a surprised stare)
 GAZE_X, GAZE_Y = 5.0, 3.0              # pupil travel (px) at gaze +-1
 
@@ -321,16 +321,17 @@ class Rig2DGenerator:
         margin = 0.01 * c.ref
         avail = c.ref - 2 * margin
         f = np.minimum(1.0, avail / np.maximum(hi - lo, 1e-3).max(1))     # (n,)
-        if (f >= 1.0).all() and (lo >= margin).all() and (hi <= c.ref - margin).all():
+        need = (f < 1.0) | (lo < margin).any(1) | (hi > c.ref - margin).any(1)
+        if not need.any():
             return root
         centre = (lo + hi) / 2
         lo2, hi2 = centre + (lo - centre) * f[:, None], centre + (hi - centre) * f[:, None]
         shift = np.maximum(0.0, margin - lo2) - np.maximum(0.0, hi2 - (c.ref - margin))
         hips = c.hips + (root[:, :2] + ch[:, [motion.DX, motion.DY]]) * c.body_height
         hips2 = centre + (hips - centre) * f[:, None] + shift
-        out = root.copy()
-        out[:, :2] = (hips2 - c.hips) / c.body_height - ch[:, [motion.DX, motion.DY]]
-        out[:, 2] = root[:, 2] * f
+        out = root.copy()      # only the sessions that need it: a batch renders as its sessions alone
+        out[need, :2] = ((hips2 - c.hips) / c.body_height - ch[:, [motion.DX, motion.DY]])[need]
+        out[need, 2] = (root[:, 2] * f)[need]
         return out.astype(np.float32)
 
     def _render_group(self, c: _Character, conds: Sequence[Conditioning]) -> np.ndarray:
@@ -339,15 +340,20 @@ class Rig2DGenerator:
         ch = self._pose(g)
         root = g["root"]
         J, xs = self._skeleton(ch, root, c)
-        root = self._keep_on_canvas(J, root, ch, c)
+        # Live tracking is kept on the canvas; a triggered action (a jump) may still leave it.
+        fitted = self._keep_on_canvas(J, root, ch, c)
+        live = (1.0 - g["weight"] * (g["action"] > 0)).astype(np.float32)[:, None]
+        root = np.where(live >= 1.0, fitted, root + (fitted - root) * live).astype(np.float32)
         J, xs = self._skeleton(ch, root, c)
         k = S / c.ref
         scale = root[:, 2]
 
         # ---- per-part affine: output = joint + M (tex - pivot); M = k s X R(delta) diag(sx, sy)
-        # The head tilts with the torso plus its own roll. Not with the neck bone: tracked, that
-        # bone points at the nose, which swings sideways as the head turns (yaw leaking into roll).
-        head_angle = ch[:, BONE_INDEX["spine"]] - np.pi + ch[:, motion.ROLL]
+        # A tracked head's roll is its tilt in the picture, as measured. Not plus the neck bone:
+        # tracked, that bone points at the nose, which swings sideways as the head turns (yaw
+        # leaking into roll). Idle and action clips tilt the head with the torso.
+        follow_torso = np.maximum(1.0 - g["present"], g["weight"] * (g["action"] > 0))
+        head_angle = (ch[:, BONE_INDEX["spine"]] - np.pi) * follow_torso + ch[:, motion.ROLL]
         yaw = np.clip(ch[:, motion.YAW], -0.8, 0.8)
         pitch = np.clip(ch[:, motion.PITCH], -0.8, 0.8)
         spine_scale = np.clip(ch[:, motion.SPINE_SCALE], 0.3, 1.5)
@@ -488,8 +494,9 @@ class Rig2DGenerator:
         blink_l = np.maximum(face[:, FP["blink_left"]], auto)
         blink_r = np.maximum(face[:, FP["blink_right"]], auto)
         # Wide eyes open past the drawn rest (a stare); blinks and squints close them.
-        open_l = np.clip(1.0 - blink_l + EYE_WIDE * face[:, FP["eye_wide_left"]], 0.06, 1.0 + EYE_WIDE).astype(np.float32)
-        open_r = np.clip(1.0 - blink_r + EYE_WIDE * face[:, FP["eye_wide_right"]], 0.06, 1.0 + EYE_WIDE).astype(np.float32)
+        wide_l, wide_r = EYE_WIDE * face[:, FP["eye_wide_left"]], EYE_WIDE * face[:, FP["eye_wide_right"]]
+        open_l = np.clip(1.0 - blink_l + wide_l, 0.06, 1.0 + EYE_WIDE).astype(np.float32)
+        open_r = np.clip(1.0 - blink_r + wide_r, 0.06, 1.0 + EYE_WIDE).astype(np.float32)
         shx = (np.clip(ch[:, motion.YAW], -0.8, 0.8) * YAW_SHIFT).astype(np.float32)
         shy = (np.clip(ch[:, motion.PITCH], -0.8, 0.8) * PITCH_SHIFT).astype(np.float32)
         T = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(dev)  # noqa: E731
@@ -571,7 +578,7 @@ class Rig2DGenerator:
         mouth) moves by (shx, shy) px, the outline stays, so the face turns rather than slides."""
         if not (np.any(shx) or np.any(shy)):
             return fc
-        n, Fc, dev = fc.shape[0], c.F, self._dev
+        Fc, dev = c.F, self._dev
         w = self._face_grids.get("parallax")
         if w is None:
             xs, ys = self._face_base(f"c{Fc}", Fc, Fc)
