@@ -93,9 +93,10 @@ def face_measures(lm: np.ndarray, width: int, height: int) -> np.ndarray:
     half = np.hypot(*(cheek_b - cheek_a)) / 2 + 1e-6
     axis = (cheek_b - cheek_a) / (2 * half)
     yaw = float(((p[1] - (cheek_a + cheek_b) / 2) @ axis) / half)
-    eyes_mid = (p[33] + p[263]) / 2
+    # Pitch: the nose tip below the top of the face, in eye-corner spans (not against the chin,
+    # which drops with the jaw: an open mouth would read as a nod).
     normal = np.array([-axis[1], axis[0]])
-    pitch = float(((p[1] - eyes_mid) @ normal) / (((p[152] - eyes_mid) @ normal) + 1e-6))
+    pitch = float(((p[1] - p[10]) @ normal) / (d(33, 263) + 1e-6))
     roll = float(np.arctan2(p[263, 1] - p[33, 1], p[263, 0] - p[33, 0]))
     return np.array([mouth, (eye_a + eye_b) / 2, brow, yaw, pitch, roll, eye_a, eye_b], np.float64)
 
@@ -157,8 +158,9 @@ def blink_events(eye: np.ndarray) -> list[int]:
     if ok.sum() < 10:
         return []
     filled = np.where(ok, eye, np.nanmedian(eye))
-    from scipy.ndimage import median_filter
-    base = median_filter(filled, size=min(45, n), mode="nearest")
+    k = min(45, n) // 2
+    padded = np.pad(filled, k, mode="edge")
+    base = np.median(np.lib.stride_tricks.sliding_window_view(padded, 2 * k + 1), axis=1)[:n]
     low = (filled < 0.65 * base) & ok
     events, i = [], 0
     while i < n:
@@ -312,8 +314,10 @@ def body_figures(rec: ClipRun) -> dict[str, Any]:
     detected = [i for i in present if rec.avatar_pose[i] is not None]
     errs = []
     for i in detected:
-        pa, pv = limb_angles(rec.person_pose[i], pw, ph)
-        aa, _ = limb_angles(rec.avatar_pose[i], 1, 1)
+        person, avatar = rec.person_pose[i], rec.avatar_pose[i]
+        assert person is not None and avatar is not None
+        pa, pv = limb_angles(person, pw, ph)
+        aa, _ = limb_angles(avatar, 1, 1)
         use = pv >= VISIBLE
         d = (aa[use] - pa[use] + np.pi) % (2 * np.pi) - np.pi
         errs.extend(np.degrees(np.abs(d)).tolist())
@@ -355,12 +359,16 @@ def run(clips: list[str] | None = None, generator: str = "rig2d", character: str
     from liveavatar.types import EMOTIONS
     clips = list(clips or (*FACE_CLIPS, *BODY_CLIPS))
     base = report.baseline_ms()
-    rows, details = [], {}
-    face, body, trig = {}, {}, {}
+    rows: list[dict] = []
+    details: dict[str, dict[str, Any]] = {}
+    face: dict[str, dict[str, Any]] = {}
+    body: dict[str, dict[str, Any]] = {}
+    trig: dict[str, dict[str, Any]] = {}
     for name in clips:
         rec = run_clip(name, generator, character, size, device, seconds)
-        details[name] = d = {"wall_s": round(rec.wall_s, 1), "trigger": trigger_figures(rec),
+        d: dict[str, Any] = {"wall_s": round(rec.wall_s, 1), "trigger": trigger_figures(rec),
                              "emotion_segments": emotion_segments(rec, EMOTIONS)}
+        details[name] = d
         trig[name] = d["trigger"]
         if name in FACE_CLIPS:
             face[name] = d["face"] = face_figures(rec)

@@ -121,6 +121,7 @@ def all_(out: Path = typer.Option(Path("bench-results"), help="Folder for bench.
         ("e2e", "e2e", dict(seconds=20 * f)),
         ("e2e_512", "e2e", dict(seconds=20 * f, size=512)),
         ("feed", "feed", dict(seconds=10 * f)),
+        ("fidelity", "fidelity", dict(seconds=4.0 if quick else None)),
     ]
     out.mkdir(parents=True, exist_ok=True)
     results, failures = [], {}

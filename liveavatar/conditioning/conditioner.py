@@ -505,12 +505,14 @@ class Conditioner:
         amount = max(opening, 0.35 * purse)
         wide_open = _unit(opening / 0.5)
         fv = self._vis_face
+        # Shapes: a wide-open mouth is mostly A whatever the lips do (a shout, a grimace).
+        fv[1] = max(0.0, 1.0 - purse - stretch) + 0.6 * stretch * wide_open   # A
+        fv[2] = stretch * (1.0 - wide_open)                                   # I
+        fv[3] = purse * (1.0 - wide_open)                                     # U
+        fv[4] = 0.4 * stretch * wide_open                                     # E
+        fv[5] = purse * wide_open                                             # O
+        fv[1:] *= amount / max(float(fv[1:].sum()), 1e-6)
         fv[0] = 1.0 - amount
-        fv[1] = amount * max(0.0, 1.0 - purse - stretch)                    # A
-        fv[2] = amount * stretch * (1.0 - wide_open)                        # I
-        fv[3] = amount * purse * (1.0 - wide_open)                          # U
-        fv[4] = amount * stretch * wide_open                                # E
-        fv[5] = amount * purse * wide_open                                  # O
         speech = self._speaking
         out[:] = speech * voice_vis + (1.0 - speech) * fv
         out[:] = w * out + (1.0 - w) * voice_vis

@@ -376,3 +376,18 @@ def test_state_shows_an_event_before_the_next_tick(drive, cond):
     assert s["action"]["name"] == "dance" and s["action"]["source"] == "studio"
     nxt = drive.run(0.04, lambda t: cues(t, person()))[0]
     assert nxt.action == "dance" and nxt.emotion[EMOTIONS.index("sad")] > 0.5
+
+
+def test_the_face_shapes_the_mouth_and_speech_takes_over_when_talking(drive):
+    """No voice: a silent open mouth opens (A), pursed lips round it (U/O). Speaking: the voice's
+    visemes lead, and the face's opening still counts."""
+    V = {v: i for i, v in enumerate(VISEMES)}
+    silent_open = settled(drive, lambda t: cues(t, person(), expression(mouth_open=0.8, mouth_width=0.5)))
+    assert silent_open.face[FP["mouth_open"]] > 0.7
+    assert silent_open.visemes[V["closed"]] < 0.3 and np.argmax(silent_open.visemes) == V["A"]
+    pursed = settled(drive, lambda t: cues(t, person(), expression(mouth_open=0.1, mouth_width=0.05)))
+    assert pursed.visemes[V["U"]] + pursed.visemes[V["O"]] > 0.2 > pursed.visemes[V["A"]]
+    talking = settled(drive, lambda t: cues(t, person(), expression(mouth_open=0.3, mouth_width=0.5),
+                                            voice=speaking()))
+    assert np.allclose(talking.visemes, speaking().visemes, atol=0.1)
+    assert np.isclose(talking.visemes.sum(), 1.0, atol=1e-4)
