@@ -68,10 +68,11 @@ _LO[[FF["gaze_x"], FF["gaze_y"]]] = -1.0
 # running median (people rest far more than they emote), at this many raw units per second:
 _REST_RATE = np.zeros(N, np.float32)
 # Head angles keep the default rest: following them would bend a held turn back to straight.
-_REST_RATE[[FF["blink_left"], FF["blink_right"], FF["eye_wide_left"], FF["eye_wide_right"]]] = 0.03
-_REST_RATE[[FF["mouth_width"], FF["brow_raise_left"], FF["brow_raise_right"], FF["brow_furrow"]]] = 0.02
-_REST_RATE[[FF["smile"], FF["frown"]]] = 0.01
-_REST_RATE[FF["mouth_open"]] = 0.01        # tracks a low percentile: the closed mouth is its rest
+# Slow enough that a held smile stays a smile for many seconds.
+_REST_RATE[[FF["blink_left"], FF["blink_right"], FF["eye_wide_left"], FF["eye_wide_right"]]] = 0.02
+_REST_RATE[[FF["mouth_width"], FF["brow_raise_left"], FF["brow_raise_right"], FF["brow_furrow"]]] = 0.01
+_REST_RATE[[FF["smile"], FF["frown"]]] = 0.004
+_REST_RATE[FF["mouth_open"]] = 0.005       # tracks a low percentile: the closed mouth is its rest
 # ... and the span that maps to a full 1.0 follows the person's biggest expression (a peak that
 # decays over _PEAK_TAU_S), between half and one and a half times the default span, so a
 # person with small expressions still reaches the avatar's extremes and a big one is not clipped.
@@ -79,7 +80,7 @@ _SPANNED = np.array([FF[n] for n in ("mouth_open", "mouth_width", "smile", "brow
                                      "brow_furrow", "frown")])
 _PEAK_TAU_S = 15.0
 _SPAN_LO, _SPAN_HI = 0.5, 1.5
-_WARM_S = 2.0                               # the rest adapts 5x faster over the first seconds
+_WARM_S = 2.0                               # the rest adapts 2x faster over the first seconds
 
 
 #: The expression of a resting face (what a lost face decays toward).
@@ -160,7 +161,7 @@ class Calibration:
             return
         self._seen_s += dt
         if not self.calibrated:
-            warm = 1.0 + 4.0 * float(np.exp(-self._seen_s / _WARM_S))
+            warm = 1.0 + float(np.exp(-self._seen_s / _WARM_S))
             step = _REST_RATE * (dt * warm)
             up = raw > self.neutral
             # A median tracker; the mouth's rest is its 15th percentile (closed between words).
