@@ -20,6 +20,7 @@ CAPACITY = 128            # samples; enough for a 2 s window at 60 fps
 MIN_SAMPLES = 8
 RECOGNISE_EVERY = 2       # samples; gestures last half a second or more, so 15 Hz checks suffice
 VISIBLE = 0.5
+MIN_SHOULDERS = 0.06      # frame heights: a person smaller than this is too far to read gestures from
 
 
 def _reversals(signal: np.ndarray, min_range: float) -> int:
@@ -104,8 +105,8 @@ class GestureRecognizer:
         if shoulders.mean() < 0.6:
             return []
         sw = float(np.median(np.linalg.norm(xy[shoulders, LS] - xy[shoulders, RS], axis=1)))
-        if sw < 1e-3:
-            return []
+        if sw < MIN_SHOULDERS:
+            return []       # far away: landmark jitter is as big as a gesture (basketball.mp4)
         found = []
         recent = t >= t_s - 0.35
         wrists_up = (seen[:, LW] & seen[:, RW] & seen[:, NO]
