@@ -78,8 +78,10 @@ def test_the_avatar_stays_on_the_canvas_and_on_one_player(basketball):
     lo, hi = b["scale_range"]
     assert 0.8 <= lo and hi <= 1.2, b                     # was 1.7-1.9
     assert max(abs(x) for x in b["root_x_range"]) < 0.1, b   # centred framing; was +-1.0
-    # One player followed: the tracked torso never jumps across the court between frames.
+    # One player followed: the tracked hips never jump across the court between frames (a
+    # player runs about 0.02 of the picture's width a frame; the court is 1.0 wide).
     hips = np.array([p[[23, 24], :2].mean(0) if p is not None else (np.nan, np.nan)
                      for p in basketball.person_pose])
     step = np.linalg.norm(np.diff(hips, axis=0), axis=1)
-    assert np.nanmax(step) < 0.15, np.nanmax(step)
+    assert np.nanmax(step) < 0.25, np.nanmax(step)
+    assert np.nanmedian(step) < 0.03, np.nanmedian(step)
