@@ -125,6 +125,11 @@ class PersonLock:
             return 0, 0, width, height
         cx, cy, size = self.box
         side = int(min(max(size * self.window, 0.35 * min(width, height)), width, height))
+        if side >= 0.75 * min(width, height):
+            # A person this big leaves little room for others: the whole picture (a square
+            # window would cut off their outstretched arms). The jump check still applies.
+            self._crop = None
+            return 0, 0, width, height
         if self._crop is not None:
             x0, y0, w, h = self._crop
             # Keep the window while the person stays well inside it (a still window keeps
