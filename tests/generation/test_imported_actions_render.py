@@ -146,3 +146,43 @@ def test_neural_plays_an_imported_action_from_its_bone_angles(tmp_path):
     a, b, r = gen.render([c, as_none, rest], ["nova"] * 3)
     assert np.array_equal(a, b)                              # the name is harmless
     assert np.abs(a.astype(int) - r.astype(int)).mean() > 2  # the raised arm is drawn
+
+
+@pytest.mark.parametrize("drawing", [1, 2])
+def test_wave_hello_plays_on_a_character_imported_from_a_drawing(drawing, tmp_path, monkeypatch):
+    """The same imported clip on a character made from a real children's drawing (the mesh
+    generator, chosen by the default `auto` generator): the posed right hand goes above the right
+    shoulder while the BVH raises the forearm, swings there, and is below it at rest. (MediaPipe
+    does not see these drawings as people, so the mesh's own posed joints are read instead.)"""
+    import json
+
+    from liveavatar.generation import registry
+    from liveavatar.types import Conditioning
+    from tests.generation.mesh.drawings import make_pack
+
+    monkeypatch.setenv("LIVEAVATAR_DATA_DIR", str(tmp_path / "data"))
+    name = make_pack(drawing, tmp_path / "data" / "characters")
+    gen = registry.create("auto", "cpu", 256)
+    assert name in gen.characters()
+    gen.prepare_character(name)
+    conds, want = _played(tmp_path / "actions", "wave_hello", every=2)
+    up = np.array([abs(_wrap(w[B["lower_arm_r"]])) > 2.2 for w in want])
+    assert up.sum() > 5
+    from liveavatar.generation.mesh import MeshGenerator
+    mesh_gen = MeshGenerator(device="cpu", size=256)    # the one auto routes to; its posed mesh
+    joints = json.loads((tmp_path / "data" / "characters" / name / "character.json").read_text())["joints"]
+    rest_v, _ = mesh_gen.mesh(name)
+
+    def nearest(j: str) -> int:
+        p = np.array([joints[j]["x"], joints[j]["y"]], np.float32)
+        return int(np.argmin(np.hypot(*(rest_v - p).T)))
+
+    wrist, shoulder = nearest("wrist_r"), nearest("shoulder_r")
+    posed, _, _ = mesh_gen.deform(conds, name)
+    rest, _, _ = mesh_gen.deform([Conditioning.neutral()], name)
+    assert rest[0, wrist, 1] > rest[0, shoulder, 1]                   # hanging down at rest
+    raised = posed[up]
+    assert (raised[:, wrist, 1] < raised[:, shoulder, 1]).mean() > 0.9   # above the shoulder
+    assert np.ptp(raised[:, wrist, 0]) > 5.0                          # and it swings (px at 256)
+    frames = gen.render(conds[:8], [name] * 8)                        # the routed render draws it
+    assert frames.shape == (8, 256, 256, 4) and (frames[..., 3] > 127).mean() > 0.02
