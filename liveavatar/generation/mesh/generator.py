@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from liveavatar.errors import NotFoundError, UserError
 from liveavatar.generation import characters as catalog
+from liveavatar.generation.batching import render_by_character
 from liveavatar.generation.mesh import pack as mesh_pack
 from liveavatar.generation.mesh import rig as mesh_rig
 from liveavatar.generation.rig2d import motion
@@ -350,24 +351,8 @@ class MeshGenerator:
 
     # ------------------------------------------------------------------ protocol: render
     def render(self, conds: Sequence[Conditioning], characters: Sequence[str]) -> np.ndarray:
-        n = len(conds)
-        if n != len(characters):
-            raise UserError(f"mesh.render: {n} conditionings but {len(characters)} character names")
-        if n == 0:
-            return np.zeros((0, self.size, self.size, 4), np.uint8)
-        for name in set(characters):
-            if name not in self._chars:
-                log.warning("mesh: character %r was not prepared; loading it now", name)
-                self.prepare_character(name)
-        chars = self._chars
-        with self._render_lock:
-            if all(c == characters[0] for c in characters):
-                return self._render_group(chars[characters[0]], conds)
-            out = np.empty((n, self.size, self.size, 4), np.uint8)
-            for name in dict.fromkeys(characters):
-                idx = [i for i, c in enumerate(characters) if c == name]
-                out[idx] = self._render_group(chars[name], [conds[i] for i in idx])
-            return out
+        return render_by_character(self.name, self.size, conds, characters, lambda: self._chars,
+                                   self.prepare_character, self._render_group, self._render_lock)
 
     # ------------------------------------------------------------------ pose
     def _channels(self, c: _Char, g: dict) -> np.ndarray:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from liveavatar.errors import UserError
 from liveavatar.generation import characters as packs
+from liveavatar.generation.batching import render_by_character
 from liveavatar.generation.rig2d import motion
 from liveavatar.types import BONE_INDEX, EMOTIONS, FACE_PARAMS, FP, VISEMES, Conditioning
 
@@ -204,25 +205,8 @@ class Rig2DGenerator:
 
     # ------------------------------------------------------------------ protocol: render
     def render(self, conds: Sequence[Conditioning], characters: Sequence[str]) -> np.ndarray:
-        n = len(conds)
-        if n != len(characters):
-            raise UserError(f"rig2d.render: {n} conditionings but {len(characters)} character names")
-        if n == 0:
-            return np.zeros((0, self.size, self.size, 4), np.uint8)
-        for name in set(characters):
-            if name not in self._chars:
-                log.warning("rig2d: character %r was not prepared; loading it now", name)
-                self.prepare_character(name)
-        chars = self._chars
-        # A fresh array per call: callers may keep frames (slots, encoders) while we render on.
-        with self._render_lock:
-            if all(c == characters[0] for c in characters):
-                return self._render_group(chars[characters[0]], conds)
-            out = np.empty((n, self.size, self.size, 4), np.uint8)
-            for name in dict.fromkeys(characters):      # one batched pass per character
-                idx = [i for i, c in enumerate(characters) if c == name]
-                out[idx] = self._render_group(chars[name], [conds[i] for i in idx])
-            return out
+        return render_by_character(self.name, self.size, conds, characters, lambda: self._chars,
+                                   self.prepare_character, self._render_group, self._render_lock)
 
     # ------------------------------------------------------------------ internals
     @staticmethod

@@ -445,14 +445,19 @@ def test_auto_blink_only_without_tracking(photos):
 
 
 def test_reads_face_params_another_stage_appends(photos, monkeypatch):
-    """Issue 14 may append FACE_PARAMS (eye_wide_*, mouth_pucker): read by name when present."""
+    """Appended FACE_PARAMS (eye_wide_* are real now; mouth_pucker may come) are read by name
+    when present."""
     s = photos[0]
-    names = FACE_PARAMS + ("eye_wide_left", "eye_wide_right", "mouth_pucker")
-    monkeypatch.setattr(face_mod, "FP", {n: i for i, n in enumerate(names)})
+    wanted = ("eye_wide_left", "eye_wide_right", "mouth_pucker")
+    extra = tuple(n for n in wanted if n not in FACE_PARAMS)
+    fp = {n: i for i, n in enumerate(FACE_PARAMS + extra)}
+    monkeypatch.setattr(face_mod, "FP", fp)
     c = cond(mouth_open=0.8)
-    c.face = np.concatenate([c.face, np.zeros(3, np.float32)])
+    c.face = np.concatenate([c.face, np.zeros(len(extra), np.float32)])
     wide = cond(mouth_open=0.8)
-    wide.face = np.concatenate([wide.face, np.array([1.0, 1.0, 1.0], np.float32)])
+    wide.face = np.concatenate([wide.face, np.zeros(len(extra), np.float32)])
+    for name in wanted:
+        wide.face[fp[name]] = 1.0
     p = s.fa.params([c, wide])
     assert p["open_l"][1] > p["open_l"][0] and p["open_r"][1] > p["open_r"][0]
     assert p["mouth_w"][1] < p["mouth_w"][0] and p["round"][1] > p["round"][0]
