@@ -27,6 +27,18 @@ def path(name: str) -> Path:
     return p
 
 
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "media"
+
+
+def shared(rel: str) -> Path:
+    """Path of real media in ../shared/media (faces/d3.mp4, bodies/basketball.mp4, ...); fails
+    loudly (never skips) when it is missing."""
+    p = SHARED / rel
+    if not p.exists():
+        raise FileNotFoundError(f"{p} missing: the project expects ../shared/media beside it")
+    return p
+
+
 def load_rgb(name: str) -> np.ndarray:
     import cv2
     img = cv2.imread(str(path(name)), cv2.IMREAD_COLOR)
