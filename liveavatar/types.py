@@ -27,6 +27,8 @@ FACE_FEATURES: tuple[str, ...] = (
     "gaze_x", "gaze_y",
     "mouth_open", "mouth_width", "smile",
     "brow_raise_left", "brow_raise_right", "brow_furrow",
+    # Appended (never reorder): eyes opened wider than at rest (0..1), mouth corners pulled down.
+    "eye_wide_left", "eye_wide_right", "frown",
 )
 FF = {name: i for i, name in enumerate(FACE_FEATURES)}
 
@@ -65,6 +67,9 @@ REST_BONE_ANGLES = np.array(
 FACE_PARAMS: tuple[str, ...] = (
     "blink_left", "blink_right", "gaze_x", "gaze_y", "mouth_open", "mouth_width", "smile",
     "brow_raise_left", "brow_raise_right", "brow_furrow",
+    # Appended (never reorder; the shipped neural models read only the first 10, see
+    # generation/neural/layout.py): eyes wider than at rest (surprise), corners pulled down.
+    "eye_wide_left", "eye_wide_right", "frown",
 )
 FP = {name: i for i, name in enumerate(FACE_PARAMS)}
 

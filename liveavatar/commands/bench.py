@@ -114,6 +114,22 @@ def interop(seconds: float = typer.Option(20.0, help="Length of the VMC stream f
     _finish(b.run(seconds=seconds, size=size, hotkeys=hotkeys), json_path)
 
 
+@app.command()
+def fidelity(clips: str = typer.Option("d0,d3,d9,two_people_room,basketball",
+                                       help="Comma-separated real clips from ../shared/media."),
+             generator: str = typer.Option("rig2d", "--generator", "-g", help="Generator name."),
+             character: str = typer.Option("nova", help="Character pack name."),
+             size: int = typer.Option(512, min=64, max=2048, help="Rendered size."),
+             device: str | None = typer.Option(None, help="cpu or cuda (default: best available)."),
+             seconds: float | None = typer.Option(None, help="Measure only the first seconds of each clip."),
+             json_path: Path | None = JsonOpt) -> None:
+    """The avatar against a real person: render real clips as `liveavatar render` does and read the
+    person and the avatar with MediaPipe (face, body, framing, false triggers, emotion)."""
+    from liveavatar.bench import fidelity as b
+    _finish(b.run(clips=[c.strip() for c in clips.split(",") if c.strip()], generator=generator,
+                  character=character, size=size, device=device, seconds=seconds), json_path)
+
+
 @app.command("all")
 def all_(out: Path = typer.Option(Path("bench-results"), help="Folder for bench.json and bench.md."),
          quick: bool = typer.Option(False, help="Shorter runs (for a smoke check, not for the README)."),
@@ -139,6 +155,7 @@ def all_(out: Path = typer.Option(Path("bench-results"), help="Folder for bench.
         # quiet again, then beside one busy loop per core (a game + OBS on the streamer's PC)
         ("e2e_busy", "e2e", dict(seconds=20 * f, hog=os.cpu_count() or 1)),
         ("feed", "feed", dict(seconds=10 * f)),
+        ("fidelity", "fidelity", dict(seconds=4.0 if quick else None)),
     ]
     out.mkdir(parents=True, exist_ok=True)
     results, failures = [], {}

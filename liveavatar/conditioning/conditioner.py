@@ -82,6 +82,13 @@ def _unit(x: float) -> float:
     return 0.0 if not x > 0.0 else (1.0 if x > 1.0 else x)
 
 
+def _soft_limit(x: float, limit: float) -> float:
+    """x, squeezed smoothly into -limit..limit (about x itself while small)."""
+    if limit <= 0 or not np.isfinite(x):
+        return 0.0
+    return float(limit * np.tanh(x / limit))
+
+
 def _lerp_sample(a: np.ndarray, b: np.ndarray, u: float, out: np.ndarray,
                  angles: np.ndarray = _ANGLES) -> np.ndarray:
     """a + (b - a) * u, taking the short way round for angles (u may exceed 1: extrapolation)."""
@@ -191,8 +198,12 @@ class Conditioner:
         self._voice_t_s = -1e9
         self._visemes = np.zeros(len(VISEMES), np.float32)
         self._visemes[0] = 1.0
+        self._vis_face = np.zeros(len(VISEMES), np.float32)
+        self._vis_out = np.zeros(len(VISEMES), np.float32)
         self._speaking = 0.0
         self._keyword_seen: dict[str, int] = {}
+        #: The newest gestures recognised, (name, capture time s), for the studio and benchmarks.
+        self.gesture_log: deque[tuple[str, float]] = deque(maxlen=256)
 
     def _stat(self) -> tuple[float, int] | None:
         if self.mapping_path is None:
@@ -269,6 +280,7 @@ class Conditioner:
         # Gestures and keywords become events on the same lane as hotkeys.
         for g in self.gestures.push(t_s, pose.landmarks if pose_ok else None, aspect,
                                     expr if expr_ok else None):
+            self.gesture_log.append((g, t_s))
             spec = self.mapping.gestures.trigger_for(g)
             if spec is not None:
                 self._queue_spec(spec, EventSource.GESTURE, now)
@@ -284,7 +296,11 @@ class Conditioner:
             self._queue_spec(spec, EventSource.VOICE, now)
 
     def _root(self, hx: float, hy: float, body_h: float, t_s: float) -> np.ndarray:
-        """Hips offset from their slowly adapting home position, in body heights, and scale."""
+        """Hips offset from their slowly adapting home position, in body heights, and scale,
+        bounded by the framing mode (see default_mapping.toml [tracking] framing): the offset is
+        compressed smoothly (tanh) into +-sway (centre) or +-follow_range (follow), the scale into
+        1 +- scale_range, so a person crossing the picture or leaning in never carries the
+        character off its canvas or doubles its size."""
         if self._home is None:
             self._home = np.array([hx, hy, body_h], np.float64)
         else:
@@ -292,7 +308,12 @@ class Conditioner:
             self._home += (np.array([hx, hy, body_h]) - self._home) * min(1.0, dt / BASELINE_TAU_S)
         x = (hx - self._home[0]) / self._home[2]
         y = (hy - self._home[1]) / self._home[2]
-        return np.array([-x if self.mirror else x, y, body_h / self._home[2]], np.float32)
+        scale = body_h / self._home[2]
+        tr = self.mapping.tracking
+        reach = {"centre": tr.sway, "follow": tr.follow_range}.get(tr.framing, 1.0)
+        x, y = _soft_limit(x, reach), _soft_limit(y, reach)
+        scale = 1.0 + _soft_limit(scale - 1.0, tr.scale_range)
+        return np.array([-x if self.mirror else x, y, scale], np.float32)
 
     def _queue_spec(self, spec: TriggerSpec, source: EventSource, t_ns: int,
                     intensity: float = 1.0) -> None:
@@ -517,6 +538,7 @@ class Conditioner:
         face = out[S_FACE]
         mouth_from_voice = (1.0 - vis[0]) * 0.7
         face[_MOUTH_OPEN] += (1.0 - self.face_present) * (mouth_from_voice - face[_MOUTH_OPEN])
+        vis = self._blend_face_visemes(face, vis)
 
         emo, intensity = self.emotion.update(t_s, dt, self._expr, self.face_present, voice,
                                              self._speaking)
@@ -547,6 +569,35 @@ class Conditioner:
         d *= e
         seg += d
         self._clip_ease = max(e, 1e-6)
+
+    def _blend_face_visemes(self, face: np.ndarray, voice_vis: np.ndarray) -> np.ndarray:
+        """The mouth shape: the voice's visemes while speaking, the face's own otherwise (pursed
+        lips round to U/O, stretched ones flat to I/E, an open jaw A), blended by how sure the
+        voice is of speech; so a silent open mouth opens and speech still lip-syncs."""
+        w = self.face_present
+        out = self._vis_out
+        if w <= 0.0:
+            out[:] = voice_vis
+            return out
+        opening = _unit(face[_MOUTH_OPEN])
+        width = _unit(face[_MOUTH_WIDTH])
+        purse = _unit((0.4 - width) / 0.3)
+        stretch = _unit((width - 0.6) / 0.3)
+        amount = max(opening, 0.35 * purse)
+        wide_open = _unit(opening / 0.5)
+        fv = self._vis_face
+        # Shapes: a wide-open mouth is mostly A whatever the lips do (a shout, a grimace).
+        fv[1] = max(0.0, 1.0 - purse - stretch) + 0.6 * stretch * wide_open   # A
+        fv[2] = stretch * (1.0 - wide_open)                                   # I
+        fv[3] = purse * (1.0 - wide_open)                                     # U
+        fv[4] = 0.4 * stretch * wide_open                                     # E
+        fv[5] = purse * wide_open                                             # O
+        fv[1:] *= amount / max(float(fv[1:].sum()), 1e-6)
+        fv[0] = 1.0 - amount
+        speech = self._speaking
+        out[:] = speech * voice_vis + (1.0 - speech) * fv
+        out[:] = w * out + (1.0 - w) * voice_vis
+        return out
 
     def _build(self, t_ns: int, out: np.ndarray, vis: np.ndarray, emo: np.ndarray,
                intensity: float) -> Conditioning:

@@ -136,10 +136,17 @@ class EmotionEngine:
         m[:] = -1.0
         self._set(m, "happy", smile - f.smile_happy)
         self._set(m, "excited", min(smile - f.excited_smile, mouth - f.surprise_mouth))
-        self._set(m, "surprised", min(brows - f.surprise_brow, mouth - f.surprise_mouth,
+        wide = 0.5 * (expr[FF["eye_wide_left"]] + expr[FF["eye_wide_right"]]) if len(expr) > FF["frown"] else 0.0
+        frown = expr[FF["frown"]] if len(expr) > FF["frown"] else 0.0
+        # Raised brows with wide eyes or a dropped jaw are surprise; sadness is the inner brows
+        # drawn up and together or the corners pulled down, with the eyes not wide.
+        self._set(m, "surprised", min(brows - f.surprise_brow,
+                                      max(mouth - f.surprise_mouth, wide - f.surprise_eyes),
                                       f.smile_happy - smile))
-        self._set(m, "angry", min(furrow - f.furrow_angry, f.smile_happy - smile))
-        self._set(m, "sad", min(brows - f.sad_brow, f.sad_mouth - mouth, f.sad_mouth - smile))
+        self._set(m, "angry", min(furrow - f.furrow_angry, f.smile_happy - smile,
+                                  f.surprise_brow - brows))
+        self._set(m, "sad", min(max(min(brows - f.sad_brow, furrow - 0.5 * f.furrow_angry), frown - f.sad_frown),
+                                f.sad_mouth - mouth, f.sad_mouth - smile, f.surprise_eyes - wide))
         self._set(m, "shy", min(gaze_down - f.shy_gaze_down, smile - 0.5 * f.smile_happy))
         return m
 

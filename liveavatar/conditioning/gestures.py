@@ -19,6 +19,7 @@ CAPACITY = 128            # samples; enough for a 2 s window at 60 fps
 MIN_SAMPLES = 8
 RECOGNISE_EVERY = 2       # samples; gestures last half a second or more, so 15 Hz checks suffice
 VISIBLE = 0.5
+MIN_SHOULDERS = 0.06      # frame heights: a person smaller than this is too far to read gestures from
 
 
 def _reversals(signal: np.ndarray, min_range: float) -> int:
@@ -62,8 +63,12 @@ class GestureRecognizer:
             pts = pose[_POINTS]
             ok = np.isfinite(pts).all(axis=1)
             self._xy[i] = np.where(ok[:, None], pts[:, :2], 0.0)
+            # A point the camera does not show is a guess, whatever its visibility says: an arm
+            # below a webcam close-up must not wave.
+            inside = (self._xy[i, :, 0] > 0.01) & (self._xy[i, :, 0] < 0.99) \
+                & (self._xy[i, :, 1] > 0.01) & (self._xy[i, :, 1] < 0.99)
             self._xy[i, :, 0] *= aspect
-            self._vis[i] = np.where(ok, pts[:, 3], 0.0)
+            self._vis[i] = np.where(ok & inside, pts[:, 3], 0.0)
         else:
             self._vis[i] = 0.0
         if expression is not None and np.isfinite(expression[[FF["head_yaw"], FF["head_pitch"]]]).all():
@@ -99,8 +104,8 @@ class GestureRecognizer:
         if shoulders.mean() < 0.6:
             return []
         sw = float(np.median(np.linalg.norm(xy[shoulders, LS] - xy[shoulders, RS], axis=1)))
-        if sw < 1e-3:
-            return []
+        if sw < MIN_SHOULDERS:
+            return []       # far away: landmark jitter is as big as a gesture (basketball.mp4)
         found = []
         recent = t >= t_s - 0.35
         wrists_up = (seen[:, LW] & seen[:, RW] & seen[:, NO]

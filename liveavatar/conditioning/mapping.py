@@ -77,6 +77,10 @@ class Tracking(_Strict):
     lost_after_s: float = Field(gt=0, le=60)
     idle_blend_s: float = Field(gt=0, le=60)
     smoothing_s: float = Field(ge=0, le=5)
+    framing: Literal["centre", "follow", "free"]
+    sway: float = Field(ge=0, le=1)
+    follow_range: float = Field(ge=0, le=1)
+    scale_range: float = Field(ge=0, le=1)
 
 
 class EmotionSettings(_Strict):
@@ -117,6 +121,8 @@ class FaceThresholds(_Strict):
     furrow_angry: float = Field(ge=0, le=1)
     sad_mouth: float = Field(ge=0, le=1)
     sad_brow: float = Field(ge=0, le=1)
+    sad_frown: float = Field(ge=0, le=1)
+    surprise_eyes: float = Field(ge=0, le=1)
     shy_gaze_down: float = Field(ge=0, le=1)
     excited_smile: float = Field(ge=0, le=1)
 

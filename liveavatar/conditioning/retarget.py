@@ -33,7 +33,9 @@ assert len(_BONES_DIRECT) == len(BONES)
 _FACE_DIRECT = np.array([FF[n] for n in FACE_PARAMS], np.intp)
 _FACE_MIRRORED = np.array([FF[{"blink_left": "blink_right", "blink_right": "blink_left",
                                 "brow_raise_left": "brow_raise_right",
-                                "brow_raise_right": "brow_raise_left"}.get(n, n)]
+                                "brow_raise_right": "brow_raise_left",
+                                "eye_wide_left": "eye_wide_right",
+                                "eye_wide_right": "eye_wide_left"}.get(n, n)]
                            for n in FACE_PARAMS], np.intp)
 _GAZE_X = FACE_PARAMS.index("gaze_x")
 _GAZE_Y = FACE_PARAMS.index("gaze_y")

@@ -7,12 +7,28 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from liveavatar.clock import VirtualClock
 from liveavatar.errors import UserError
 from liveavatar.runtime.timing import StageTimer
-from liveavatar.types import AudioChunk, CapturedFrame, ControlEvent, ControlKind, EventSource, TriggerMode
+from liveavatar.types import (
+    AudioChunk,
+    CapturedFrame,
+    Conditioning,
+    ControlEvent,
+    ControlKind,
+    Cues,
+    EventSource,
+    TriggerMode,
+)
+
+if TYPE_CHECKING:
+    from liveavatar.conditioning import Conditioner
+    from liveavatar.generation.protocol import Generator
+    from liveavatar.output.video_file import VideoFileWriter
 
 
 @dataclass
@@ -37,14 +53,24 @@ class RenderResult:
     wall_s: float
     timings: dict = field(default_factory=dict)
     keywords: list[str] = field(default_factory=list)   # spoken keywords heard, in order
+    gestures: list[tuple[str, float]] = field(default_factory=list)   # (gesture, capture time s) recognised
 
     @property
     def fps(self) -> float:
         return self.frames / self.wall_s if self.wall_s > 0 else 0.0
 
 
-def render_file(opts: RenderOptions, progress: Callable[[int, int], None] | None = None) -> RenderResult:
-    """Render opts.input to opts.output. UserError on bad input; never leaves a partial file."""
+#: Called with every analysed input frame and its cues (benchmarks read the person from these).
+CuesObserver = Callable[[CapturedFrame, Cues], None]
+#: Called with every output tick's conditioning and the rendered RGBA frame.
+FrameObserver = Callable[[Conditioning, np.ndarray], None]
+
+
+def render_file(opts: RenderOptions, progress: Callable[[int, int], None] | None = None, *,
+                on_cues: CuesObserver | None = None, on_frame: FrameObserver | None = None) -> RenderResult:
+    """Render opts.input to opts.output. UserError on bad input; never leaves a partial file.
+    `on_cues` / `on_frame` see what perception found and what was drawn (`liveavatar bench
+    fidelity` measures through them, on exactly this code path)."""
     import time
 
     from liveavatar.conditioning import Conditioner, load_mapping
@@ -108,12 +134,14 @@ def render_file(opts: RenderOptions, progress: Callable[[int, int], None] | None
             assert isinstance(item, CapturedFrame)
             with timer.measure("perception"):
                 cues = perception.process_video(item)
+            if on_cues is not None:
+                on_cues(item, cues)
             conditioner.push_cues(cues)
             keywords += [k.word for k in cues.keywords]
             video_end_ns = item.t_capture_ns + int(period_ns)
             # Emit every output tick whose time this frame has reached.
             while tick * period_ns <= item.t_capture_ns:
-                _emit(tick, clock, conditioner, gen, opts.character, writer, timer, period_ns)
+                _emit(tick, clock, conditioner, gen, opts.character, writer, timer, period_ns, on_frame)
                 tick += 1
                 if progress:
                     progress(tick, n_ticks_total)
@@ -122,7 +150,7 @@ def render_file(opts: RenderOptions, progress: Callable[[int, int], None] | None
         # Fill ticks up to the end of the last input frame so the durations match.
         end_ticks = int(math.ceil(video_end_ns / period_ns - 1e-6))
         while tick < end_ticks:
-            _emit(tick, clock, conditioner, gen, opts.character, writer, timer, period_ns)
+            _emit(tick, clock, conditioner, gen, opts.character, writer, timer, period_ns, on_frame)
             tick += 1
             if progress:
                 progress(tick, n_ticks_total)
@@ -134,11 +162,11 @@ def render_file(opts: RenderOptions, progress: Callable[[int, int], None] | None
     finally:
         perception.close()
     wall = time.perf_counter() - t_start
-    return RenderResult(out, tick, tick / fps, wall, timer.summary(), keywords)
+    return RenderResult(out, tick, tick / fps, wall, timer.summary(), keywords, list(conditioner.gesture_log))
 
 
-def _emit(tick: Any, clock: Any, conditioner: Any, gen: Any, character: Any, writer: Any, timer: Any,
-          period_ns: Any) -> None:
+def _emit(tick: int, clock: VirtualClock, conditioner: Conditioner, gen: Generator, character: str,
+          writer: VideoFileWriter, timer: StageTimer, period_ns: float, on_frame: FrameObserver | None) -> None:
     t = int(tick * period_ns)
     clock.sleep_until(t)
     with timer.measure("conditioning"):
@@ -147,3 +175,5 @@ def _emit(tick: Any, clock: Any, conditioner: Any, gen: Any, character: Any, wri
         rgba = gen.render([cond], [character])[0]
     with timer.measure("encode_video"):
         writer.write_video(rgba)
+    if on_frame is not None:
+        on_frame(cond, rgba)

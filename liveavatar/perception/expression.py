@@ -9,6 +9,8 @@ Conventions (FACE_FEATURES order), for a camera image that is NOT mirrored:
 - gaze_x -1..1, + = eyes turned to the subject's left; gaze_y -1..1, + = up
 - mouth_open 0..1; mouth_width 0..1 with 0.5 = the neutral width (0 pursed, 1 stretched)
 - smile 0..1; brow_raise_left/right 0..1; brow_furrow 0..1
+- eye_wide_left/right 0..1: the eye opened wider than at rest (1 = a third wider); frown 0..1: the
+  mouth corners pulled down below the resting line
 
 Everything is vectorised over a handful of landmark indices; nothing loops over points.
 """
@@ -42,24 +44,46 @@ DEFAULT_NEUTRAL[FF["blink_left"]] = DEFAULT_NEUTRAL[FF["blink_right"]] = 0.30   
 DEFAULT_NEUTRAL[FF["mouth_open"]] = 0.02      # inner-lip gap / eye span
 DEFAULT_NEUTRAL[FF["mouth_width"]] = 0.60     # mouth-corner span / eye span
 DEFAULT_NEUTRAL[FF["smile"]] = 0.0            # corner lift above lip centre / eye span
-DEFAULT_NEUTRAL[FF["brow_raise_left"]] = DEFAULT_NEUTRAL[FF["brow_raise_right"]] = 0.18  # brow-lid / eye span
+DEFAULT_NEUTRAL[FF["brow_raise_left"]] = DEFAULT_NEUTRAL[FF["brow_raise_right"]] = 0.30  # brow-corners / eye span
 DEFAULT_NEUTRAL[FF["brow_furrow"]] = 0.33     # inner-brow span / eye span
+DEFAULT_NEUTRAL[FF["eye_wide_left"]] = DEFAULT_NEUTRAL[FF["eye_wide_right"]] = 0.30   # eye aspect ratio
+DEFAULT_NEUTRAL[FF["frown"]] = 0.0            # as smile (the same raw measure, the other direction)
 
 # feature = clip(gain * (raw - neutral) + offset, lo, hi). Blink gain depends on the neutral eye
 # opening (closing is relative to the person's own open eye), set in `Calibration`.
 _GAIN = np.ones(N, np.float32)
 _GAIN[[FF["gaze_x"], FF["gaze_y"]]] = [2.5, 3.0]
-_GAIN[FF["mouth_open"]] = 1 / 0.45
+_GAIN[FF["mouth_open"]] = 1 / 0.35
 _GAIN[FF["mouth_width"]] = 1 / 0.30
 _GAIN[FF["smile"]] = 1 / 0.10
 _GAIN[[FF["brow_raise_left"], FF["brow_raise_right"]]] = 1 / 0.12
 _GAIN[FF["brow_furrow"]] = -1 / 0.06          # inner brows come together when furrowing
+_GAIN[FF["frown"]] = -1 / 0.06
 _OFFSET = np.zeros(N, np.float32)
 _OFFSET[FF["mouth_width"]] = 0.5
 _LO = np.zeros(N, np.float32)
 _HI = np.ones(N, np.float32)
 _LO[:3], _HI[:3] = -np.pi, np.pi
 _LO[[FF["gaze_x"], FF["gaze_y"]]] = -1.0
+
+# Running per-user range (`Calibration.adapt`). The resting value of these channels follows a
+# running median (people rest far more than they emote), at this many raw units per second:
+_REST_RATE = np.zeros(N, np.float32)
+# Head angles keep the default rest: following them would bend a held turn back to straight.
+# Slow enough that a held smile stays a smile for many seconds.
+_REST_RATE[[FF["blink_left"], FF["blink_right"], FF["eye_wide_left"], FF["eye_wide_right"]]] = 0.02
+_REST_RATE[[FF["mouth_width"], FF["brow_raise_left"], FF["brow_raise_right"], FF["brow_furrow"]]] = 0.01
+_REST_RATE[[FF["smile"], FF["frown"]]] = 0.004
+_REST_RATE[FF["mouth_open"]] = 0.005       # tracks a low percentile: the closed mouth is its rest
+# ... and the span that maps to a full 1.0 follows the person's biggest expression (a peak that
+# decays over _PEAK_TAU_S), between half and one and a half times the default span, so a
+# person with small expressions still reaches the avatar's extremes and a big one is not clipped.
+_SPANNED = np.array([FF[n] for n in ("mouth_open", "mouth_width", "smile", "brow_raise_left", "brow_raise_right",
+                                     "brow_furrow", "frown")])
+_PEAK_TAU_S = 15.0
+_SPAN_LO, _SPAN_HI = 0.5, 1.5
+_WARM_S = 2.0                               # the rest adapts 2x faster over the first seconds
+
 
 #: The expression of a resting face (what a lost face decays toward).
 NEUTRAL_FEATURES = np.clip(_OFFSET, _LO, _HI).astype(np.float32)
@@ -93,8 +117,8 @@ def raw_metrics(landmarks: np.ndarray, width: int, height: int, out: np.ndarray 
         gaps = np.linalg.norm(q[lids[:, 0], :2] - q[lids[:, 1], :2], axis=1).mean()
         return gaps / (np.linalg.norm(q[outer, :2] - q[inner, :2]) + 1e-9)
 
-    out[FF["blink_right"]] = ear(LID_R, EYE_R_OUT, EYE_R_IN)
-    out[FF["blink_left"]] = ear(LID_L, EYE_L_OUT, EYE_L_IN)
+    out[FF["blink_right"]] = out[FF["eye_wide_right"]] = ear(LID_R, EYE_R_OUT, EYE_R_IN)
+    out[FF["blink_left"]] = out[FF["eye_wide_left"]] = ear(LID_L, EYE_L_OUT, EYE_L_IN)
 
     # Iris offset from each eye's centre, in half eye-widths (x) and eye heights (y).
     eye_c = (q[[EYE_R_OUT, EYE_L_OUT]] + q[[EYE_R_IN, EYE_L_IN]]) / 2
@@ -107,10 +131,12 @@ def raw_metrics(landmarks: np.ndarray, width: int, height: int, out: np.ndarray 
     out[FF["mouth_open"]] = np.linalg.norm(q[LIP_UP] - q[LIP_DOWN])
     out[FF["mouth_width"]] = np.linalg.norm(q[MOUTH_R, :2] - q[MOUTH_L, :2])
     lip_centre_y = (q[LIP_UP, 1] + q[LIP_DOWN, 1]) / 2
-    out[FF["smile"]] = lip_centre_y - (q[MOUTH_R, 1] + q[MOUTH_L, 1]) / 2   # + = corners lifted
+    out[FF["smile"]] = out[FF["frown"]] = lip_centre_y - (q[MOUTH_R, 1] + q[MOUTH_L, 1]) / 2   # + = lifted
 
-    out[FF["brow_raise_right"]] = q[LID_R[0, 0], 1] - q[BROW_R, 1].mean()
-    out[FF["brow_raise_left"]] = q[LID_L[0, 0], 1] - q[BROW_L, 1].mean()
+    # Brow height above the eye's corners, not above the upper lid: a squint lowers the lid, and
+    # measured from it a scowl would read as raised brows.
+    out[FF["brow_raise_right"]] = (q[EYE_R_OUT, 1] + q[EYE_R_IN, 1]) / 2 - q[BROW_R, 1].mean()
+    out[FF["brow_raise_left"]] = (q[EYE_L_OUT, 1] + q[EYE_L_IN, 1]) / 2 - q[BROW_L, 1].mean()
     out[FF["brow_furrow"]] = np.linalg.norm(q[BROW_R_INNER, :2] - q[BROW_L_INNER, :2])
     return out
 
@@ -119,18 +145,45 @@ class Calibration:
     """Maps raw metrics to features relative to a neutral face: the defaults, or the user's own
     resting face after `set_neutral`."""
 
-    __slots__ = ("neutral", "gain", "calibrated")
+    __slots__ = ("neutral", "gain", "calibrated", "_peak", "_seen_s")
 
     def __init__(self) -> None:
         self.neutral = DEFAULT_NEUTRAL.copy()
         self.gain = _GAIN.copy()
         self.calibrated = False
+        self._peak = np.abs(1.0 / _GAIN[_SPANNED]).astype(np.float32)   # starts at the default span
+        self._seen_s = 0.0
         self._set_blink_gain()
+
+    def adapt(self, raw: np.ndarray, dt: float) -> None:
+        """Follow the user's own range from a live stream of raw metrics (`dt` s since the last):
+        the resting face becomes the avatar's resting face and the user's extremes its extremes.
+        After an explicit calibration (`set_neutral`) the rest is kept and only the spans adapt."""
+        if not np.isfinite(raw).all() or not 0.0 < dt < 1.0:
+            return
+        self._seen_s += dt
+        if not self.calibrated:
+            warm = 1.0 + float(np.exp(-self._seen_s / _WARM_S))
+            step = _REST_RATE * (dt * warm)
+            up = raw > self.neutral
+            # A median tracker; the mouth's rest is its 15th percentile (closed between words).
+            k = FF["mouth_open"]
+            step[k] *= 0.3 if up[k] else 1.7
+            self.neutral += np.where(up, step, -step)
+            self._set_blink_gain()
+        dev = (raw[_SPANNED] - self.neutral[_SPANNED]) * np.sign(_GAIN[_SPANNED])
+        self._peak = np.maximum(self._peak * np.float32(np.exp(-dt / _PEAK_TAU_S)), dev)
+        default = np.abs(1.0 / _GAIN[_SPANNED])
+        span = np.clip(self._peak, _SPAN_LO * default, _SPAN_HI * default)
+        self.gain[_SPANNED] = np.sign(_GAIN[_SPANNED]) / span
 
     def _set_blink_gain(self) -> None:
         # Fully closed eyes keep ~25 % of the open aspect ratio (lashes, mesh thickness).
         for i in (FF["blink_left"], FF["blink_right"]):
             self.gain[i] = -1.0 / (0.75 * max(float(self.neutral[i]), 0.05))
+        # Wide open: a third more than the resting opening is a full stare.
+        for i in (FF["eye_wide_left"], FF["eye_wide_right"]):
+            self.gain[i] = 1.0 / (0.33 * max(float(self.neutral[i]), 0.05))
 
     def set_neutral(self, raw_samples: np.ndarray) -> None:
         """`raw_samples` (k, N) raw metrics of the resting face; the median is robust to a blink."""

@@ -208,6 +208,7 @@ class Perception:
         self._work = np.zeros((N_FACE, 3), np.float64)
         self._features = np.zeros(len(FACE_FEATURES), np.float32)
         self._expr_measured = True        # False while the tracked face is too small to measure
+        self._face_t_s = 0.0          # capture time of the previous face (for the running range)
         self._pose_used_n = -1
         self._hands_used_n = -1
         self._n = 0
@@ -395,6 +396,9 @@ class Perception:
             feats = self.calibration.apply_direct(sample, self._neutral_direct)
         else:
             sample = raw_metrics(obs.landmarks, img.shape[1], img.shape[0], out=self._raw, work=self._work)
+            if not self.static:     # stills have no stream to learn the user's range from
+                self.calibration.adapt(sample, t_s - self._face_t_s)
+            self._face_t_s = t_s
             feats = self.calibration.apply(sample, out=self._features)
         # Real values or absent, never "present" with made-up ones: a face too small to measure,
         # or a measurement that came out non-finite or all zeros (no real face reads exactly 0 on

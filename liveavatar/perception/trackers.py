@@ -92,22 +92,126 @@ def _silence_mediapipe_logs() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-class MediaPipePose:
-    """33 body landmarks with visibility (pose_landmark_full, the one bundled model)."""
+def _person_box(lm: np.ndarray, width: int, height: int) -> np.ndarray | None:
+    """(centre x, centre y, size) in pixels of a pose's visible landmarks; None if too few."""
+    seen = lm[:, 3] > 0.5
+    if seen.sum() < 6:
+        return None
+    pts = lm[seen, :2] * (width, height)
+    lo, hi = pts.min(0), pts.max(0)
+    return np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, max(hi[0] - lo[0], hi[1] - lo[1], 8.0)])
 
-    def __init__(self, static: bool = False) -> None:
+
+class PersonLock:
+    """Keeps MediaPipe Pose (which follows one person of its own choosing and may hop to
+    another) on the person it found first: each frame is cropped to a window around that
+    person, so others outside it are not seen, and a result whose body jumps in position or
+    size from one frame to the next is taken for somebody else and not reported (the pipeline
+    holds, then eases to rest) until it has stayed put for `relock_frames`. After
+    `lost_frames` without the person the window opens to the whole picture again."""
+
+    def __init__(self, window: float = 2.2, relock_frames: int = 20, lost_frames: int = 45) -> None:
+        self.window = window
+        self.relock_frames = relock_frames
+        self.lost_frames = lost_frames
+        self.box: np.ndarray | None = None        # the locked person, pixels (cx, cy, size)
+        self._crop: tuple[int, int, int, int] | None = None
+        self._missed = 0
+        self._candidate: np.ndarray | None = None
+        self._candidate_n = 0
+        self.jumps = 0                             # results refused as another person
+
+    def crop(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """(x0, y0, w, h) of the window to run the model on."""
+        if self.box is None:
+            self._crop = None
+            return 0, 0, width, height
+        cx, cy, size = self.box
+        side = int(min(max(size * self.window, 0.35 * min(width, height)), width, height))
+        if side >= 0.75 * min(width, height):
+            # A person this big leaves little room for others: the whole picture (a square
+            # window would cut off their outstretched arms). The jump check still applies.
+            self._crop = None
+            return 0, 0, width, height
+        if self._crop is not None:
+            x0, y0, w, h = self._crop
+            # Keep the window while the person stays well inside it (a still window keeps
+            # MediaPipe's own tracking steady); move it when they near its edge.
+            if (w == side or abs(w - side) < 0.2 * side) and abs(cx - (x0 + w / 2)) < 0.2 * w \
+                    and abs(cy - (y0 + h / 2)) < 0.2 * h:
+                return self._crop
+        x0 = int(np.clip(cx - side / 2, 0, width - side))
+        y0 = int(np.clip(cy - side / 2, 0, height - side))
+        self._crop = (x0, y0, side, side)
+        return self._crop
+
+    def accept(self, lm: np.ndarray | None, width: int, height: int) -> bool:
+        """Whether `lm` (full-frame landmarks, or None for no result) is the locked person."""
+        if lm is None:
+            self._missed += 1
+            if self._missed > self.lost_frames:
+                self.box, self._candidate = None, None
+            return False
+        box = _person_box(lm, width, height)
+        if box is None:
+            self._missed += 1
+            return False
+        if self.box is None:
+            self.box, self._missed = box, 0
+            return True
+        ref = self.box
+        jump = (np.hypot(*(box[:2] - ref[:2])) > 0.5 * ref[2]
+                or not 0.6 < box[2] / ref[2] < 1.6)
+        if not jump:
+            self.box = ref + (box - ref) * 0.5
+            self._missed, self._candidate, self._candidate_n = 0, None, 0
+            return True
+        self.jumps += 1
+        self._missed += 1
+        # Somebody else; if they stay where they are (and ours is gone), follow them instead.
+        if self._candidate is not None and np.hypot(*(box[:2] - self._candidate[:2])) < 0.5 * box[2]:
+            self._candidate_n += 1
+        else:
+            self._candidate, self._candidate_n = box, 1
+        self._candidate = box
+        if self._candidate_n >= self.relock_frames:
+            self.box, self._missed, self._candidate = box, 0, None
+            return True
+        return False
+
+
+class MediaPipePose:
+    """33 body landmarks with visibility (pose_landmark_full, the one bundled model). On video it
+    stays on one person (`PersonLock`); landmarks beyond the analysed window are reported with
+    no visibility (the model only guesses there)."""
+
+    def __init__(self, static: bool = False, lock: bool = True) -> None:
         _silence_mediapipe_logs()
         import mediapipe as mp
         # complexity 1 is the only pose model in the wheel (0 and 2 would be downloaded).
         self._model = mp.solutions.pose.Pose(static_image_mode=static, model_complexity=1,
                                              enable_segmentation=False, min_detection_confidence=0.5,
                                              min_tracking_confidence=0.5)
+        self.lock = PersonLock() if lock and not static else None
 
     def process(self, image: np.ndarray) -> PoseObservation | None:
-        res = self._model.process(image)
-        if res.pose_landmarks is None:
+        h, w = image.shape[:2]
+        x0, y0, cw, ch = self.lock.crop(w, h) if self.lock is not None else (0, 0, w, h)
+        crop = image if (cw, ch) == (w, h) else np.ascontiguousarray(image[y0:y0 + ch, x0:x0 + cw])
+        res = self._model.process(crop)
+        lm = None if res.pose_landmarks is None else landmarks_to_array(res.pose_landmarks, N_POSE,
+                                                                        with_visibility=True)
+        if lm is not None:
+            outside = (lm[:, 0] < -0.02) | (lm[:, 0] > 1.02) | (lm[:, 1] < -0.02) | (lm[:, 1] > 1.02)
+            lm[outside, 3] = np.minimum(lm[outside, 3], 0.05)
+            if (cw, ch) != (w, h):
+                lm[:, 0] = (x0 + lm[:, 0] * cw) / w
+                lm[:, 1] = (y0 + lm[:, 1] * ch) / h
+                lm[:, 2] *= cw / w
+        if self.lock is not None and not self.lock.accept(lm, w, h):
             return None
-        lm = landmarks_to_array(res.pose_landmarks, N_POSE, with_visibility=True)
+        if lm is None:
+            return None
         # Mean visibility of the torso points: a visible upper body is a confident pose.
         conf = float(lm[[11, 12, 23, 24, 0], 3].mean())
         return PoseObservation(lm, conf)
@@ -222,6 +326,9 @@ def expression_from_blendshapes(names: list[str], scores: np.ndarray,
     out[10] = max(g("browOuterUpLeft", 0.0), inner)
     out[11] = max(g("browOuterUpRight", 0.0), inner)
     out[12] = (g("browDownLeft", 0.0) + g("browDownRight", 0.0)) / 2
+    out[13] = g("eyeWideLeft", 0.0)
+    out[14] = g("eyeWideRight", 0.0)
+    out[15] = (g("mouthFrownLeft", 0.0) + g("mouthFrownRight", 0.0)) / 2
     return out
 
 

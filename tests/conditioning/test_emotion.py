@@ -27,10 +27,25 @@ FACES = {
     "happy": expression(smile=0.7),
     "surprised": expression(brow_raise_left=0.8, brow_raise_right=0.8, mouth_open=0.7),
     "angry": expression(brow_furrow=0.8),
-    "sad": expression(brow_raise_left=0.5, brow_raise_right=0.5),
+    # Sad: the inner brows drawn up and together (raised alone they are not sad), or a frown.
+    "sad": expression(brow_raise_left=0.5, brow_raise_right=0.5, brow_furrow=0.4),
     "excited": expression(smile=0.9, mouth_open=0.8),
     "shy": expression(gaze_y=-0.7, smile=0.25),      # looking down, a little smile
 }
+
+
+# Faces that once read wrongly: wide eyes under raised brows with the mouth shut is surprise
+# (it read as sad with tears), and corners pulled down with brows at rest is sad.
+MORE_FACES = {
+    "surprised": expression(brow_raise_left=0.6, brow_raise_right=0.6, eye_wide_left=0.7, eye_wide_right=0.7),
+    "sad": expression(frown=0.6),
+}
+
+
+@pytest.mark.parametrize("expected", list(MORE_FACES))
+def test_face_readings_real_faces_got_wrong(drive, expected):
+    ticks = drive.run(1.5, lambda t: cues(t, person(), MORE_FACES[expected]))
+    assert dominant(ticks[-1]) == expected
 
 
 @pytest.mark.parametrize("expected", list(FACES))

@@ -6,6 +6,7 @@ import json
 import logging
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -93,11 +94,28 @@ def test_unmirrored_head_follows_the_camera_image(drive, cond):
 
 
 def test_scale_and_position_are_relative_to_the_users_home(drive):
+    """The default framing ("centre"): the character sways with the user, a little."""
     drive.run(1.0, lambda t: cues(t, person(hips=(0.5, 0.78), height=0.9)))
     c = settled(drive, lambda t: cues(t, person(hips=(0.42, 0.70), height=1.1)), 0.3)
-    assert c.root[2] > 1.15                       # leaned in: bigger
-    assert c.root[0] > 0.05                       # moved to the image's left: mirrored -> right
-    assert c.root[1] < -0.05                      # moved up
+    assert 1.05 < c.root[2] <= 1.15 + 1e-6        # leaned in: bigger, but not by the full 1.2x
+    assert 0.02 < c.root[0] <= 0.06 + 1e-6        # moved to the image's left: mirrored -> right
+    assert -0.06 - 1e-6 <= c.root[1] < -0.02      # moved up
+
+
+@pytest.mark.parametrize("framing, reach", [("centre", 0.06), ("follow", 0.35), ("free", 1.0)])
+def test_framing_bounds_how_far_the_character_follows(clock, tmp_path, framing, reach):
+    """A person walking right across the picture and leaning right in: the character follows
+    within the mode's reach, and its size changes by at most scale_range."""
+    f = tmp_path / "m.toml"
+    f.write_text(f'[tracking]\nframing = "{framing}"\n')
+    d = Driver(Conditioner(load_mapping(f), clock=clock), clock)
+    d.run(1.0, lambda t: cues(t, person(hips=(0.5, 0.78), height=0.5)))
+    ticks = d.run(1.0, lambda t: cues(t, person(hips=(0.5 - 0.4 * (t - 101.0), 0.78), height=0.5 + 0.5 * (t - 101.0))))
+    xs = np.array([c.root[0] for c in ticks])
+    scales = np.array([c.root[2] for c in ticks])
+    assert np.abs(xs).max() <= reach + 1e-6
+    assert np.abs(xs).max() > 0.5 * reach          # but it does follow
+    assert scales.max() <= 1.15 + 1e-6 and scales.min() >= 0.85 - 1e-6
 
 
 def test_fixed_output_rate_interpolates_slow_input(clock, default_mapping, tmp_path):
@@ -376,3 +394,18 @@ def test_state_shows_an_event_before_the_next_tick(drive, cond):
     assert s["action"]["name"] == "dance" and s["action"]["source"] == "studio"
     nxt = drive.run(0.04, lambda t: cues(t, person()))[0]
     assert nxt.action == "dance" and nxt.emotion[EMOTIONS.index("sad")] > 0.5
+
+
+def test_the_face_shapes_the_mouth_and_speech_takes_over_when_talking(drive):
+    """No voice: a silent open mouth opens (A), pursed lips round it (U/O). Speaking: the voice's
+    visemes lead, and the face's opening still counts."""
+    V = {v: i for i, v in enumerate(VISEMES)}
+    silent_open = settled(drive, lambda t: cues(t, person(), expression(mouth_open=0.8, mouth_width=0.5)))
+    assert silent_open.face[FP["mouth_open"]] > 0.7
+    assert silent_open.visemes[V["closed"]] < 0.3 and np.argmax(silent_open.visemes) == V["A"]
+    pursed = settled(drive, lambda t: cues(t, person(), expression(mouth_open=0.1, mouth_width=0.05)))
+    assert pursed.visemes[V["U"]] + pursed.visemes[V["O"]] > 0.2 > pursed.visemes[V["A"]]
+    talking = settled(drive, lambda t: cues(t, person(), expression(mouth_open=0.3, mouth_width=0.5),
+                                            voice=speaking()))
+    assert np.allclose(talking.visemes, speaking().visemes, atol=0.1)
+    assert np.isclose(talking.visemes.sum(), 1.0, atol=1e-4)

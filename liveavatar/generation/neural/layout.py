@@ -11,13 +11,17 @@ import numpy as np
 
 from liveavatar.types import ACTIONS, BONES, EMOTIONS, FACE_PARAMS, VISEMES, Conditioning
 
+#: The face parameters the network reads: the original ten. FACE_PARAMS grows by appending; the
+#: shipped models' input width must not change with it (a new layout needs retraining).
+NET_FACE_PARAMS: tuple[str, ...] = FACE_PARAMS[:10]
+
 #: (name, width, low, high): every field is clamped to [low, high] after NaNs become 0; bone
 #: angles are wrapped into -pi..pi instead (pi + 0.2 leans the same way as -pi + 0.2).
 FIELDS: tuple[tuple[str, int, float, float], ...] = (
     ("bone_angles", len(BONES), -np.pi, np.pi),
     ("root", 3, -1.0, 2.0),
     ("head", 3, -0.8, 0.8),
-    ("face", len(FACE_PARAMS), -1.0, 1.0),
+    ("face", len(NET_FACE_PARAMS), -1.0, 1.0),
     ("visemes", len(VISEMES), 0.0, 1.0),
     ("emotion", len(EMOTIONS), 0.0, 1.0),
     ("emotion_intensity", 1, 0.0, 1.0),
@@ -44,7 +48,7 @@ _ACTION_INDEX = {name: i for i, name in enumerate(ACTIONS)}
 
 def describe() -> list[dict]:
     """The layout as written into the manifest."""
-    names = {"bone_angles": list(BONES), "face": list(FACE_PARAMS), "visemes": list(VISEMES),
+    names = {"bone_angles": list(BONES), "face": list(NET_FACE_PARAMS), "visemes": list(VISEMES),
              "emotion": list(EMOTIONS), "action": list(ACTIONS), "root": ["x", "y", "scale"],
              "head": ["yaw", "pitch", "roll"]}
     return [{"name": n, "offset": OFFSETS[n].start, "width": w, "range": [float(lo), float(hi)],
@@ -63,7 +67,7 @@ def pack(conds: Sequence[Conditioning], out: np.ndarray) -> np.ndarray:
         r[OFFSETS["bone_angles"]] = c.bone_angles[:len(BONES)]
         r[OFFSETS["root"]] = c.root[:3]
         r[OFFSETS["head"]] = c.head[:3]
-        r[OFFSETS["face"]] = c.face[:len(FACE_PARAMS)]
+        r[OFFSETS["face"]] = c.face[:len(NET_FACE_PARAMS)]
         r[OFFSETS["visemes"]] = c.visemes[:len(VISEMES)]
         emo = OFFSETS["emotion"]
         r[emo] = c.emotion[:ne]

@@ -29,7 +29,10 @@ def _key(rng: np.random.Generator) -> dict:
     s = 0.25 if calm else 1.0
     angles = REST_BONE_ANGLES + (_BIAS * (0 if calm else rng.random()) +
                                  _SWING * s * rng.uniform(-1, 1, len(_SWING))).astype(np.float32)
-    face = rng.random(len(FP)).astype(np.float32)
+    # The original ten face parameters only (the network's input, see layout.NET_FACE_PARAMS);
+    # appended ones stay at rest, so the random stream and the shipped models' data are unchanged.
+    face = np.zeros(len(FP), np.float32)
+    face[:10] = rng.random(10)
     face[[FP["blink_left"], FP["blink_right"]]] = (rng.random() < 0.2) * rng.uniform(0.6, 1.0)
     face[FP["gaze_x"]] = rng.uniform(-1, 1)
     face[FP["gaze_y"]] = rng.uniform(-1, 1)

@@ -207,9 +207,9 @@ def draw_head(st: Style, out: Path) -> None:
         head.ellipse(cx + 39, cy + 4, 7, 10, fill=st.skin_dark)
         head.ellipse(cx, cy, 38, 47, fill=st.skin)                             # face
         head.line([(cx - 2, cy + 4), (cx - 4, cy + 16), (cx + 3, cy + 17)], st.skin_dark, 2.5)  # nose
-        # fringe
-        head.poly([(cx - 40, cy - 18), (cx - 30, cy - 44), (cx + 10, cy - 50), (cx + 38, cy - 34),
-                   (cx + 40, cy - 14), (cx + 18, cy - 28), (cx - 10, cy - 26)], fill=st.hair)
+        # fringe, high enough to leave the brows skin to move over (raised brows must show)
+        head.poly([(cx - 40, cy - 24), (cx - 30, cy - 48), (cx + 10, cy - 54), (cx + 38, cy - 40),
+                   (cx + 40, cy - 22), (cx + 18, cy - 38), (cx - 10, cy - 37)], fill=st.hair)
     head.save(out / "face" / "head.png")
 
     # Pupils (one layer for both eyes, in the eyes box): moved by gaze, hidden outside the eye mask.
@@ -267,7 +267,7 @@ def draw_expressions(st: Style, out: Path) -> dict:
 
         # ---- brows
         brows = Layer(bw, bh)
-        brow_col = st.hair if not st.robot else st.iris
+        brow_col = st.line if not st.robot else st.iris     # darker than the hair: readable
         for side in (-1, 1):
             x, y = bw / 2 + side * EYE_DX, bh / 2 + 2
             lift = {"happy": 3, "surprised": 6, "excited": 5, "sad": 1, "shy": 1}.get(emo, 0)

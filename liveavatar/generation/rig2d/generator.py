@@ -32,13 +32,21 @@ from liveavatar.types import BONE_INDEX, EMOTIONS, FACE_PARAMS, FP, VISEMES, Con
 log = logging.getLogger(__name__)
 
 N_E, N_V, N_F = len(EMOTIONS), len(VISEMES), len(FACE_PARAMS)
-HAPPY = EMOTIONS.index("happy")
+HAPPY, SAD = EMOTIONS.index("happy"), EMOTIONS.index("sad")
 JOINT_INDEX = {name: i for i, name in enumerate(packs.JOINTS)}
 HEAD_BONE = len(BONE_INDEX)   # pseudo-bone index for parts that turn with the head
 ATLAS_BORDER = 3     # transparent px around each part in the atlas; sampling is clamped into it
 TILE_ROUND = 2       # tile sides stay even (small batches are split in halves for two cores)
-YAW_SHIFT, PITCH_SHIFT = 16.0, 14.0   # face-canvas px the features move at 1 rad of yaw/pitch
+YAW_SHIFT, PITCH_SHIFT = 24.0, 22.0   # face-canvas px the face centre moves at 1 rad of yaw/pitch
+BROW_RAISE_PX, BROW_FURROW_PX = 7.0, 4.0   # brow travel at raise / furrow 1
+EYE_WIDE = 0.35                        # extra eye opening at eye_wide 1 (a surprised stare)
 GAZE_X, GAZE_Y = 5.0, 3.0              # pupil travel (px) at gaze +-1
+
+
+# How far (reference px at scale 1) each joint's parts reach beyond it: hair above the head,
+# hands past the wrists, feet past the ankles, limb half-widths elsewhere (for _keep_on_canvas).
+_JOINT_PAD = np.array([{"head": 58.0, "wrist_l": 44.0, "wrist_r": 44.0, "ankle_l": 24.0, "ankle_r": 24.0,
+                        "shoulder_l": 22.0, "shoulder_r": 22.0}.get(j, 18.0) for j in packs.JOINTS], np.float32)
 
 
 @dataclass
@@ -158,6 +166,8 @@ class Rig2DGenerator:
         self._render_lock = threading.Lock()   # scratch buffers are shared: one render at a time
         self._canvas: dict[tuple[int, int], torch.Tensor] = {}
         self._face_grids: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        # (face canvas size, pivot) -> parallax weight (F, F): characters differ in both
+        self._parallax: dict[tuple[int, float, float], torch.Tensor] = {}
         self._ramp_cache: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ protocol: setup
@@ -289,17 +299,50 @@ class Rig2DGenerator:
         J[..., 0] = hips[:, None, 0] + (J[..., 0] - hips[:, None, 0]) * xs[:, None]
         return J, xs
 
+    def _keep_on_canvas(self, J: np.ndarray, root: np.ndarray, ch: np.ndarray, c: _Character) -> np.ndarray:
+        """Root (n, 3) adjusted so the whole character (joints plus the parts around them) lies
+        inside the canvas: shrunk about its own centre when it is too big (arms up, big scale),
+        then pushed in from an edge. Continuous in the pose, so it never jumps; a no-op for a
+        character that already fits."""
+        s = root[:, 2:3, None]
+        pad = _JOINT_PAD[None, :, None] * s                     # (n, J, 1) reference px
+        lo, hi = (J - pad).min(1), (J + pad).max(1)              # (n, 2)
+        margin = 0.01 * c.ref
+        avail = c.ref - 2 * margin
+        f = np.minimum(1.0, avail / np.maximum(hi - lo, 1e-3).max(1))     # (n,)
+        need = (f < 1.0) | (lo < margin).any(1) | (hi > c.ref - margin).any(1)
+        if not need.any():
+            return root
+        centre = (lo + hi) / 2
+        lo2, hi2 = centre + (lo - centre) * f[:, None], centre + (hi - centre) * f[:, None]
+        shift = np.maximum(0.0, margin - lo2) - np.maximum(0.0, hi2 - (c.ref - margin))
+        hips = c.hips + (root[:, :2] + ch[:, [motion.DX, motion.DY]]) * c.body_height
+        hips2 = centre + (hips - centre) * f[:, None] + shift
+        out = root.copy()      # only the sessions that need it: a batch renders as its sessions alone
+        out[need, :2] = ((hips2 - c.hips) / c.body_height - ch[:, [motion.DX, motion.DY]])[need]
+        out[need, 2] = (root[:, 2] * f)[need]
+        return out.astype(np.float32)
+
     def _render_group(self, c: _Character, conds: Sequence[Conditioning]) -> np.ndarray:
         n, S, dev = len(conds), self.size, self._dev
         g = self._gather(conds)
         ch = self._pose(g)
         root = g["root"]
         J, xs = self._skeleton(ch, root, c)
+        # Live tracking is kept on the canvas; a triggered action (a jump) may still leave it.
+        fitted = self._keep_on_canvas(J, root, ch, c)
+        live = (1.0 - g["weight"] * (g["action"] > 0)).astype(np.float32)[:, None]
+        root = np.where(live >= 1.0, fitted, root + (fitted - root) * live).astype(np.float32)
+        J, xs = self._skeleton(ch, root, c)
         k = S / c.ref
         scale = root[:, 2]
 
         # ---- per-part affine: output = joint + M (tex - pivot); M = k s X R(delta) diag(sx, sy)
-        head_angle = ch[:, BONE_INDEX["neck"]] - np.pi + ch[:, motion.ROLL]
+        # A tracked head's roll is its tilt in the picture, as measured. Not plus the neck bone:
+        # tracked, that bone points at the nose, which swings sideways as the head turns (yaw
+        # leaking into roll). Idle and action clips tilt the head with the torso.
+        follow_torso = np.maximum(1.0 - g["present"], g["weight"] * (g["action"] > 0))
+        head_angle = (ch[:, BONE_INDEX["spine"]] - np.pi) * follow_torso + ch[:, motion.ROLL]
         yaw = np.clip(ch[:, motion.YAW], -0.8, 0.8)
         pitch = np.clip(ch[:, motion.PITCH], -0.8, 0.8)
         spine_scale = np.clip(ch[:, motion.SPINE_SCALE], 0.3, 1.5)
@@ -439,12 +482,13 @@ class Rig2DGenerator:
         auto = motion.auto_blink(g["t"]) * (1.0 - g["present"])
         blink_l = np.maximum(face[:, FP["blink_left"]], auto)
         blink_r = np.maximum(face[:, FP["blink_right"]], auto)
-        open_l = np.clip(1.0 - blink_l, 0.06, 1.0).astype(np.float32)
-        open_r = np.clip(1.0 - blink_r, 0.06, 1.0).astype(np.float32)
+        # Wide eyes open past the drawn rest (a stare); blinks and squints close them.
+        wide_l, wide_r = EYE_WIDE * face[:, FP["eye_wide_left"]], EYE_WIDE * face[:, FP["eye_wide_right"]]
+        open_l = np.clip(1.0 - blink_l + wide_l, 0.06, 1.0 + EYE_WIDE).astype(np.float32)
+        open_r = np.clip(1.0 - blink_r + wide_r, 0.06, 1.0 + EYE_WIDE).astype(np.float32)
         shx = (np.clip(ch[:, motion.YAW], -0.8, 0.8) * YAW_SHIFT).astype(np.float32)
         shy = (np.clip(ch[:, motion.PITCH], -0.8, 0.8) * PITCH_SHIFT).astype(np.float32)
         T = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(dev)  # noqa: E731
-        shx_t, shy_t = T(shx)[:, None, None], T(shy)[:, None, None]
 
         # ---- eyes: blended eyes + mask squashed by blink; pupils moved by gaze, masked
         ex, ey, ew, eh = c.eyes_box
@@ -453,8 +497,8 @@ class Rig2DGenerator:
         mask = (emo @ c.eye_mask).view(n, 1, eh, ew)
         opening = torch.where(xs[None, None, :] < ew / 2, T(open_r)[:, None, None], T(open_l)[:, None, None])
         cy = eh / 2
-        gy = cy + (ys[None, :, None] - cy - shy_t) / opening
-        gx = (xs[None, None, :] - shx_t).expand(n, eh, ew)
+        gy = cy + (ys[None, :, None] - cy) / opening
+        gx = xs[None, None, :].expand(n, eh, ew)
         gaze_x = T(face[:, FP["gaze_x"]] * GAZE_X)[:, None, None]
         gaze_y = T(face[:, FP["gaze_y"]] * GAZE_Y)[:, None, None]
         grid = torch.stack([torch.stack([gx, gy], -1),
@@ -472,8 +516,9 @@ class Rig2DGenerator:
         raise_ = torch.where(xs_b[None, None, :] < bw / 2, T(face[:, FP["brow_raise_right"]])[:, None, None],
                              T(face[:, FP["brow_raise_left"]])[:, None, None])
         furrow = T(face[:, FP["brow_furrow"]])[:, None, None]
-        gy_b = ys_b[None, :, None] + 6.0 * raise_ - 3.0 * furrow - shy_t
-        gx_b = (xs_b[None, None, :] - shx_t).expand(n, bh, bw)
+        gy_b = ys_b[None, :, None] + BROW_RAISE_PX * raise_ - BROW_FURROW_PX * furrow
+        # Furrowing draws the brows together as well as down.
+        gx_b = (bw / 2 + (xs_b[None, None, :] - bw / 2) * (1.0 + 0.12 * furrow)).expand(n, bh, bw)
         grid_b = torch.stack([gx_b, gy_b.expand(n, bh, bw)], -1) * torch.tensor([2.0 / bw, 2.0 / bh], device=dev) - 1.0
         brows = F.grid_sample((emo @ c.brows).view(n, 4, bh, bw), grid_b, mode="bilinear",
                               padding_mode="zeros", align_corners=False)
@@ -483,7 +528,10 @@ class Rig2DGenerator:
         xs_m, ys_m = self._face_base(f"m{mw}x{mh}", mh, mw)
         vis = g["vis"]
         smile = face[:, FP["smile"]][:, None]
-        emo_m = g["emo"] * (1.0 - smile) + smile * np.eye(N_E, dtype=np.float32)[HAPPY]
+        # Tracked smiles and frowns draw the happy / sad mouth over the emotion's own.
+        frown = face[:, FP["frown"]][:, None] * (1.0 - smile)
+        emo_m = (g["emo"] * (1.0 - smile - frown) + smile * np.eye(N_E, dtype=np.float32)[HAPPY]
+                 + frown * np.eye(N_E, dtype=np.float32)[SAD])
         jaw = np.clip(np.maximum(face[:, FP["mouth_open"]], 1.0 - vis[:, 0]), 0.0, 1.0)
         shapes = vis[:, 1:]
         ssum = shapes.sum(1, keepdims=True)
@@ -491,19 +539,20 @@ class Rig2DGenerator:
         w_open = (emo_m[:, :, None] * shapes[:, None, :]).reshape(n, -1)
         closed = (T(emo_m) @ c.mouth_closed).view(n, 4, mh, mw)
         opened = (T(w_open) @ c.mouth_open).view(n, 4, mh, mw)
-        jaw_t = T(np.maximum(jaw, 0.04))[:, None, None]
-        width = T(0.9 + 0.2 * face[:, FP["mouth_width"]])[:, None, None]
+        # The opening grows from a slit at once (no dead zone: a slightly parted mouth shows).
+        jaw_t = T(0.15 + 0.85 * jaw)[:, None, None]
+        width = T(0.75 + 0.5 * face[:, FP["mouth_width"]])[:, None, None]
         mcx, mcy = mw / 2, mh / 2
-        gx_c = (xs_m[None, None, :] - shx_t).expand(n, mh, mw)
-        gy_c = (ys_m[None, :, None] - shy_t).expand(n, mh, mw)
-        gx_o = mcx + (xs_m[None, None, :] - mcx - shx_t) / width
-        gy_o = mcy + (ys_m[None, :, None] - mcy - shy_t) / jaw_t
+        gx_c = xs_m[None, None, :].expand(n, mh, mw)
+        gy_c = ys_m[None, :, None].expand(n, mh, mw)
+        gx_o = mcx + (xs_m[None, None, :] - mcx) / width
+        gy_o = mcy + (ys_m[None, :, None] - mcy) / jaw_t
         grid_m = torch.cat([torch.stack([gx_c, gy_c], -1),
                             torch.stack([gx_o.expand(n, mh, mw), gy_o.expand(n, mh, mw)], -1)], 0)
         grid_m = grid_m * torch.tensor([2.0 / mw, 2.0 / mh], device=dev) - 1.0
         mouths = F.grid_sample(torch.cat([closed, opened], 0), grid_m, mode="bilinear",
                                padding_mode="zeros", align_corners=False)
-        a_open = T(np.clip(3.0 * jaw, 0, 1))[:, None, None, None]
+        a_open = T(np.clip(5.0 * jaw - 0.1, 0, 1))[:, None, None, None]
         o_layer = mouths[n:] * a_open
         mouth_layer = o_layer + mouths[:n] * (1.0 - a_open) * (1.0 - o_layer[:, 3:4])
 
@@ -512,7 +561,26 @@ class Rig2DGenerator:
         for layer, (x, y, w, h) in ((eye_layer, c.eyes_box), (brows, c.brows_box), (mouth_layer, c.mouth_box)):
             dst = fc[:, :, y:y + h, x:x + w]
             dst.mul_(1.0 - layer[:, 3:4]).add_(layer)
-        return fc
+        return self._turn(c, fc, shx, shy)
+
+    def _turn(self, c: _Character, fc: torch.Tensor, shx: np.ndarray, shy: np.ndarray) -> torch.Tensor:
+        """Head yaw and pitch as a parallax warp of the face canvas: the face's centre (nose, eyes,
+        mouth) moves by (shx, shy) px, the outline stays, so the face turns rather than slides."""
+        if not (np.any(shx) or np.any(shy)):
+            return fc
+        Fc, dev = c.F, self._dev
+        px, py = float(c.face_pivot[0]), float(c.face_pivot[1])
+        w = self._parallax.get((Fc, px, py))
+        if w is None:
+            xs, ys = self._face_base(f"c{Fc}", Fc, Fc)
+            r2 = ((xs[None, :] - px) / (0.30 * Fc)) ** 2 + ((ys[:, None] - py) / (0.34 * Fc)) ** 2
+            w = self._parallax[(Fc, px, py)] = torch.clamp(1.0 - r2, min=0.0) ** 1.5   # (F, F)
+        xs, ys = self._face_base(f"c{Fc}", Fc, Fc)
+        T = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(dev)  # noqa: E731
+        gx = xs[None, None, :] - T(shx)[:, None, None] * w[None]
+        gy = ys[None, :, None] - T(shy)[:, None, None] * w[None]
+        grid = torch.stack([gx, gy], -1) * (2.0 / Fc) - 1.0
+        return F.grid_sample(fc, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 def _sample(src: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """Bilinear samples (n, C, N) of src (n, C, H, W) at a flat grid (n, N, 2). torch's CPU
