@@ -583,7 +583,9 @@ class Conditioner:
         width = _unit(face[_MOUTH_WIDTH])
         purse = _unit((0.4 - width) / 0.3)
         stretch = _unit((width - 0.6) / 0.3)
-        amount = max(opening, 0.35 * purse)
+        # Pursed lips with a gap between them read as a small round U/O; pursed lips that are
+        # closed stay closed (a generator reads 1 - rest as a jaw drop).
+        amount = max(opening, 0.3 * purse * _unit(opening / 0.08))
         wide_open = _unit(opening / 0.5)
         fv = self._vis_face
         # Shapes: a wide-open mouth is mostly A whatever the lips do (a shout, a grimace).
