@@ -1,6 +1,7 @@
 """VMC out carries real tracking: the real stages (MediaPipe in its child process) on a real clip
-of a person (../shared/media/faces/d3.mp4: she turns her head and makes faces), `--vmc-out` to a raw python-osc receiver. The head bone and the bones move with the
-person, and the face blendshapes are not all zero."""
+of a person (../shared/media/faces/d3.mp4: she turns her head and makes faces), `--vmc-out` to a
+raw python-osc receiver. The head bone and the bones move with the person, and the face
+blendshapes are not all zero."""
 from __future__ import annotations
 
 import threading
@@ -50,7 +51,8 @@ def test_vmc_out_follows_a_real_person():
         rx.shutdown()
     head = np.array(bones["Head"][first_head:])
     assert np.abs(head[:, :3]).max() > 0.01  # the head turns and nods with hers
-    # and moves over time: sin(3.4 degrees / 2) of peak-to-peak (she gives about 0.25) on some axis over six seconds
+    # and moves over time: sin(3.4 degrees / 2) of peak-to-peak on some axis over six seconds
+    # (she gives about 0.25)
     assert np.ptp(head[:, :3], axis=0).max() > 0.03, np.ptp(head[:, :3], axis=0)
     face = {n: max(v[-100:]) for n, v in blends.items() if n in ("Blink_L", "Blink_R", "A", "I", "U", "E", "O")}
     assert max(face.values()) > 0.05, face
