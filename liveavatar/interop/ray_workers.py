@@ -136,6 +136,10 @@ class GeneratorReplica:
     def prepare_character(self, name: str) -> None:
         self.gen.prepare_character(name)
 
+    def ping(self) -> str:
+        """An empty round trip (bench workers: Ray Serve's own cost, without a frame)."""
+        return self.replica
+
     def idle_clip(self, name: str, frames: int) -> np.ndarray:
         """(frames, S, S, 4): the character with nobody tracked, over one breathing cycle."""
         self.gen.prepare_character(name)
@@ -203,7 +207,7 @@ class RayGenerator:
 
     def __init__(self, workers: str | None, generator: str = "auto", device: str | None = None, size: int = 256,
                  replicas: int | None = None, max_sessions: int = 16, fps: int = 30, render_threads: int = 1,
-                 stale_after_s: float = 0.5, batch_wait_s: float = 0.002, cpus_per_replica: float = 1.0) -> None:
+                 stale_after_s: float = 0.5, batch_wait_s: float = 0.001, cpus_per_replica: float = 1.0) -> None:
         self.workers = workers          # None: use the Ray already initialised in this process
         self.generator = generator
         self.name = f"ray:{generator}"
