@@ -270,7 +270,7 @@ class RayGenerator:
         self.render([Conditioning.neutral()], [default])
 
     def close(self) -> None:
-        """Delete the deployment (and leave the cluster if we joined it)."""
+        """Delete our deployment (and leave the cluster if this process connected to it)."""
         from ray import serve
 
         try:
@@ -279,9 +279,8 @@ class RayGenerator:
             log.warning("could not delete the %s deployment", APP_NAME, exc_info=True)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._started_ray:
+        if self._started_ray:   # a cluster we started stops with us; one we joined keeps its Serve
             import ray
-            serve.shutdown()
             ray.shutdown()
 
     # -- calls --------------------------------------------------------------------------------
