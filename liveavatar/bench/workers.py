@@ -57,7 +57,8 @@ def run(size: int = 256, frames: int = 150, sessions: int = 4, placements: int =
     root = str(Path(__file__).resolve().parents[2])
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     t0 = time.perf_counter()
-    ray.init(num_cpus=max(2, os.cpu_count() or 2), num_gpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), num_gpus=1, include_dashboard=False,
+             log_to_driver=False)
     gen = RayGenerator(None, "rig2d", size=size, replicas=1, max_sessions=max(8, sessions), fps=fps,
                        stale_after_s=5.0)
     try:

@@ -34,7 +34,7 @@ def workers() -> RayGenerator:
     # The replicas (processes the local raylet starts) import liveavatar from this checkout.
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), old) if p)
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     gen = RayGenerator(None, "rig2d", size=SIZE, replicas=2, max_sessions=8, fps=FPS, cpus_per_replica=0.5,
                        stale_after_s=2.0)   # replicas on 2 busy cores can take a while per batch
     try:
