@@ -244,7 +244,8 @@ class RayGenerator:
             try:
                 ray.init(address=address, runtime_env=env, include_dashboard=False, log_to_driver=False)
             except (ConnectionError, RuntimeError, ValueError) as e:
-                raise UserError(f"--workers {self.workers}: cannot join the Ray cluster: {e}") from None
+                cause = " ".join(str(e).split())[:200]   # Ray may pass on a server's whole traceback
+                raise UserError(f"--workers {self.workers}: cannot join the Ray cluster: {cause}") from None
             self._started_ray = True
         gpus = float(ray.cluster_resources().get("GPU", 0.0))
         self.gpus_per_replica = 1.0 if gpus >= 1 else 0.0

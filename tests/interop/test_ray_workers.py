@@ -277,3 +277,28 @@ def test_the_engines_render_loop_idles_through_a_lost_replica(workers: RayGenera
     after = moved[0].frames[mark[moved[0].sid]:]
     assert all(f[..., 3].any() for f in after), "a tick showed no avatar"
     assert len({f.tobytes() for f in after}) > 1, "the moved session froze on one frame"
+
+
+def test_the_router_places_sessions_by_load_and_keeps_them() -> None:
+    """SessionRouter's choice on its own (replicas as plain objects with an id)."""
+    import asyncio
+
+    from liveavatar.interop.ray_router import SessionRouter
+
+    router = SessionRouter.__new__(SessionRouter)   # Serve's constructor wants a live deployment
+    router.initialize_state()
+    a, b, c = (SimpleNamespace(replica_id=SimpleNamespace(unique_id=n)) for n in "abc")
+    cond = Conditioning.neutral()
+
+    def choose(replicas: list, sid: str, move_from: str = "") -> str:
+        req = SimpleNamespace(args=[FrameRequest.pack(sid, "nova", cond, move_from)])
+        ranked = asyncio.run(router.choose_replicas(replicas, req))  # type: ignore[arg-type]
+        return ranked[0][0].replica_id.unique_id
+
+    first = {sid: choose([a, b], sid) for sid in SESSIONS}
+    assert sorted(Counter(first.values()).values()) == [4, 4]
+    assert all(choose([a, b], sid) == r for sid, r in first.items())          # sticky
+    on_a = [s for s, r in first.items() if r == "a"]
+    assert choose([a, b], on_a[0], move_from="a") == "b"                       # failed there: moved
+    assert all(choose([b, c], s) in ("b", "c") for s in on_a[1:])              # a gone: re-placed
+    assert choose([b, c], "new") == "c"                                        # c has the fewest
