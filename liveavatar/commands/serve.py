@@ -14,7 +14,7 @@ def serve(
                                   help="Generator plug-in name (auto: rig2d or mesh per character)."),
     device: str | None = typer.Option(None, help="cpu or cuda (default: best available)."),
     workers: str | None = typer.Option(None, help="Run the generator on Ray Serve replicas: auto (a local "
-                                                  "Ray cluster) or ray://HOST:PORT (needs liveavatar[ray])."),
+                                                  "Ray cluster) or ray://HOST:PORT (needs the package's ray extra)."),
     worker_replicas: int | None = typer.Option(None, help="Generator replicas with --workers (default: one "
                                                             "per GPU in the cluster, at least one)."),
     size: int | None = typer.Option(None, help="Avatar frame size in pixels (square). Default: 512 "
