@@ -319,6 +319,12 @@ class RayGenerator:
         with self._lock:
             self._lanes.clear()
 
+    def worker_counters(self) -> dict[str, int]:
+        """Requests by outcome since start (/metrics: liveavatar_worker_frames)."""
+        s = self.stats
+        return {"sent": s.sent, "replies": s.replies, "conflated": s.conflated, "stale_dropped": s.stale_dropped,
+                "idle_frames": s.idle_frames, "failed": s.failed, "abandoned": s.abandoned}
+
     def info(self) -> dict:
         s = self.stats
         rt = np.asarray(s.round_trip_ms[-600:] or [0.0])
@@ -329,9 +335,7 @@ class RayGenerator:
                 placement[lane.replica] = placement.get(lane.replica, 0) + 1
         return {"generator": self.name, "device": self.device, "size": self.size, "workers": self.workers,
                 "replicas": self.replicas, "gpus_per_replica": self.gpus_per_replica,
-                "sessions_per_replica": placement,
-                "sent": s.sent, "replies": s.replies, "conflated": s.conflated, "stale_dropped": s.stale_dropped,
-                "idle_frames": s.idle_frames, "failed": s.failed, "abandoned": s.abandoned,
+                "sessions_per_replica": placement, **self.worker_counters(),
                 "round_trip_ms": {"median": float(np.median(rt)), "p95": float(np.percentile(rt, 95))},
                 "replica_generator": getattr(self, "_replica_info", {})}
 

@@ -63,6 +63,10 @@ def test_serve_with_workers_auto_renders_the_default_session_on_a_replica(tmp_pa
         rgba = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
         assert rgba.shape == (64, 64, 4) and rgba[..., 3].any()
         assert "Ready: generator ray:auto" in (tmp_path / "serve.log").read_text()
+        status, metrics = _get(f"http://127.0.0.1:{port}/metrics")
+        replies = [line for line in metrics.decode().splitlines()
+                   if line.startswith('liveavatar_worker_frames_total{outcome="replies"}')]
+        assert status == 200 and len(replies) == 1 and float(replies[0].split()[-1]) > 0
     finally:
         p.send_signal(signal.SIGINT)    # Ctrl-C: the service deletes its deployment, stops its cluster
         try:
