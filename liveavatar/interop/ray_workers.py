@@ -247,10 +247,17 @@ class RayGenerator:
                 cause = " ".join(str(e).split())[:200]   # Ray may pass on a server's whole traceback
                 raise UserError(f"--workers {self.workers}: cannot join the Ray cluster: {cause}") from None
             self._started_ray = True
-        gpus = float(ray.cluster_resources().get("GPU", 0.0))
+        resources = ray.cluster_resources()
+        gpus, cpus = float(resources.get("GPU", 0.0)), float(resources.get("CPU", 0.0))
         self.gpus_per_replica = 1.0 if gpus >= 1 else 0.0
+        if self.gpus_per_replica:
+            self.cpus_per_replica = min(self.cpus_per_replica, 0.5)   # the GPU is what a replica holds
         replicas = self.replicas or max(1, int(gpus))
         self.replicas = replicas
+        # Serve would wait for ever for replicas the cluster cannot hold: say so now instead
+        if replicas * self.gpus_per_replica > gpus or replicas * self.cpus_per_replica > cpus:
+            raise UserError(f"--worker-replicas {replicas}: the Ray cluster has {gpus:g} GPUs and {cpus:g} CPUs; "
+                            f"each replica needs {self.gpus_per_replica:g} GPU and {self.cpus_per_replica:g} CPU")
         serve.start(proxy_location="Disabled")
         deployment = _deployment(replicas, self.gpus_per_replica, self.cpus_per_replica, self.max_batch,
                                  self.batch_wait_s)

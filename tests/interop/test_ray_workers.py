@@ -130,6 +130,13 @@ def test_two_replicas_share_eight_sessions(workers: RayGenerator) -> None:
 
 
 @pytest.mark.slow
+def test_more_replicas_than_the_cluster_holds_is_a_one_line_error(workers: RayGenerator) -> None:
+    with pytest.raises(UserError) as e:
+        RayGenerator(None, "rig2d", size=SIZE, replicas=3).load()   # the cluster has 2 (logical) GPUs
+    assert "\n" not in str(e.value) and "--worker-replicas 3" in str(e.value) and "2 GPUs" in str(e.value)
+
+
+@pytest.mark.slow
 def test_frames_are_the_same_as_in_process(workers: RayGenerator) -> None:
     import torch
 
