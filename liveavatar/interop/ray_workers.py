@@ -6,7 +6,7 @@ that reach it within a couple of milliseconds into one generator call with `@ser
 `SessionRouter` (a Ray Serve request router) keeps every session on one replica and places a
 new session, or one whose replica was lost, on the replica with the fewest sessions.
 
-Perception and conditioning stay in the service beside the session: a conditioning is ~200 bytes
+Perception and conditioning stay in the service beside the session: a conditioning is ~640 bytes
 a frame, the camera's frames are ~1 MB raw (or a VP8 stream that would have to be decoded on the
 worker), and perception's output feeds control events and VMC out on the service's own side, so
 sending the small thing keeps both latency and cluster bandwidth low.
