@@ -31,7 +31,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # The CPU wheel first: a bare torch requirement with no torch installed pulls a multi-GB CUDA build.
 python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0" || pip install -q torch --index-url https://download.pytorch.org/whl/cpu
 extra=""
-[ $WANT_TEST = 1 ] && extra="[test]"
+[ $WANT_TEST = 1 ] && extra="[test,ray]"   # ray: tests/interop/test_ray_workers.py
 pip install -q -c constraints.txt -e ".$extra"
 
 if [ $WANT_TEST = 1 ]; then

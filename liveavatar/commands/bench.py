@@ -130,6 +130,24 @@ def fidelity(clips: str = typer.Option("d0,d3,d9,two_people_room,basketball",
                   character=character, size=size, device=device, seconds=seconds), json_path)
 
 
+@app.command()
+def workers(size: int = typer.Option(256, min=64, max=2048, help="Avatar size rendered."),
+            frames: int = typer.Option(150, help="Measured frames per case after warm-up."),
+            sessions: int = typer.Option(4, min=1, max=64, help="Sessions in the batched case."),
+            placements: int = typer.Option(10, help="New sessions placed (timed)."),
+            json_path: Path | None = JsonOpt) -> None:
+    """The generator on Ray Serve replicas (a local cluster): per-frame overhead of the round trip vs
+    in-process, time to place a new session, sessions per replica."""
+    try:
+        import ray.serve  # noqa: F401
+
+        from liveavatar.bench import workers as b
+    except ImportError:
+        from liveavatar.errors import UserError
+        raise UserError("bench workers needs Ray Serve: pip install 'liveavatar[ray]'") from None
+    _finish(b.run(size=size, frames=frames, sessions=sessions, placements=placements), json_path)
+
+
 @app.command("all")
 def all_(out: Path = typer.Option(Path("bench-results"), help="Folder for bench.json and bench.md."),
          quick: bool = typer.Option(False, help="Shorter runs (for a smoke check, not for the README)."),

@@ -13,6 +13,10 @@ def serve(
     generator: str = typer.Option("auto", "--generator", "-g",
                                   help="Generator plug-in name (auto: rig2d or mesh per character)."),
     device: str | None = typer.Option(None, help="cpu or cuda (default: best available)."),
+    workers: str | None = typer.Option(None, help="Run the generator on Ray Serve replicas: auto (a local "
+                                                  "Ray cluster) or ray://HOST:PORT (needs the package's ray extra)."),
+    worker_replicas: int | None = typer.Option(None, help="Generator replicas with --workers (default: one "
+                                                            "per GPU in the cluster, at least one)."),
     size: int | None = typer.Option(None, help="Avatar frame size in pixels (square). Default: 512 "
                                                   "with a CUDA GPU; 256 on CPU, where it keeps "
                                                   "glass-to-glass latency near 150 ms (512: ~230 ms)."),
@@ -75,11 +79,14 @@ def serve(
     if mapping is not None and not mapping.is_file():
         raise UserError(f"--mapping {mapping}: no such file")
     ssl_context = _tls(tls_cert, tls_key)
+    if workers is not None:
+        _check_workers(workers)
 
     if character is not None:
         from liveavatar.generation import characters as catalog
         catalog.find(character)     # unknown: one line now, before anything starts
     cfg = config_mod.build(host=host, port=port, generator=generator, device=device, size=size, fps=fps,
+                           workers=workers, worker_replicas=worker_replicas,
                            character=character, max_sessions=max_sessions, render_threads=render_threads,
                            token=token, viewer_token=viewer_token,
                            ice_servers=list(ice_server), ice_username=ice_username,
@@ -104,6 +111,17 @@ def serve(
         asyncio.run(_run(cfg, feeds, created, ssl_context))
     except KeyboardInterrupt:
         pass
+
+
+def _check_workers(value: str) -> None:
+    """A bad --workers value, or Ray missing: one line now, before anything starts."""
+    from liveavatar.errors import UserError
+    from liveavatar.interop.ray_workers import parse_workers
+    parse_workers(value)
+    try:
+        import ray.serve  # noqa: F401
+    except ImportError:
+        raise UserError("--workers needs Ray Serve: pip install 'liveavatar[ray]'") from None
 
 
 def _tls(cert: Path | None, key: Path | None) -> Any:

@@ -21,6 +21,8 @@ class ServerConfig(BaseModel):
     generator: str = "auto"          # rig2d or mesh, chosen per character
     character: str | None = None  # new sessions start as this character (default: nova)
     device: str | None = None
+    workers: str | None = None        # auto or ray://HOST:PORT: the generator on Ray Serve replicas
+    worker_replicas: int | None = Field(None, ge=1, le=256)   # default: one per GPU in the cluster
     size: int = Field(512, ge=64, le=2048)
     fps: int = Field(30, ge=1, le=120)
     max_sessions: int = Field(4, ge=1, le=64)

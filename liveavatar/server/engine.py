@@ -72,6 +72,13 @@ def real_stages(cfg: ServerConfig) -> Stages:
     keywords = list(getattr(mapping, "keyword_words", lambda: cfg.keywords)())
 
     def generator() -> Any:
+        if cfg.workers:   # the generator runs on Ray Serve replicas; this process sends conditionings
+            from liveavatar.interop.ray_workers import RayGenerator
+            remote = RayGenerator(cfg.workers, cfg.generator, cfg.device, cfg.size, replicas=cfg.worker_replicas,
+                                  max_sessions=cfg.max_sessions, fps=cfg.fps, render_threads=cfg.render_threads)
+            remote.load()
+            remote.warmup()
+            return remote
         from liveavatar.generation import registry
         gen = registry.create(cfg.generator, cfg.device, cfg.size)
         if getattr(gen, "device", "cpu") == "cpu":
@@ -542,6 +549,8 @@ class RenderLoop(Worker):
     def run(self) -> None:
         eng = self.engine
         gen = eng.generator
+        # a generator on remote workers takes the session ids too (one request in flight each)
+        by_session = getattr(gen, "render_sessions", None)
         conds: list[Any] = []
         chars: list[str] = []
         events: list[int] = []
@@ -563,7 +572,10 @@ class RenderLoop(Worker):
                     chars.append(s.character)
                     events.append(ev)
                 t0 = time.perf_counter()
-                frames = gen.render(conds, chars)
+                if by_session is not None:
+                    frames = by_session([s.sid for s in sessions], conds, chars)
+                else:
+                    frames = gen.render(conds, chars)
                 t1 = time.perf_counter()
                 eng.timer.record("render", (t1 - t0) * 1e3)
                 t_rendered = time.monotonic_ns()
@@ -635,6 +647,9 @@ class Engine:
             await self.loop.run_in_executor(None, self.render_loop.stop, 2.0)
         for s in list(self.sessions.values()):
             await self.remove(s.sid)
+        close = getattr(self.generator, "close", None)   # remote workers: delete the deployment
+        if close is not None:
+            await self.loop.run_in_executor(self.pool, close)
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def characters(self) -> list[str]:
@@ -698,6 +713,9 @@ class Engine:
         if s is None:
             return
         self.live = tuple(self.sessions.values())
+        forget = getattr(self.generator, "forget_session", None)
+        if forget is not None:
+            forget(sid)
         if s.ingest is not None:
             await s.ingest.close()
         await self.loop.run_in_executor(self.pool, s.close)

@@ -38,6 +38,14 @@ class EngineCollector:
                                   value=eng.render_loop.errors if eng.render_loop else 0)
         yield CounterMetricFamily("liveavatar_perception_worker_restarts",
                                   "Perception worker threads found dead and replaced", value=eng.worker_restarts)
+        counters = getattr(eng.generator, "worker_counters", None)   # serve --workers: the round trips
+        if counters is not None:
+            frames = CounterMetricFamily("liveavatar_worker_frames", "Generator worker requests by outcome "
+                                         "(sent, replies, conflated, stale_dropped, idle_frames, failed, abandoned)",
+                                         labels=["outcome"])
+            for outcome, n in counters().items():
+                frames.add_metric([outcome], n)
+            yield frames
         # Soak tests watch these stay flat (a leak of tasks or threads shows here first).
         yield GaugeMetricFamily("liveavatar_asyncio_tasks", "Tasks alive on the service's event loop",
                                 value=len(asyncio.all_tasks(eng.loop)) if eng.loop else 0)
