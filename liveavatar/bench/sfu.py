@@ -26,6 +26,9 @@ from liveavatar.interop.janus import JanusSession, JanusTarget, subscribe
 from liveavatar.interop.janus_local import LocalJanus, process_cpu_seconds
 from liveavatar.server import timecode
 
+#: The service's first seconds (torch, first encodes, the publisher's ICE) cost more than later ones.
+SERVICE_WARMUP_S = 10.0
+
 
 def _free_port() -> int:
     import socket
@@ -233,8 +236,10 @@ def run(viewers: list[int], seconds: float = 8.0, size: int = 256, warmup_s: flo
             proc = _start_service(port, size, f"janus:{janus.url}", config_dir)
             try:
                 async def all_runs() -> tuple[dict, dict]:
+                    await asyncio.sleep(SERVICE_WARMUP_S)
+                    # Interleaved, so a change in the machine's load hits both paths alike.
                     cpu = {(mode, n): await _cpu(base, mode, n, size, proc.pid, janus, seconds, warmup_s)
-                           for mode in ("janus", "direct") for n in viewers}
+                           for n in viewers for mode in ("janus", "direct")}
                     lat = {mode: await _latency(base, mode, size, seconds, warmup_s) for mode in ("janus", "direct")}
                     return cpu, lat
                 results, latency = asyncio.run(all_runs())
