@@ -20,6 +20,8 @@ import time
 import urllib.request
 from typing import Any
 
+import numpy as np
+
 from liveavatar.bench import report
 from liveavatar.errors import UserError
 from liveavatar.interop.janus import JanusSession, JanusTarget, subscribe
@@ -202,7 +204,7 @@ async def _cpu(base: str, mode: str, n: int, size: int, service_pid: int, janus:
                 t_prev, s_prev, j_prev = t, s_cpu, j_cpu
             fps = (sum(d.frames for d in decoders) - frames0) / seconds / n
         rendered = float(_get_json(base + "/api/sessions/default/state")["stats"].get("fps_out", 0.0))
-        return {"service": report.stats(service), "janus": report.stats(gateway), "fps": fps, "rendered": rendered}
+        return {"service": service, "janus": gateway, "fps": [fps], "rendered": [rendered]}
     finally:
         for v in viewers:
             await v.close()
@@ -222,7 +224,7 @@ async def _latency(base: str, mode: str, size: int, seconds: float, warmup_s: fl
         await asyncio.sleep(1.0)
 
 
-def run(viewers: list[int], seconds: float = 8.0, size: int = 256, warmup_s: float = 3.0) -> dict:
+def run(viewers: list[int], seconds: float = 8.0, size: int = 256, warmup_s: float = 3.0, rounds: int = 2) -> dict:
     if not viewers or min(viewers) < 1 or max(viewers) > 200:
         raise UserError("--viewers: give counts between 1 and 200, e.g. 1,10,25")
     base_before = report.baseline_ms()
@@ -238,8 +240,19 @@ def run(viewers: list[int], seconds: float = 8.0, size: int = 256, warmup_s: flo
                 async def all_runs() -> tuple[dict, dict]:
                     await asyncio.sleep(SERVICE_WARMUP_S)
                     # Interleaved, so a change in the machine's load hits both paths alike.
-                    cpu = {(mode, n): await _cpu(base, mode, n, size, proc.pid, janus, seconds, warmup_s)
-                           for n in viewers for mode in ("janus", "direct")}
+                    cpu: dict[tuple[str, int], dict] = {}
+                    for _ in range(rounds):     # samples of every round pooled: rounds even out load swings
+                        for n in viewers:
+                            for mode in ("janus", "direct"):
+                                got = await _cpu(base, mode, n, size, proc.pid, janus, seconds, warmup_s)
+                                pooled = cpu.setdefault((mode, n), {k: [] for k in got})
+                                for k, v in got.items():
+                                    pooled[k].extend(v)
+                    for pooled in cpu.values():
+                        pooled["service"] = report.stats(pooled["service"])
+                        pooled["janus"] = report.stats(pooled["janus"])
+                        pooled["fps"] = float(np.median(pooled["fps"]))
+                        pooled["rendered"] = float(np.median(pooled["rendered"]))
                     lat = {mode: await _latency(base, mode, size, seconds, warmup_s) for mode in ("janus", "direct")}
                     return cpu, lat
                 results, latency = asyncio.run(all_runs())
@@ -251,7 +264,7 @@ def run(viewers: list[int], seconds: float = 8.0, size: int = 256, warmup_s: flo
                     proc.kill()
     finally:
         janus.cleanup()
-    note = f"{size}px avatar idling, packed {2 * size}px wide, VP8; per 1 s window"
+    note = f"{size}px avatar idling, packed {2 * size}px wide, VP8; 1 s windows, {rounds} rounds"
     for mode, label in (("janus", "via janus"), ("direct", "direct")):
         for n in viewers:
             r = results[(mode, n)]

@@ -115,7 +115,7 @@ class JanusSession:
         try:
             await self._ws.send_json(msg)
             reply = await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:     # not yet the builtin TimeoutError on Python 3.10
             raise JanusError(f"Janus did not answer {msg['janus']!r} within {timeout:.0f} s") from None
         except (ConnectionError, RuntimeError) as e:   # aiohttp: the socket closed under us
             raise JanusError(f"the connection to Janus failed: {e}") from None

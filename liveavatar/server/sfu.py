@@ -34,6 +34,7 @@ class SfuPublishing:
         # /api/sessions/{sid}/sfu), so Janus does not serve the avatar to anyone who finds it.
         self.pin = secrets.token_urlsafe(12) if cfg.auth_required else None
         self.publishers: dict[str, JanusPublisher] = {}
+        self._sessions: dict[str, Session] = {}      # the session each publisher publishes
         self._task: asyncio.Task | None = None
 
     def start(self, relay: MediaRelay) -> None:
@@ -47,17 +48,21 @@ class SfuPublishing:
         for pub in list(self.publishers.values()):
             await pub.stop()
         self.publishers.clear()
+        self._sessions.clear()
 
     async def _follow_sessions(self) -> None:
         while True:
             sessions = self.engine.sessions
+            # A session closed (or closed and made anew under the same name): its publisher goes.
+            for sid in [sid for sid in self.publishers if sessions.get(sid) is not self._sessions.get(sid)]:
+                self._sessions.pop(sid, None)
+                await self.publishers.pop(sid).stop()
             for sid, s in list(sessions.items()):
                 if sid not in self.publishers:
+                    self._sessions[sid] = s
                     self.publishers[sid] = JanusPublisher(
                         self.target, sid, lambda: new_peer_connection(self.cfg), self._attacher(s),
                         pin=self.pin).start()
-            for sid in [sid for sid in self.publishers if sid not in sessions]:
-                await self.publishers.pop(sid).stop()
             await asyncio.sleep(0.5)
 
     def _attacher(self, s: Session) -> Callable[[Any], Callable[[], None]]:
@@ -71,7 +76,8 @@ class SfuPublishing:
             if s.voice is None:
                 s.voice = VoiceTrack(s)
             assert self.relay is not None
-            at = pc.addTransceiver(self.relay.subscribe(s.voice, buffered=False), direction="sendonly")
+            voice = self.relay.subscribe(s.voice, buffered=False)
+            at = pc.addTransceiver(voice, direction="sendonly")
             at.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("audio").codecs
                                     if c.mimeType.lower() == "audio/opus"])
             s.want_packed += 1
@@ -79,6 +85,7 @@ class SfuPublishing:
             def release() -> None:
                 s.want_packed -= 1
                 video.stop()
+                voice.stop()       # leaves the relay (closing the connection alone does not)
             return release
         return attach
 

@@ -12,6 +12,7 @@ import pytest
 
 from liveavatar.interop.janus import BACKOFF_S, parse_sfu
 from liveavatar.server.engine import STRIP_ROWS
+from liveavatar.server.sfu import SFU
 from tests.interop.janus_clients import JanusViewer, local_janus, wait_published
 from tests.media import path as media_path
 from tests.server.harness import http, running_server
@@ -86,6 +87,23 @@ async def test_subscribers_receive_the_avatar_and_voice_through_janus(server):
     finally:
         for v in viewers:
             await v.close()
+
+
+@pytest.mark.slow
+async def test_each_session_is_published_and_a_closed_one_leaves(server):
+    default = wait_published(server.url)
+    server.call(server.engine.get_or_create("guest"))
+    guest = wait_published(server.url, session="guest")
+    assert guest["feed"] != default["feed"] and guest["room"] == default["room"]
+    viewer = await JanusViewer().start(guest)
+    try:
+        await _until(lambda: viewer.video_frames > 10, "the guest session's frames through Janus")
+    finally:
+        await viewer.close()
+    server.call(server.engine.remove("guest"))
+    await _until(lambda: "guest" not in server.app[SFU].publishers, "the closed session's publisher to stop")
+    assert http(server.url + "/api/sessions/guest/sfu")[0] == 404
+    assert http(server.url + "/api/sessions/default/sfu")[1]["live"]
 
 
 @pytest.mark.slow
