@@ -142,6 +142,19 @@ async def test_killing_janus_mid_stream_falls_back_to_direct_viewers_then_republ
     assert http(server.url + "/health")[0] == 200
 
 
+@pytest.mark.slow
+def test_no_janus_at_start_the_service_serves_directly_and_keeps_trying(caplog):
+    from tests.server.harness import free_port, wait_until
+    caplog.set_level(logging.DEBUG, logger="liveavatar.janus")
+    with running_server(size=SIZE, sfu=f"janus:ws://127.0.0.1:{free_port()}/5") as srv:
+        info = wait_until(lambda: (i := http(srv.url + "/api/sessions/default/sfu")[1])["attempts"] >= 2 and i, 30,
+                          what="two attempts at the absent Janus")
+        assert not info["live"] and info["feed"] is None and info["last_error"]
+        assert http(srv.url + "/health")[0] == 200
+    warnings = [r for r in caplog.records if r.name == "liveavatar.janus" and r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "served directly" in warnings[0].getMessage()
+
+
 async def _until(pred, what: str, timeout: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
