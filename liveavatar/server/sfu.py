@@ -92,7 +92,7 @@ class SfuPublishing:
     def info(self, sid: str) -> dict[str, Any]:
         pub = self.publishers.get(sid)
         out: dict[str, Any] = {"kind": "janus", "url": self.target.url, "room": self.target.room,
-                               "live": False, "feed": None}
+                               "live": False, "feed": None, "attempts": 0, "losses": 0, "last_error": ""}
         if pub is not None:
             out.update(pub.info())
         if self.pin:
