@@ -22,10 +22,10 @@ def local_janus():
         janus.cleanup()
 
 
-def wait_published(url: str, timeout: float = 60.0, session: str = "default") -> dict:
+def wait_published(url: str, timeout: float = 60.0, session: str = "default", headers: dict | None = None) -> dict:
     """The service's /sfu answer once the session is live in Janus."""
-    return wait_until(lambda: (info := http(f"{url}/api/sessions/{session}/sfu")[1]).get("live") and info,
-                      timeout, what=f"session {session!r} published in Janus")
+    return wait_until(lambda: (info := http(f"{url}/api/sessions/{session}/sfu", headers=headers)[1]).get("live")
+                      and info, timeout, what=f"session {session!r} published in Janus")
 
 
 class JanusViewer:

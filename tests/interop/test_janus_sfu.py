@@ -107,6 +107,24 @@ async def test_each_session_is_published_and_a_closed_one_leaves(server):
 
 
 @pytest.mark.slow
+async def test_with_tokens_the_room_has_a_pin_that_only_viewers_learn(janus):
+    from liveavatar.interop.janus import JanusError
+    with running_server(size=SIZE, sfu=f"janus:{janus.url}18", token="control-t", viewer_token="viewer-t") as srv:
+        assert http(srv.url + "/api/sessions/default/sfu")[0] == 401
+        info = wait_published(srv.url, headers={"Authorization": "Bearer viewer-t"})
+        assert info["pin"]
+        stranger = JanusViewer()
+        with pytest.raises(JanusError, match="PIN|pin|nauthorized"):
+            await stranger.start({**info, "pin": None})
+        await stranger.close()
+        viewer = await JanusViewer().start(info)
+        try:
+            await _until(lambda: viewer.video_frames > 10, "frames through the PIN-protected room")
+        finally:
+            await viewer.close()
+
+
+@pytest.mark.slow
 async def test_killing_janus_mid_stream_falls_back_to_direct_viewers_then_republishes(server, janus, caplog):
     info = wait_published(server.url)
     viewer = await JanusViewer().start(info)
