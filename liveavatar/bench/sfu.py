@@ -224,7 +224,48 @@ async def _latency(base: str, mode: str, size: int, seconds: float, warmup_s: fl
         await asyncio.sleep(1.0)
 
 
-def run(viewers: list[int], seconds: float = 8.0, size: int = 256, warmup_s: float = 3.0, rounds: int = 2) -> dict:
+def _glass_to_glass(url: str, seconds: float, warmup_s: float) -> dict[str, dict]:
+    """Real Chromium: the studio page sends a fake camera (the demo clip, capture-stamped), and
+    the viewer page shows the avatar (picture only) through Janus, then directly (?direct=1);
+    the page reads each frame's capture stamp when it presents it."""
+    from pathlib import Path
+
+    from playwright.sync_api import sync_playwright
+
+    from liveavatar.bench.e2e import CHROMIUM, _open_viewer, _wait, chromium_args, fake_devices
+    from liveavatar.paths import assets_dir
+    if not Path(CHROMIUM).exists():
+        raise UserError(f"{CHROMIUM} not found: install Debian's chromium, or use --no-glass")
+    out: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="liveavatar-sfu-") as tmp_s:
+        tmp = Path(tmp_s)
+        y4m, wav = fake_devices(assets_dir() / "demo.mp4", tmp)
+        with sync_playwright() as pw:
+            ctx = pw.chromium.launch_persistent_context(str(tmp / "profile"), executable_path=CHROMIUM, headless=True,
+                                                        args=chromium_args(y4m, wav),
+                                                        viewport={"width": 800, "height": 600})
+            try:
+                studio = ctx.new_page()
+                studio.goto(url + "/studio?preview=0")
+                _wait(studio, "window.__studio && window.__studio.publishing", 60, "the studio's camera")
+                samples: dict[str, list[float]] = {"janus": [], "direct": []}
+                # Alternated, twice each, so a drift in the machine's load does not favour one path.
+                for mode in ("janus", "direct", "direct", "janus"):
+                    viewer = _open_viewer(ctx, url, "?audio=0" + ("&direct=1" if mode == "direct" else ""), warmup_s)
+                    via = viewer.evaluate("window.__viewer.via")
+                    if via != mode:
+                        raise UserError(f"the viewer page watched {via}, not {mode}")
+                    time.sleep(seconds / 2)
+                    samples[mode] += viewer.evaluate("window.__viewer.meter.samples.slice()")
+                    viewer.close()
+                out = {mode: report.stats(v) for mode, v in samples.items()}
+            finally:
+                ctx.close()
+    return out
+
+
+def run(viewers: list[int], seconds: float = 8.0, size: int = 256, warmup_s: float = 3.0, rounds: int = 2,
+        glass: bool = True) -> dict:
     if not viewers or min(viewers) < 1 or max(viewers) > 200:
         raise UserError("--viewers: give counts between 1 and 200, e.g. 1,10,25")
     base_before = report.baseline_ms()
@@ -256,6 +297,7 @@ def run(viewers: list[int], seconds: float = 8.0, size: int = 256, warmup_s: flo
                     lat = {mode: await _latency(base, mode, size, seconds, warmup_s) for mode in ("janus", "direct")}
                     return cpu, lat
                 results, latency = asyncio.run(all_runs())
+                g2g = _glass_to_glass(base, 2 * seconds, warmup_s) if glass else {}
             finally:
                 proc.terminate()
                 try:
@@ -284,6 +326,11 @@ def run(viewers: list[int], seconds: float = 8.0, size: int = 256, warmup_s: flo
         lat = latency[mode]
         rows.append(report.row(f"render to viewer (1 viewer {label})", lat["median"], lat["p95"], "ms",
                                f"render stamp to decoded at an aiortc viewer, n={lat['n']}"))
+    for mode, label in (("janus", "via janus"), ("direct", "direct")):
+        if mode in g2g:
+            g = g2g[mode]
+            rows.append(report.row(f"glass-to-glass, picture only ({label})", g["median"], g["p95"], "ms",
+                                   f"real Chromium studio camera -> viewer page presenting it, n={g['n']}"))
     base_after = report.baseline_ms()
     rows.append(report.row("baseline workload (start / end)", base_before, base_after, "ms",
                            f"fixed CPU workload: read figures as ratios to it; load {load:.2f} at start"))

@@ -118,6 +118,8 @@ def interop(seconds: float = typer.Option(20.0, help="Length of the VMC stream f
 def sfu(viewers: str = typer.Option("1,10,25", help="Comma-separated viewer counts."),
         seconds: float = typer.Option(8.0, help="Measured seconds per viewer count, path and round."),
         rounds: int = typer.Option(2, min=1, max=10, help="Rounds over all counts (their samples pooled)."),
+        glass: bool = typer.Option(True, "--glass/--no-glass", help="Also glass-to-glass with real Chromium "
+                                                                   "(studio camera -> viewer page), both ways."),
         size: int = typer.Option(256, help="Avatar size of the service under test."),
         json_path: Path | None = JsonOpt) -> None:
     """Service CPU as viewers are added, through a local Janus (serve --sfu) vs directly; Janus
@@ -128,7 +130,7 @@ def sfu(viewers: str = typer.Option("1,10,25", help="Comma-separated viewer coun
         counts = [int(x) for x in viewers.split(",")]
     except ValueError:
         raise UserError(f"--viewers {viewers!r}: give comma-separated counts, e.g. 1,10,25") from None
-    _finish(b.run(counts, seconds=seconds, size=size, rounds=rounds), json_path)
+    _finish(b.run(counts, seconds=seconds, size=size, rounds=rounds, glass=glass), json_path)
 
 
 @app.command("all")
