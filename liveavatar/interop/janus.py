@@ -156,10 +156,12 @@ class JanusSession:
                     fut.set_exception(JanusError("the connection to Janus closed"))
 
     async def _keepalive(self) -> None:
-        with contextlib.suppress(JanusError):
+        # Janus answers a keepalive with a bare "ack", so nothing is awaited but the send.
+        with contextlib.suppress(ConnectionError, RuntimeError):
             while not self.closed.is_set():
                 await asyncio.sleep(KEEPALIVE_S)
-                await self._send({"janus": "keepalive"})
+                await self._ws.send_json({"janus": "keepalive", "session_id": self.id,
+                                          "transaction": self._transaction()})
 
     async def attach(self, plugin: str = VIDEOROOM) -> int:
         reply = await self._send({"janus": "attach", "plugin": plugin})

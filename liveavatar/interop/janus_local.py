@@ -30,8 +30,10 @@ class LocalJanus:
     """`janus` on `host:port` (WebSocket API), its config and log in a temp dir; RTP on
     `rtp_ports` (a "min-max" range, for firewalls)."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", rtp_ports: str = "20000-40000") -> None:
+    def __init__(self, port: int, host: str = "127.0.0.1", rtp_ports: str = "20000-40000",
+                 session_timeout_s: int = 60) -> None:
         self.port, self.host, self.rtp_ports = port, host, rtp_ports
+        self.session_timeout_s = session_timeout_s
         self.dir = Path(tempfile.mkdtemp(prefix="liveavatar-janus-"))
         self.proc: subprocess.Popen | None = None
 
@@ -61,7 +63,7 @@ class LocalJanus:
   events_folder = "{d}/events"
   loggers_folder = "{d}/loggers"
   debug_level = 4
-  session_timeout = 60
+  session_timeout = {self.session_timeout_s}
 }}
 media: {{
   rtp_port_range = "{self.rtp_ports}"

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiortc import RTCRtpSender
 from aiortc.contrib.media import MediaRelay
 
-from liveavatar.interop.janus import JanusPublisher, JanusTarget, parse_sfu
+from liveavatar.interop.janus import JanusError, JanusPublisher, JanusTarget, parse_sfu
 from liveavatar.server.config import ServerConfig
 from liveavatar.server.engine import STRIP_ROWS, Engine, Session
 from liveavatar.server.media import SharedVideoTrack, VoiceTrack, new_peer_connection, shared_encoder_for
@@ -67,6 +67,8 @@ class SfuPublishing:
 
     def _attacher(self, s: Session) -> Callable[[Any], Callable[[], None]]:
         def attach(pc: Any) -> Callable[[], None]:
+            if self.engine.sessions.get(s.sid) is not s:   # closed while the publisher waited to retry
+                raise JanusError(f"session {s.sid!r} is closed")
             # The same single encode our direct viewers share: Janus is one more reader of it.
             video = SharedVideoTrack(shared_encoder_for(s, self.cfg, STRIP_ROWS))
             vt = pc.addTransceiver(video, direction="sendonly")

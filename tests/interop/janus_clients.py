@@ -14,8 +14,8 @@ from tests.server.harness import free_port, http, wait_until
 
 
 @contextmanager
-def local_janus():
-    janus = LocalJanus(free_port()).start()
+def local_janus(**options):
+    janus = LocalJanus(free_port(), **options).start()
     try:
         yield janus
     finally:

@@ -161,6 +161,21 @@ async def test_killing_janus_mid_stream_falls_back_to_direct_viewers_then_republ
 
 
 @pytest.mark.slow
+def test_keepalives_hold_the_publication_past_janus_session_timeout(monkeypatch):
+    """Janus drops a session that says nothing for session_timeout: here 3 s, keepalives every 1 s."""
+    import time
+
+    from liveavatar.interop import janus as janus_mod
+    monkeypatch.setattr(janus_mod, "KEEPALIVE_S", 1.0)
+    with local_janus(session_timeout_s=3) as j, running_server(size=SIZE, sfu=f"janus:{j.url}19") as srv:
+        first = wait_published(srv.url)
+        time.sleep(8)
+        info = http(srv.url + "/api/sessions/default/sfu")[1]
+        assert info["live"] and info["feed"] == first["feed"]
+        assert info["attempts"] == 1 and info["losses"] == 0, info
+
+
+@pytest.mark.slow
 def test_no_janus_at_start_the_service_serves_directly_and_keeps_trying(caplog):
     from tests.server.harness import free_port, wait_until
     caplog.set_level(logging.DEBUG, logger="liveavatar.janus")

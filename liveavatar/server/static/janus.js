@@ -50,7 +50,11 @@ const LAJanus = (() => {
       await this.opened;
       this.sessionId = (await this.send({ janus: "create" })).data.id;
       // Janus forgets a session after 60 s without a message.
-      this.keepalive = setInterval(() => this.send({ janus: "keepalive" }).catch(() => {}), 25000);
+      // Janus answers it with a bare "ack": send it without waiting for a reply.
+      this.keepalive = setInterval(() => {
+        if (this.ws.readyState === WebSocket.OPEN)
+          this.ws.send(JSON.stringify({ janus: "keepalive", session_id: this.sessionId, transaction: tx() }));
+      }, 25000);
     }
     close() { try { this.ws.close(); } catch (e) { /* already closed */ } }
   }
