@@ -10,7 +10,7 @@ PY=${PYTHON:-python3}
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     pkgs="ffmpeg espeak-ng sox alsa-utils"
-    [ $WANT_TEST = 1 ] && pkgs="$pkgs chromium chromium-driver obs-studio xvfb xauth mesa-utils"
+    [ $WANT_TEST = 1 ] && pkgs="$pkgs chromium chromium-driver obs-studio xvfb xauth mesa-utils janus"
     # Node from another source (e.g. nodesource's nodejs, which bundles npm) conflicts with Debian's
     # npm package: ask Debian for node and npm only where there is no npm yet.
     [ $WANT_TEST = 1 ] && ! command -v npm >/dev/null && pkgs="$pkgs nodejs npm"
@@ -22,7 +22,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
     fi
 elif ! command -v ffmpeg >/dev/null; then
-    echo "setup: not root; install ffmpeg espeak-ng sox (and chromium obs-studio xvfb for tests) yourself" >&2
+    echo "setup: not root; install ffmpeg espeak-ng sox (and chromium obs-studio xvfb janus for tests) yourself" >&2
 fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv

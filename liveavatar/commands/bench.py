@@ -148,6 +148,25 @@ def workers(size: int = typer.Option(256, min=64, max=2048, help="Avatar size re
     _finish(b.run(size=size, frames=frames, sessions=sessions, placements=placements), json_path)
 
 
+@app.command()
+def sfu(viewers: str = typer.Option("1,10,25", help="Comma-separated viewer counts."),
+        seconds: float = typer.Option(8.0, help="Measured seconds per viewer count, path and round."),
+        rounds: int = typer.Option(2, min=1, max=10, help="Rounds over all counts (their samples pooled)."),
+        glass: bool = typer.Option(True, "--glass/--no-glass", help="Also glass-to-glass with real Chromium "
+                                                                   "(studio camera -> viewer page), both ways."),
+        size: int = typer.Option(256, help="Avatar size of the service under test."),
+        json_path: Path | None = JsonOpt) -> None:
+    """Service CPU as viewers are added, through a local Janus (serve --sfu) vs directly; Janus
+    CPU per viewer; render-to-viewer time both ways. Needs Debian's janus package."""
+    from liveavatar.bench import sfu as b
+    from liveavatar.errors import UserError
+    try:
+        counts = [int(x) for x in viewers.split(",")]
+    except ValueError:
+        raise UserError(f"--viewers {viewers!r}: give comma-separated counts, e.g. 1,10,25") from None
+    _finish(b.run(counts, seconds=seconds, size=size, rounds=rounds, glass=glass), json_path)
+
+
 @app.command("all")
 def all_(out: Path = typer.Option(Path("bench-results"), help="Folder for bench.json and bench.md."),
          quick: bool = typer.Option(False, help="Shorter runs (for a smoke check, not for the README)."),

@@ -56,6 +56,8 @@ def serve(
                                                     "stream on this UDP port instead of the camera."),
     vts_port: int | None = typer.Option(None, help="VTube Studio-compatible API (WebSocket) on "
                                                       "127.0.0.1:PORT for its plugins (VTS uses 8001)."),
+    sfu: str | None = typer.Option(None, help="Publish each session once into a Janus SFU for its viewers: "
+                                                 "janus:ws://HOST:8188[/ROOM] (see the README)."),
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
 ) -> None:
     """Run the live service: open the printed studio URL, pick your camera, and watch the viewer."""
@@ -93,7 +95,7 @@ def serve(
                            ice_credential=ice_credential, source=source, demo=demo,
                            demo_after_s=demo_after, timecode=timecode, allow_origins=list(allow_origin),
                            mapping=mapping, vmc_out=vmc_out, vmc_bundle=vmc_bundle, vmc_arkit=vmc_arkit,
-                           vmc_in=vmc_in, vts_port=vts_port)
+                           vmc_in=vmc_in, vts_port=vts_port, sfu=sfu)
     if cfg.vmc_out:
         from liveavatar.interop.vmc import parse_host_port
         parse_host_port(cfg.vmc_out, "--vmc-out")  # a typo: one line now, not after warm-up

@@ -17,13 +17,12 @@ from aiortc.contrib.media import MediaRelay
 from liveavatar.errors import NotFoundError, UserError
 from liveavatar.interop import service as interop
 from liveavatar.paths import assets_dir
-from liveavatar.server import actions, api, characters, metrics
+from liveavatar.server import actions, api, characters, metrics, sfu
 from liveavatar.server.config import LOOPBACK_NAMES, ServerConfig
 from liveavatar.server.engine import STRIP_ROWS, AdmissionError, Engine, Session, Stages, real_stages
 from liveavatar.server.media import (
     FFMPEG_WHIP_HINT,
     AvatarTrack,
-    SharedEncoder,
     SharedVideoTrack,
     VoiceTrack,
     add_bitrate_hints,
@@ -32,6 +31,7 @@ from liveavatar.server.media import (
     drain_video,
     looks_like_ffmpeg_whip,
     new_peer_connection,
+    shared_encoder_for,
     use_low_latency_jitter_buffers,
 )
 from liveavatar.types import ControlEvent, ControlKind, EventSource
@@ -515,10 +515,7 @@ async def whep(request: web.Request) -> web.Response:
         video = next(t for t in pc.getTransceivers() if t.kind == "video")
         if layout == "packed" and "VP8/90000" in offer:
             # Our pages: every viewer shares one VP8 encode of the session.
-            if s.shared_encoder is None:
-                cfg = request.app[CONFIG]
-                s.shared_encoder = SharedEncoder(s, 2 * cfg.size, cfg.size + STRIP_ROWS, cfg.fps)
-                s.shared_encoder.start()
+            shared_encoder_for(s, request.app[CONFIG], STRIP_ROWS)
             video.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
                                        if c.mimeType.lower() in ("video/vp8", "video/rtx")])
             track = SharedVideoTrack(s.shared_encoder)
@@ -820,4 +817,5 @@ def create_app(cfg: ServerConfig, stages: Stages | None = None,
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
     interop.attach(app, engine, cfg)
+    sfu.attach(app, engine, cfg, lambda req: require(req, VIEW), SESSION_ID)
     return app

@@ -49,6 +49,8 @@ class ServerConfig(BaseModel):
     vmc_arkit: bool = False              # also ARKit's blendshape names
     vmc_in: int | None = Field(None, ge=1, le=65535)   # UDP port for a VMC tracker's stream
     vts_port: int | None = Field(None, ge=1, le=65535)  # VTube Studio-style API on 127.0.0.1
+    # Publish each session once into this SFU for its viewers (janus:ws://HOST:8188[/ROOM]).
+    sfu: str | None = None
 
     @field_validator("size")
     @classmethod
@@ -63,6 +65,14 @@ class ServerConfig(BaseModel):
         for url in v:
             if not url.startswith(("stun:", "turn:", "turns:")):
                 raise ValueError(f"ICE server {url!r} must start with stun:, turn: or turns:")
+        return v
+
+    @field_validator("sfu")
+    @classmethod
+    def _sfu(cls, v: str | None) -> str | None:
+        if v is not None:
+            from liveavatar.interop.janus import parse_sfu
+            parse_sfu(v)
         return v
 
     @property

@@ -259,6 +259,14 @@ class SharedEncoder(Worker):
                 self.packets.publish(EncodedPacket(seq, p, bool(p.is_keyframe)))
 
 
+def shared_encoder_for(session: Session, cfg: ServerConfig, strip_rows: int) -> SharedEncoder:
+    """The session's one VP8 encode of its packed frames, started on first use."""
+    if session.shared_encoder is None:
+        session.shared_encoder = SharedEncoder(session, 2 * cfg.size, cfg.size + strip_rows, cfg.fps)
+        session.shared_encoder.start()
+    return session.shared_encoder
+
+
 class SharedVideoTrack(MediaStreamTrack):
     """One viewer's view of a SharedEncoder: starts at a keyframe, then passes every packet."""
 

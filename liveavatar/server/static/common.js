@@ -283,7 +283,7 @@ const LA = (() => {
     recent() { return median(this.samples.slice(-60)); }
   }
 
-  return { params, token, session, api, sessionPath, eventsSocket, config, negotiate, hangup, watch,
+  return { params, token, session, api, sessionPath, eventsSocket, config, gathered, negotiate, hangup, watch,
            framesDecoded, drawStamp, cameraStripHeight, CAMERA_FIELDS, AVATAR_FIELDS, MS_MOD,
            PackedRenderer, LatencyMeter, median, ageMs };
 })();
