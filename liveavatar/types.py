@@ -210,6 +210,9 @@ class Conditioning:
     action_weight: float = 0.0       # 0..1 blend over live tracking
     speaking: float = 0.0            # 0..1
     body_present: float = 0.0        # 0..1: 0 = nobody tracked (idle pose), 1 = live tracking
+    face_present: float = 0.0        # 0..1: how much `head` and `face` come from a tracked face
+    #                                  (the conditioner already blends its own idle head in; a
+    #                                  generator adds no idle head motion of its own over it)
 
     @classmethod
     def neutral(cls, seq: int = 0, t_tick_ns: int = 0, n_emotions: int = len(EMOTIONS)) -> Conditioning:

@@ -625,7 +625,8 @@ class Conditioner:
             # must show those bones even with nobody tracked.
             action_weight=0.0 if self._clip_ease > 0 else _unit(self.action.weight),
             speaking=_unit(self._speaking),
-            body_present=_unit(max(self.body_present, self._clip_ease)))
+            body_present=_unit(max(self.body_present, self._clip_ease)),
+            face_present=_unit(self.face_present))
 
     # -- introspection ----------------------------------------------------------------------
 

@@ -27,4 +27,5 @@ def conditioning_to_json(c: Conditioning, emotions: Any = EMOTIONS) -> dict:
         "action_weight": round(float(c.action_weight), 4),
         "speaking": round(float(c.speaking), 4),
         "body_present": round(float(c.body_present), 4),
+        "face_present": round(float(c.face_present), 4),
     }

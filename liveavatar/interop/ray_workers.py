@@ -71,7 +71,8 @@ class FrameRequest:
     action: str
     ints: np.ndarray            # int64 [seq, t_tick_ns, t_capture_ns]
     floats: np.ndarray          # float32 bone_angles|root|head|face|visemes|emotion
-    scalars: np.ndarray         # float64 emotion_intensity, action_phase, action_weight, speaking, body_present
+    scalars: np.ndarray         # float64 emotion_intensity, action_phase, action_weight, speaking, body_present,
+    #                             face_present
     n_emotions: int
     move_from: str = ""         # a replica that failed this session: place it elsewhere
 
@@ -80,7 +81,8 @@ class FrameRequest:
         floats = np.concatenate([np.asarray(a, np.float32).ravel() for a in
                                  (c.bone_angles, c.root, c.head, c.face, c.visemes, c.emotion)])
         return cls(session, character, c.action, np.array([c.seq, c.t_tick_ns, c.t_capture_ns], np.int64), floats,
-                   np.array([c.emotion_intensity, c.action_phase, c.action_weight, c.speaking, c.body_present],
+                   np.array([c.emotion_intensity, c.action_phase, c.action_weight, c.speaking, c.body_present,
+                             c.face_present],
                             np.float64), int(np.asarray(c.emotion).size), move_from)
 
     def conditioning(self) -> Conditioning:
@@ -92,7 +94,8 @@ class FrameRequest:
         return Conditioning(seq=int(self.ints[0]), t_tick_ns=int(self.ints[1]), t_capture_ns=int(self.ints[2]),
                             bone_angles=bones, root=root, head=head, face=face, visemes=vis, emotion=emo,
                             emotion_intensity=float(s[0]), action=self.action, action_phase=float(s[1]),
-                            action_weight=float(s[2]), speaking=float(s[3]), body_present=float(s[4]))
+                            action_weight=float(s[2]), speaking=float(s[3]), body_present=float(s[4]),
+                            face_present=float(s[5]))
 
 
 @dataclass(slots=True)

@@ -219,7 +219,7 @@ class Rig2DGenerator:
         face = np.zeros((n, N_F), np.float32)
         vis = np.zeros((n, N_V), np.float32)
         emo = np.zeros((n, N_E), np.float32)
-        scal = np.empty((n, 5), np.float64)    # phase, weight, body_present, t_s, speaking
+        scal = np.empty((n, 6), np.float64)    # phase, weight, body_present, t_s, speaking, face_present
         action = np.zeros(n, np.int64)
         for i, c in enumerate(conds):
             bones[i] = _fit(c.bone_angles, len(BONE_INDEX))
@@ -232,7 +232,8 @@ class Rig2DGenerator:
             emo[i, :min(N_E, e.size)] = e[:N_E]
             emo[i, 0] += e[N_E:].sum()          # unknown extra emotions count as neutral
             action[i] = motion.ACTION_INDEX.get(c.action, 0)
-            scal[i] = (c.action_phase, c.action_weight, c.body_present, c.t_tick_ns * 1e-9, c.speaking)
+            scal[i] = (c.action_phase, c.action_weight, c.body_present, c.t_tick_ns * 1e-9, c.speaking,
+                       c.face_present)
         scal = np.nan_to_num(scal, nan=0.0, posinf=1.0, neginf=0.0)
         bad = ~np.isfinite(bones)
         bones[bad] = np.broadcast_to(motion.REST_BONE_ANGLES, bones.shape)[bad]
@@ -250,7 +251,8 @@ class Rig2DGenerator:
         return {"bones": motion.wrap(bones), "root": root, "head": head, "face": face, "vis": vis,
                 "emo": emo.astype(np.float32), "action": action,
                 "phase": np.mod(scal[:, 0], 1.0), "weight": scal[:, 1].clip(0, 1),
-                "present": scal[:, 2].clip(0, 1), "t": scal[:, 3], "speaking": scal[:, 4].clip(0, 1)}
+                "present": scal[:, 2].clip(0, 1), "t": scal[:, 3], "speaking": scal[:, 4].clip(0, 1),
+                "face_present": scal[:, 5].clip(0, 1)}
 
     def _pose(self, g: dict) -> np.ndarray:
         """Motion channels (n, N_CHANNELS): idle <- live (by body_present) <- clip (by weight)."""
@@ -259,7 +261,10 @@ class Rig2DGenerator:
         live[:, :motion.N_BONES] = g["bones"]
         live[:, motion.YAW:motion.ROLL + 1] = g["head"]
         idle = motion.idle(g["t"])
-        idle[:, motion.YAW:motion.ROLL + 1] += g["head"]     # a tracked face still turns the head
+        # A tracked face turns the head as measured: the idle sway fades out under it (the
+        # conditioner's head already carries its own idle motion while no face is seen).
+        idle[:, motion.YAW:motion.ROLL + 1] *= (1.0 - g["face_present"])[:, None]
+        idle[:, motion.YAW:motion.ROLL + 1] += g["head"]
         pres = g["present"]
         ch = motion.blend(idle, live, pres)  # live acts as the "clip" over idle here
         nb = motion.N_BONES
