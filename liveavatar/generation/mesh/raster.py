@@ -172,7 +172,8 @@ class CpuRaster:
     def _sample(tex: np.ndarray, mx: np.ndarray, my: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         """Premultiplied colour of the maps' region; the region of the maps is reset for the next frame."""
         rx, ry = mx[y0:y1, x0:x1], my[y0:y1, x0:x1]
-        col = cv2.remap(tex, rx, ry, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        col = cv2.remap(tex, rx, ry, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                        borderValue=(0, 0, 0, 0))
         rx[...] = OUT
         ry[...] = OUT
         return col
