@@ -1,27 +1,27 @@
-"""The CPU rasteriser of the mesh generator: numpy scanlines + one OpenCV remap per layer.
+"""The CPU rasteriser of the mesh generator: scanlines compiled with numba, one thread.
 
-Everything that depends only on the rest mesh is cached at prepare time (triangles, their layer,
-texture coordinates in atlas px, the premultiplied uint8 atlas). Per frame, for all sessions at
-once:
+Everything that depends only on the rest mesh is cached at prepare time (triangles grouped by
+layer, texture coordinates in atlas px, the premultiplied uint8 atlas). Per frame and session,
+in one compiled call (`_render_session`):
 
-1. every triangle's barycentric coordinates as affine functions of the pixel (float64 setup);
-2. its rows of pixel centres, and on each row the span where all three barycentrics are >= 0
-   (each one is a bound on x), expanded to pixels with np.repeat: exactly the covered pixels,
-   no bounding-box tests;
-3. the texture coordinate of every covered pixel (affine in the pixel too) is scattered into a
-   per-session, per-layer coordinate map (CV_32FC2);
-4. per session and layer, over the layer's bounding box only: one cv2.remap (bilinear, zeros
-   outside) fetches the premultiplied colour, layers are composited "over" in the session's draw
-   order, and cv2.divide turns the result into straight RGBA.
+1. layers are drawn back to front in the session's draw order, each into a scratch buffer over
+   its own bounding box only;
+2. every triangle of a layer walks its rows of pixel centres; on a row, each barycentric
+   coordinate >= 0 is one bound on x (affine in the pixel), so only covered pixels are visited;
+3. a covered pixel's texture coordinate is affine in the pixel too; the atlas is sampled
+   bilinearly (premultiplied, zeros outside, as grid_sample and cv2.remap do), and the pixel is
+   set (a pixel on an edge shared by two triangles is written, not blended, twice);
+4. the layer is composited "over" the session's accumulator, which ends as straight RGBA.
 
 The torch rasteriser in generator.py stays for CUDA.
 """
 from __future__ import annotations
 
-import cv2
-import numpy as np
+import math
 
-OUT = -16.0        # map value that samples nothing (BORDER_CONSTANT zeros)
+import numpy as np
+from numba import njit
+
 EPS = 1e-7         # barycentric slack: a pixel centre on a shared edge belongs to both triangles
 
 
@@ -34,146 +34,161 @@ class CpuRaster:
         self.size = int(size)
         self.n_layers = int(n_layers)
         self.tris = np.ascontiguousarray(tris, np.int64)
-        self.tri_layer = np.ascontiguousarray(tri_layer, np.int64)
-        # first triangle of each layer (np.minimum.reduceat segments)
-        self.layer_start = np.searchsorted(self.tri_layer, np.arange(self.n_layers))
-        self.layer_has = np.bincount(self.tri_layer, minlength=self.n_layers) > 0
-        self.layer_start = np.minimum(self.layer_start, len(self.tri_layer) - 1)
-        uv = uv_px.astype(np.float64)
-        t0 = uv[self.tris[:, 0]]
-        d1, d2 = uv[self.tris[:, 1]] - t0, uv[self.tris[:, 2]] - t0
-        # texture px of each triangle's first vertex and edges, one flat array per component
-        self.t0u, self.t0v = t0[:, 0].copy(), t0[:, 1].copy()
-        self.d1u, self.d1v, self.d2u, self.d2v = d1[:, 0].copy(), d1[:, 1].copy(), d2[:, 0].copy(), d2[:, 1].copy()
-        self._maps: tuple[np.ndarray, np.ndarray] | None = None   # x and y maps (n, L, S, S) float32
-
-    def maps(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        m = self._maps
-        if m is None or m[0].shape[0] < n:
-            shape = (n, self.n_layers, self.size, self.size)
-            m = self._maps = (np.full(shape, OUT, np.float32), np.full(shape, OUT, np.float32))
-        return m
+        # triangles of layer l: layer_start[l]:layer_start[l + 1]
+        self.layer_start = np.searchsorted(np.asarray(tri_layer), np.arange(self.n_layers + 1)).astype(np.int64)
+        self.uvx = np.ascontiguousarray(uv_px[:, 0], np.float64)
+        self.uvy = np.ascontiguousarray(uv_px[:, 1], np.float64)
+        S = self.size
+        self._acc = np.zeros((S, S, 4), np.float32)     # premultiplied 0..255, zero between calls
+        self._lay = np.zeros((S, S, 4), np.float32)
 
     def render(self, verts: np.ndarray, textures: list[np.ndarray], order: np.ndarray,
                layer_on: np.ndarray) -> np.ndarray:
         """verts (n, V, 2) output px; textures: one premultiplied (H, W, 4) uint8 atlas per session;
         order (n, L) layers back to front; layer_on (n, L) bool. -> (n, S, S, 4) straight RGBA."""
-        n, S, L = verts.shape[0], self.size, self.n_layers
+        n, S = verts.shape[0], self.size
         out = np.zeros((n, S, S, 4), np.uint8)
         v = np.nan_to_num(verts.astype(np.float64), nan=0.0, posinf=1e4, neginf=-1e4).clip(-4 * S, 5 * S)
-        vx, vy = v[..., 0], v[..., 1]
-        tr = self.tris
-        # (n, T) corner coordinates; flat arrays over session * triangle from here on
-        ax, ay = vx[:, tr[:, 0]], vy[:, tr[:, 0]]
-        bx, by = vx[:, tr[:, 1]], vy[:, tr[:, 1]]
-        cx, cy = vx[:, tr[:, 2]], vy[:, tr[:, 2]]
-        T = tr.shape[0]
-        e1x, e1y, e2x, e2y = bx - ax, by - ay, cx - ax, cy - ay
-        det = e1x * e2y - e1y * e2x
-        ok = np.abs(det) > 1e-9
-        inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
-        # barycentrics l_i = A_i + B_i x + C_i y (l0 = 1 - l1 - l2), x, y at pixel centres
-        B1, C1 = e2y * inv, -e2x * inv
-        B2, C2 = -e1y * inv, e1x * inv
-        A1 = -(ax * B1 + ay * C1)
-        A2 = -(ax * B2 + ay * C2)
-        # texture px, affine in the pixel: u = U0 + Ux x + Uy y (and v)
-        U0 = self.t0u + A1 * self.d1u + A2 * self.d2u
-        V0 = self.t0v + A1 * self.d1v + A2 * self.d2v
-        Uxu, Uxv = B1 * self.d1u + B2 * self.d2u, B1 * self.d1v + B2 * self.d2v
-        Uyu, Uyv = C1 * self.d1u + C2 * self.d2u, C1 * self.d1v + C2 * self.d2v
-        # On a row y, l_i >= -EPS is x >= P_i + Q_i y where B_i > 0, x <= P_i + Q_i y where B_i < 0
-        # (B_i == 0: a horizontal edge, which the row range already enforces).
-        lows_p, lows_q, highs_p, highs_q = [], [], [], []
-        for A_, B_, C_ in ((1.0 - A1 - A2, -B1 - B2, -C1 - C2), (A1, B1, C1), (A2, B2, C2)):
-            pos, neg = B_ > 1e-12, B_ < -1e-12
-            rb = 1.0 / np.where(pos | neg, B_, 1.0)
-            p_, q_ = -(EPS + A_) * rb, -C_ * rb
-            lows_p.append(np.where(pos, p_, -1e9).reshape(-1))
-            lows_q.append(np.where(pos, q_, 0.0).reshape(-1))
-            highs_p.append(np.where(neg, p_, 1e9).reshape(-1))
-            highs_q.append(np.where(neg, q_, 0.0).reshape(-1))
-
-        xmin = np.minimum(np.minimum(ax, bx), cx)
-        xmax = np.maximum(np.maximum(ax, bx), cx)
-        ymin = np.minimum(np.minimum(ay, by), cy)
-        ymax = np.maximum(np.maximum(ay, by), cy)
-        r0 = np.ceil(ymin - 0.5).clip(0, S)                  # (n, T) first row
-        r1 = np.floor(ymax - 0.5).clip(-1, S - 1)
-        tri_on = ok & layer_on[:, self.tri_layer]
-        cnt = np.where(tri_on, r1 - r0 + 1, 0).clip(0).astype(np.int64).reshape(-1)
-        # per session and layer: the bounding box of its triangles (clipped to the frame)
-        box = np.stack([np.floor(xmin), np.floor(ymin), -np.ceil(xmax), -np.ceil(ymax)])
-        box = np.minimum.reduceat(box, self.layer_start, axis=2)
-        bx0, by0 = box[0].clip(0, S).astype(np.int64), box[1].clip(0, S).astype(np.int64)
-        bx1, by1 = (-box[2]).clip(0, S).astype(np.int64), (-box[3]).clip(0, S).astype(np.int64)
-
-        # rows of every triangle
-        rid = np.repeat(np.arange(n * T), cnt)
-        starts = np.cumsum(cnt) - cnt
-        y = r0.reshape(-1)[rid] + (np.arange(rid.size) - starts[rid])
-        yc = y + 0.5
-        xl = np.maximum(np.maximum(lows_p[0][rid] + lows_q[0][rid] * yc, lows_p[1][rid] + lows_q[1][rid] * yc),
-                        lows_p[2][rid] + lows_q[2][rid] * yc)
-        xr = np.minimum(np.minimum(highs_p[0][rid] + highs_q[0][rid] * yc, highs_p[1][rid] + highs_q[1][rid] * yc),
-                        highs_p[2][rid] + highs_q[2][rid] * yc)
-        x0 = np.ceil(xl - 0.5).clip(0, S)
-        x1 = np.floor(xr - 0.5).clip(-1, S - 1)
-        span = (x1 - x0 + 1).clip(0).astype(np.int64)
-        # texture coordinates at each row's first pixel, and their step per pixel
-        xc = x0 + 0.5
-        ur = U0.reshape(-1)[rid] + Uxu.reshape(-1)[rid] * xc + Uyu.reshape(-1)[rid] * yc
-        vr = V0.reshape(-1)[rid] + Uxv.reshape(-1)[rid] * xc + Uyv.reshape(-1)[rid] * yc
-        du, dv = Uxu.reshape(-1)[rid], Uxv.reshape(-1)[rid]
-        seg = (rid // T) * L + self.tri_layer[rid % T]        # session * L + layer of each row
-        base = (seg * S + y.astype(np.int64)) * S + x0.astype(np.int64)
-        # pixels of every row
-        pid = np.repeat(np.arange(span.size), span)
-        pstart = np.cumsum(span) - span
-        k = np.arange(pid.size) - pstart[pid]
-        kf = k.astype(np.float64)
-        mx, my = self.maps(n)
-        fx, fy = mx.reshape(-1), my.reshape(-1)
-        idx = base[pid] + k
-        fx[idx] = ur[pid] + du[pid] * kf
-        fy[idx] = vr[pid] + dv[pid] * kf
-
+        order = np.ascontiguousarray(order, np.int64)
+        on = np.ascontiguousarray(layer_on, np.bool_)
         for bi in range(n):
-            tex = textures[bi]
-            layers = [li for li in order[bi] if layer_on[bi, li] and self.layer_has[li]
-                      and bx1[bi, li] > bx0[bi, li] and by1[bi, li] > by0[bi, li]]
-            if not layers:
-                continue
-            if len(layers) == 1:
-                li = layers[0]
-                X0, Y0, X1, Y1 = bx0[bi, li], by0[bi, li], bx1[bi, li], by1[bi, li]
-                acc = self._sample(tex, mx[bi, li], my[bi, li], X0, Y0, X1, Y1)
-            else:
-                X0 = min(bx0[bi, li] for li in layers)
-                Y0 = min(by0[bi, li] for li in layers)
-                X1 = max(bx1[bi, li] for li in layers)
-                Y1 = max(by1[bi, li] for li in layers)
-                accf = np.zeros((Y1 - Y0, X1 - X0, 4), np.float32)
-                for li in layers:
-                    lx0, ly0, lx1, ly1 = bx0[bi, li], by0[bi, li], bx1[bi, li], by1[bi, li]
-                    lay = self._sample(tex, mx[bi, li], my[bi, li], lx0, ly0, lx1, ly1).astype(np.float32)
-                    dst = accf[ly0 - Y0:ly1 - Y0, lx0 - X0:lx1 - X0]
-                    dst *= 1.0 - lay[..., 3:4] * (1.0 / 255.0)
-                    dst += lay
-                acc = (accf + 0.5).clip(0, 255).astype(np.uint8)
-            # straight colour = premultiplied * 255 / alpha (0 where alpha is 0); alpha / 255 * 255
-            denom = np.empty_like(acc)
-            denom[...] = acc[..., 3:4]
-            denom[..., 3] = 255
-            cv2.divide(acc, denom, dst=out[bi, Y0:Y1, X0:X1], scale=255.0)
+            _render_session(np.ascontiguousarray(v[bi, :, 0]), np.ascontiguousarray(v[bi, :, 1]), self.tris,
+                            self.layer_start, order[bi], on[bi], self.uvx, self.uvy, textures[bi],
+                            self._acc, self._lay, out[bi])
         return out
 
-    @staticmethod
-    def _sample(tex: np.ndarray, mx: np.ndarray, my: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
-        """Premultiplied colour of the maps' region; the region of the maps is reset for the next frame."""
-        rx, ry = mx[y0:y1, x0:x1], my[y0:y1, x0:x1]
-        col = cv2.remap(tex, rx, ry, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                        borderValue=(0, 0, 0, 0))
-        rx[...] = OUT
-        ry[...] = OUT
-        return col
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _bound(A: float, B: float, C: float, yc: float, xl: float, xr: float,
+           skip: bool) -> tuple[float, float, bool]:  # pragma: no cover - compiled
+    """On row yc, barycentric A + B x + C y >= -EPS bounds x from below (B > 0) or above (B < 0);
+    an edge parallel to the row (B = 0) keeps or excludes the whole row."""
+    lin = A + C * yc
+    if B > 1e-12:
+        xl = max(xl, (-EPS - lin) / B)
+    elif B < -1e-12:
+        xr = min(xr, (-EPS - lin) / B)
+    elif lin < -EPS:
+        skip = True
+    return xl, xr, skip
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _render_session(vx: np.ndarray, vy: np.ndarray, tris: np.ndarray, layer_start: np.ndarray,
+                    order: np.ndarray, on: np.ndarray, uvx: np.ndarray, uvy: np.ndarray, tex: np.ndarray,
+                    acc: np.ndarray, lay: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    S = out.shape[0]
+    H, W = tex.shape[0], tex.shape[1]
+    X0, Y0, X1, Y1 = S, S, 0, 0              # the accumulator's touched box
+    for oi in range(order.shape[0]):
+        li = order[oi]
+        if not on[li]:
+            continue
+        t_lo, t_hi = layer_start[li], layer_start[li + 1]
+        if t_hi <= t_lo:
+            continue
+        # the layer's bounding box, clipped to the frame
+        lx0, ly0, lx1, ly1 = 1e9, 1e9, -1e9, -1e9
+        for t in range(t_lo, t_hi):
+            for j in range(3):
+                p = tris[t, j]
+                lx0, lx1 = min(lx0, vx[p]), max(lx1, vx[p])
+                ly0, ly1 = min(ly0, vy[p]), max(ly1, vy[p])
+        bx0, by0 = max(0, int(math.floor(lx0))), max(0, int(math.floor(ly0)))
+        bx1, by1 = min(S, int(math.ceil(lx1)) + 1), min(S, int(math.ceil(ly1)) + 1)
+        if bx1 <= bx0 or by1 <= by0:
+            continue
+        for t in range(t_lo, t_hi):
+            a, b, c = tris[t, 0], tris[t, 1], tris[t, 2]
+            ax, ay = vx[a], vy[a]
+            e1x, e1y = vx[b] - ax, vy[b] - ay
+            e2x, e2y = vx[c] - ax, vy[c] - ay
+            det = e1x * e2y - e1y * e2x
+            if abs(det) <= 1e-9:
+                continue
+            inv = 1.0 / det
+            # barycentrics l_i = A_i + B_i x + C_i y (l0 = 1 - l1 - l2)
+            B1, C1 = e2y * inv, -e2x * inv
+            B2, C2 = -e1y * inv, e1x * inv
+            A1 = -(ax * B1 + ay * C1)
+            A2 = -(ax * B2 + ay * C2)
+            A0, B0, C0 = 1.0 - A1 - A2, -B1 - B2, -C1 - C2
+            # texture px: u = U0 + Ux x + Uy y
+            d1u, d1v = uvx[b] - uvx[a], uvy[b] - uvy[a]
+            d2u, d2v = uvx[c] - uvx[a], uvy[c] - uvy[a]
+            U0 = uvx[a] + A1 * d1u + A2 * d2u
+            V0 = uvy[a] + A1 * d1v + A2 * d2v
+            Uxu, Uxv = B1 * d1u + B2 * d2u, B1 * d1v + B2 * d2v
+            Uyu, Uyv = C1 * d1u + C2 * d2u, C1 * d1v + C2 * d2v
+            ymin = min(ay, vy[b], vy[c])
+            ymax = max(ay, vy[b], vy[c])
+            r0 = max(0, int(math.ceil(ymin - 0.5)))
+            r1 = min(S - 1, int(math.floor(ymax - 0.5)))
+            for y in range(r0, r1 + 1):
+                yc = y + 0.5
+                xl, xr, skip = _bound(A0, B0, C0, yc, -1e9, 1e9, False)
+                xl, xr, skip = _bound(A1, B1, C1, yc, xl, xr, skip)
+                xl, xr, skip = _bound(A2, B2, C2, yc, xl, xr, skip)
+                if skip:
+                    continue
+                x0 = max(0, int(math.ceil(xl - 0.5)))
+                x1 = min(S - 1, int(math.floor(xr - 0.5)))
+                for x in range(x0, x1 + 1):
+                    xc = x + 0.5
+                    u = U0 + Uxu * xc + Uyu * yc
+                    v = V0 + Uxv * xc + Uyv * yc
+                    # bilinear, texel centres at integers, zeros outside the atlas (accumulated in
+                    # locals: one store per pixel)
+                    fu, fv = math.floor(u), math.floor(v)
+                    iu, iv = int(fu), int(fv)
+                    wu, wv = u - fu, v - fv
+                    c0 = c1 = c2 = c3 = 0.0
+                    if iu >= 0 and iv >= 0 and iu + 1 < W and iv + 1 < H:
+                        w00, w01 = (1.0 - wu) * (1.0 - wv), wu * (1.0 - wv)
+                        w10, w11 = (1.0 - wu) * wv, wu * wv
+                        c0 = (w00 * tex[iv, iu, 0] + w01 * tex[iv, iu + 1, 0]
+                              + w10 * tex[iv + 1, iu, 0] + w11 * tex[iv + 1, iu + 1, 0])
+                        c1 = (w00 * tex[iv, iu, 1] + w01 * tex[iv, iu + 1, 1]
+                              + w10 * tex[iv + 1, iu, 1] + w11 * tex[iv + 1, iu + 1, 1])
+                        c2 = (w00 * tex[iv, iu, 2] + w01 * tex[iv, iu + 1, 2]
+                              + w10 * tex[iv + 1, iu, 2] + w11 * tex[iv + 1, iu + 1, 2])
+                        c3 = (w00 * tex[iv, iu, 3] + w01 * tex[iv, iu + 1, 3]
+                              + w10 * tex[iv + 1, iu, 3] + w11 * tex[iv + 1, iu + 1, 3])
+                    else:
+                        for dv in range(2):
+                            yy = iv + dv
+                            if yy < 0 or yy >= H:
+                                continue
+                            wy = wv if dv else 1.0 - wv
+                            for du in range(2):
+                                xx = iu + du
+                                if xx < 0 or xx >= W:
+                                    continue
+                                w = wy * (wu if du else 1.0 - wu)
+                                c0 += w * tex[yy, xx, 0]
+                                c1 += w * tex[yy, xx, 1]
+                                c2 += w * tex[yy, xx, 2]
+                                c3 += w * tex[yy, xx, 3]
+                    lay[y, x, 0] = c0
+                    lay[y, x, 1] = c1
+                    lay[y, x, 2] = c2
+                    lay[y, x, 3] = c3
+        # composite the layer over the accumulator, clearing the scratch for the next layer
+        for y in range(by0, by1):
+            for x in range(bx0, bx1):
+                ia = 1.0 - lay[y, x, 3] * (1.0 / 255.0)
+                for ch in range(4):
+                    acc[y, x, ch] = lay[y, x, ch] + acc[y, x, ch] * ia
+                    lay[y, x, ch] = 0.0
+        X0, Y0, X1, Y1 = min(X0, bx0), min(Y0, by0), max(X1, bx1), max(Y1, by1)
+    # straight colour = premultiplied * 255 / alpha; the accumulator is cleared for the next call
+    for y in range(Y0, Y1):
+        for x in range(X0, X1):
+            al = acc[y, x, 3]
+            if al > 0.0:
+                k = 255.0 / al
+                for ch in range(3):
+                    out[y, x, ch] = min(255, int(acc[y, x, ch] * k + 0.5))
+                out[y, x, 3] = min(255, int(al + 0.5))
+            for ch in range(4):
+                acc[y, x, ch] = 0.0
