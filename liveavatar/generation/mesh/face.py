@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numba import njit
 
 from liveavatar.types import EMOTIONS, FP, VISEMES, Conditioning
 
@@ -687,6 +688,12 @@ class FaceAnimator:
         slant_out = np.stack([p["slant_out_l"], p["slant_out_r"]], 1) * (k_up < 0.9)
         arc = np.repeat(p["arc"][:, None], 2, 1)
         pack = np.stack([centre[..., 0], centre[..., 1], ry, k_up, k_low, slant_in, slant_out, arc], -1)
+        if dev.type == "cpu":      # the same drawing, compiled (torch pays ~40 small ops here)
+            _lids_cpu(out.numpy(), pack.astype(np.float64), np.array(self._crop_xy, np.int64), self._ch, self._cw,
+                      self._eye_radii[:, 0] * 1.08, np.array([self.eyes[s].inner_sign for s in ("l", "r")]),
+                      float(self._lash_half), np.stack([self.eyes[s].lid_rgb for s in ("l", "r")]).astype(np.float64),
+                      np.stack([self.eyes[s].lash_rgb for s in ("l", "r")]).astype(np.float64))
+            return
         P = torch.from_numpy(pack.astype(np.float32)).to(dev)[..., None, None]   # (n, 2, 8, 1, 1)
         cx, cy, ry_t, k_up_t, k_low_t, s_in, s_out, arc_t = P.unbind(2)
         xy = self._eye_grid                                                    # (2, ch, cw, 2)
@@ -736,6 +743,10 @@ class FaceAnimator:
                          p["smile"] * self.max_corner, p["round"], np.clip(gap / 1.5, 0, 1),
                          -1.0 + 2.0 * p["teeth"], np.clip(1.0 - p["teeth"] * 1.2, 0, 1),
                          1.0 / np.minimum(hw, hh)], -1)
+        if dev.type == "cpu":      # the same drawing, compiled
+            _mouth_cpu(out.numpy(), pack.astype(np.float64), cx0, cy0, cx1, cy1,
+                       self._mouth_colours[:, 0, :, 0, 0].cpu().numpy().astype(np.float64))
+            return
         P = torch.from_numpy(pack.astype(np.float32)).to(dev)[..., None, None]   # (n, 10, 1, 1)
         cx, yc, hw_t, hh_t, corner, rnd, fade, teeth_edge, tongue_on, px = P.unbind(1)
         xy = self._mouth_xy
@@ -760,6 +771,80 @@ class FaceAnimator:
         a = dst[:, 3:4]
         cov = inside[:, None]
         dst[:, :3] = dst[:, :3] * (1 - cov) + col * cov * a
+
+
+@njit(inline="always")
+def _clamp01(x: float) -> float:  # pragma: no cover - compiled
+    return min(max(x, 0.0), 1.0)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _lids_cpu(out: np.ndarray, pack: np.ndarray, crop_xy: np.ndarray, ch: int, cw: int, rx: np.ndarray,
+              inner_sign: np.ndarray, lash_half: float, lid_rgb: np.ndarray,
+              lash_rgb: np.ndarray) -> None:  # pragma: no cover - compiled
+    """FaceAnimator._lids' drawing per pixel (the torch code below it is the reference)."""
+    c01 = _clamp01
+    aa = 0.7
+    for b in range(out.shape[0]):
+        for e in range(2):
+            cx, cy, ry, k_up, k_low, s_in, s_out, arc = pack[b, e]
+            x0, y0 = crop_xy[e, 0], crop_xy[e, 1]
+            for j in range(ch):
+                yy = y0 + j
+                yv = yy + 0.5 - cy
+                for i in range(cw):
+                    xx = x0 + i
+                    u = (xx + 0.5 - cx) / rx[e]
+                    half = math.sqrt(max(1.0 - u * u, 0.0))
+                    inner = c01(u * inner_sign[e])
+                    outer = c01(-u * inner_sign[e])
+                    k = c01(k_up + s_in * inner + s_out * outer)
+                    close = ry * (0.35 - 0.55 * arc * (1.0 - u * u))
+                    top = -ry * half
+                    bottom = ry * half
+                    upper = top + k * (close - top)
+                    lower = bottom - k_low * (bottom - close)
+                    in_x = c01((1.0 - abs(u)) * (rx[e] / aa))
+                    cover = (c01((upper - yv) / aa + 0.5) * c01(k / 0.04)
+                             + c01((yv - lower) / aa + 0.5) * c01(k_low / 0.04))
+                    cover = c01(cover) * c01((bottom + aa - yv) / aa) * c01((yv - top + aa) / aa) * in_x
+                    lash = c01(1.0 - abs(yv - upper) / lash_half) * in_x * c01(k * 4.0)
+                    if not yv < bottom + aa:
+                        lash = 0.0
+                    shade = 1.0 - 0.12 * (1.0 - c01((upper - yv) / (ry * 0.6)))
+                    a = out[b, 3, yy, xx]
+                    for c in range(3):
+                        rgb = out[b, c, yy, xx] * (1.0 - cover) + lid_rgb[e, c] * shade * cover * a
+                        out[b, c, yy, xx] = rgb * (1.0 - lash) + lash_rgb[e, c] * lash * a
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _mouth_cpu(out: np.ndarray, pack: np.ndarray, x0: int, y0: int, x1: int, y1: int,
+               colours: np.ndarray) -> None:  # pragma: no cover - compiled
+    """FaceAnimator._mouth's drawing per pixel (the torch code below it is the reference)."""
+    c01 = _clamp01
+    for b in range(out.shape[0]):
+        cx, yc, hw, hh, corner, rnd, fade, teeth_edge, tongue_on, px = pack[b]
+        expo = 2.0 + 1.5 * (1.0 - rnd)
+        for yy in range(y0, y1):
+            for xx in range(x0, x1):
+                u = (xx + 0.5 - cx) / hw
+                uu = min(u * u, 1.0)
+                v = (yy + 0.5 - yc + corner * uu) / hh
+                d = max(abs(u), 1e-4) ** expo + v * v
+                inside = c01((1.0 - d) / (2 * px) + 0.5) * fade
+                teeth = c01((teeth_edge - v) / px + 0.5) * c01(1.0 - abs(u) * 0.6)
+                tongue_q = uu / 0.36 + ((v - 0.85) / 0.45) ** 2
+                tongue = c01((1.0 - tongue_q) / 0.2) * tongue_on
+                edge = c01((d - 0.82) / 0.18)
+                shade = 1.0 - 0.4 * c01(1.0 - abs(v))
+                a = out[b, 3, yy, xx]
+                for c in range(3):
+                    col = colours[0, c] * shade
+                    col = col * (1 - tongue) + colours[2, c] * tongue
+                    col = col * (1 - teeth) + colours[1, c] * (1.0 - 0.12 * uu) * teeth
+                    col = col * (1 - 0.6 * edge) + colours[3, c] * 0.6 * edge
+                    out[b, c, yy, xx] = out[b, c, yy, xx] * (1 - inside) + col * inside * a
 
 
 # ---------------------------------------------------------------------------------------------
