@@ -4,14 +4,15 @@ Everything that depends only on the rest mesh is cached at prepare time (triangl
 layer, texture coordinates in atlas px, the premultiplied uint8 atlas). Per frame and session,
 in one compiled call (`_render_session`):
 
-1. layers are drawn back to front in the session's draw order, each into a scratch buffer over
-   its own bounding box only;
+1. layers are drawn back to front in the session's draw order: a lone layer straight into the
+   output, otherwise the first into an accumulator and each further one into a scratch buffer
+   over its own bounding box only;
 2. every triangle of a layer walks its rows of pixel centres; on a row, each barycentric
    coordinate >= 0 is one bound on x (affine in the pixel), so only covered pixels are visited;
 3. a covered pixel's texture coordinate is affine in the pixel too; the atlas is sampled
    bilinearly (premultiplied, zeros outside, as grid_sample and cv2.remap do), and the pixel is
    set (a pixel on an edge shared by two triangles is written, not blended, twice);
-4. the layer is composited "over" the session's accumulator, which ends as straight RGBA.
+4. a further layer is composited "over" the accumulator, which ends as straight RGBA.
 
 The torch rasteriser in generator.py stays for CUDA.
 """
@@ -80,6 +81,13 @@ def _render_session(vx: np.ndarray, vy: np.ndarray, tris: np.ndarray, layer_star
     S = out.shape[0]
     H, W = tex.shape[0], tex.shape[1]
     X0, Y0, X1, Y1 = S, S, 0, 0              # the accumulator's touched box
+    active = 0
+    for li in range(order.shape[0]):
+        if on[li] and layer_start[li + 1] > layer_start[li]:
+            active += 1
+    # One layer: pixels go straight to the output. More: the first drawn layer goes to the
+    # accumulator directly, the others through the scratch layer, composited over it.
+    drawn = 0
     for oi in range(order.shape[0]):
         li = order[oi]
         if not on[li]:
@@ -98,6 +106,9 @@ def _render_session(vx: np.ndarray, vy: np.ndarray, tris: np.ndarray, layer_star
         bx1, by1 = min(S, int(math.ceil(lx1)) + 1), min(S, int(math.ceil(ly1)) + 1)
         if bx1 <= bx0 or by1 <= by0:
             continue
+        direct = active == 1
+        dst = acc if drawn == 0 else lay
+        drawn += 1
         for t in range(t_lo, t_hi):
             a, b, c = tris[t, 0], tris[t, 1], tris[t, 2]
             ax, ay = vx[a], vy[a]
@@ -169,10 +180,26 @@ def _render_session(vx: np.ndarray, vy: np.ndarray, tris: np.ndarray, layer_star
                                 c1 += w * tex[yy, xx, 1]
                                 c2 += w * tex[yy, xx, 2]
                                 c3 += w * tex[yy, xx, 3]
-                    lay[y, x, 0] = c0
-                    lay[y, x, 1] = c1
-                    lay[y, x, 2] = c2
-                    lay[y, x, 3] = c3
+                    if direct:
+                        if c3 > 0.0:
+                            k = 255.0 / c3
+                            out[y, x, 0] = min(255, int(c0 * k + 0.5))
+                            out[y, x, 1] = min(255, int(c1 * k + 0.5))
+                            out[y, x, 2] = min(255, int(c2 * k + 0.5))
+                            out[y, x, 3] = min(255, int(c3 + 0.5))
+                        else:
+                            for ch in range(4):
+                                out[y, x, ch] = 0
+                    else:
+                        dst[y, x, 0] = c0
+                        dst[y, x, 1] = c1
+                        dst[y, x, 2] = c2
+                        dst[y, x, 3] = c3
+        if direct:
+            return
+        X0, Y0, X1, Y1 = min(X0, bx0), min(Y0, by0), max(X1, bx1), max(Y1, by1)
+        if drawn == 1:
+            continue
         # composite the layer over the accumulator, clearing the scratch for the next layer
         for y in range(by0, by1):
             for x in range(bx0, bx1):
@@ -180,7 +207,6 @@ def _render_session(vx: np.ndarray, vy: np.ndarray, tris: np.ndarray, layer_star
                 for ch in range(4):
                     acc[y, x, ch] = lay[y, x, ch] + acc[y, x, ch] * ia
                     lay[y, x, ch] = 0.0
-        X0, Y0, X1, Y1 = min(X0, bx0), min(Y0, by0), max(X1, bx1), max(Y1, by1)
     # straight colour = premultiplied * 255 / alpha; the accumulator is cleared for the next call
     for y in range(Y0, Y1):
         for x in range(X0, X1):
