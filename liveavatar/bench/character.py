@@ -8,7 +8,11 @@ mesh generator, and how faithful the mesh is.
   baseline workload beside them: rig2d drawing nova, one session at 256 px;
 - fidelity: rest-pose SSIM over the character's pixels against the art placed the same way,
   silhouette area over every action (9 phases each; spin only where it faces the camera) relative
-  to rest, and flipped triangles over those poses.
+  to rest, and flipped triangles over those poses;
+- pose fidelity: the clips of real people in ../shared/media/bodies go through perception and the
+  conditioner as in an offline render; MediaPipe Pose then reads the rendered avatar (over grey)
+  and its limb angles are compared with the conditioning's, which is the source's pose as the
+  avatar is asked to show it (tracked frames only; arms only for a bust character).
 """
 from __future__ import annotations
 
@@ -78,6 +82,43 @@ def fidelity(gen: Any, name: str) -> dict:
         ratios += list((frames[..., 3] > 127).sum((1, 2)) / rest_area)
     return {"ssim": ssim, "area_min": float(min(ratios)), "area_max": float(max(ratios)), "flips": flips,
             "poses": len(ratios), "triangles": int(len(tris))}
+
+
+def pose_fidelity(gen: Any, name: str, clips: list[Path], max_frames: int = 90) -> dict:
+    """Limb angle errors (degrees) of the avatar driven by real video (see module doc)."""
+    from liveavatar.bench.neural_quality import LIMBS, limb_errors
+    from liveavatar.conditioning import conditioning_over
+    from liveavatar.perception import Perception
+    from liveavatar.sources.file import iter_media
+    from liveavatar.types import CapturedFrame
+
+    limbs = [k for k in LIMBS if "arm" in k] if gen.rest_frame(name)["framing"] == "upper" else list(LIMBS)
+    errors: list[float] = []
+    per_clip: dict[str, float] = {}
+    tracked = detected = 0
+    for clip in clips:
+        perception = Perception(static=False, sync=True, enable_voice=False, face=False, hands=False)
+        try:
+            cues = []
+            for item in iter_media(clip, start_ns=0, audio=False):
+                if isinstance(item, CapturedFrame):
+                    cues.append(perception.process_video(item))
+                    if len(cues) >= max_frames:
+                        break
+        finally:
+            perception.close()
+        conds = [c for c in conditioning_over(cues) if c.body_present >= 0.99 and c.action_weight < 1e-3]
+        gen.reset()
+        frames = np.concatenate([gen.render([c], [name]) for c in conds]) if conds else np.zeros((0, 1, 1, 4))
+        found, errs = limb_errors(frames, conds)
+        e = [x for k in limbs for x in errs[k]]
+        tracked, detected = tracked + len(conds), detected + found
+        errors += e
+        per_clip[clip.name] = float(np.mean(e)) if e else float("nan")
+    return {"mean": float(np.mean(errors)) if errors else float("nan"),
+            "median": float(np.median(errors)) if errors else float("nan"),
+            "p95": float(np.percentile(errors, 95)) if errors else float("nan"),
+            "tracked": tracked, "detected": detected, "limbs": limbs, "per_clip": per_clip}
 
 
 def run(frames: int = 60, imports: int = 3) -> dict:
@@ -153,5 +194,15 @@ def run(frames: int = 60, imports: int = 3) -> dict:
                                        "x", f"{f['poses']} poses; goal within 0.85..1.15 (p95 column: max)"))
                 rows.append(report.row(f"{name}: flipped triangles over those poses", f["flips"], None, "",
                                        f"of {f['triangles']} triangles x {f['poses']} poses; goal 0"))
+                bodies = Path(__file__).resolve().parents[2].parent / "shared" / "media" / "bodies"
+                clips = sorted(bodies.glob("*.mp4")) if bodies.is_dir() else []
+                if clips:
+                    pf = pose_fidelity(gen, name, clips)
+                    info["pose_fidelity"] = pf
+                    rows.append(report.row(f"{name}: limb angle error, driven by real video", pf["median"], pf["p95"],
+                                           "deg", f"mean {pf['mean']:.1f} (goal <= 15); MediaPipe Pose found the "
+                                           f"avatar in {pf['detected']}/{pf['tracked']} tracked frames of "
+                                           f"{', '.join(c.name for c in clips)}; limbs: "
+                                           f"{'arms' if len(pf['limbs']) == 4 else 'arms and legs'}"))
             info[f"size_{size}"] = gen.info()
     return report.result("character", rows, **info)
