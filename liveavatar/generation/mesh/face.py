@@ -655,13 +655,17 @@ class FaceAnimator:
 
         # 3. feature displacement: one field per session, one grid_sample
         coef = self.coefficients(p)
-        disp = (torch.from_numpy(coef).to(dev) @ self._bases_t).view(n, self.h, self.w, 2)
-        grid = (self._ident[None] - disp) * self._norm - 1.0
-        out = F.grid_sample(comp, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        # The silhouette never moves: keep the art's alpha, re-weight the moved colour to it.
-        wa = out[:, 3:4]
-        moved_rgb = torch.where(wa > 1e-3, out[:, :3] / wa.clamp(min=1e-3) * alpha, comp[:, :3])
-        out = torch.cat([moved_rgb, alpha], 1)
+        if dev.type == "cpu":      # the same warp, compiled (one pass instead of ten tensor ops)
+            out = torch.empty_like(comp)
+            _warp_cpu(comp.numpy(), coef, self._bases_t.numpy().reshape(self._K, self.h, self.w, 2), out.numpy())
+        else:
+            disp = (torch.from_numpy(coef).to(dev) @ self._bases_t).view(n, self.h, self.w, 2)
+            grid = (self._ident[None] - disp) * self._norm - 1.0
+            out = F.grid_sample(comp, grid, mode="bilinear", padding_mode="border", align_corners=False)
+            # The silhouette never moves: keep the art's alpha, re-weight the moved colour to it.
+            wa = out[:, 3:4]
+            moved_rgb = torch.where(wa > 1e-3, out[:, :3] / wa.clamp(min=1e-3) * alpha, comp[:, :3])
+            out = torch.cat([moved_rgb, alpha], 1)
         key = np.einsum("nk,kpd->npd", coef, self._key_disp)             # (n, 3, 2) px
 
         # 4. eyelids (both eyes at once)  5. the mouth interior
@@ -776,6 +780,53 @@ class FaceAnimator:
 @njit(inline="always")
 def _clamp01(x: float) -> float:  # pragma: no cover - compiled
     return min(max(x, 0.0), 1.0)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _warp_cpu(comp: np.ndarray, coef: np.ndarray, bases: np.ndarray,
+              out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """animate_params' feature warp per pixel: displacement = coef @ bases, bilinear sampling with
+    border padding at (pixel - displacement) as grid_sample(align_corners=False) does, the art's
+    alpha kept and the moved colour re-weighted to it (the torch code beside the call is the
+    reference)."""
+    n, h, w = comp.shape[0], comp.shape[2], comp.shape[3]
+    K = bases.shape[0]
+    for b in range(n):
+        for y in range(h):
+            for x in range(w):
+                dx = 0.0
+                dy = 0.0
+                for k in range(K):
+                    dx += coef[b, k] * bases[k, y, x, 0]
+                    dy += coef[b, k] * bases[k, y, x, 1]
+                sx = min(max(x - dx, 0.0), w - 1.0)
+                sy = min(max(y - dy, 0.0), h - 1.0)
+                x0, y0 = int(math.floor(sx)), int(math.floor(sy))
+                fx, fy = sx - x0, sy - y0
+                x1, y1 = min(x0 + 1, w - 1), min(y0 + 1, h - 1)
+                o0 = o1 = o2 = o3 = 0.0
+                for c in range(4):
+                    v = ((1.0 - fy) * ((1.0 - fx) * comp[b, c, y0, x0] + fx * comp[b, c, y0, x1])
+                         + fy * ((1.0 - fx) * comp[b, c, y1, x0] + fx * comp[b, c, y1, x1]))
+                    if c == 0:
+                        o0 = v
+                    elif c == 1:
+                        o1 = v
+                    elif c == 2:
+                        o2 = v
+                    else:
+                        o3 = v
+                alpha = comp[b, 3, y, x]
+                if o3 > 1e-3:
+                    k_ = alpha / max(o3, 1e-3)
+                    out[b, 0, y, x] = o0 * k_
+                    out[b, 1, y, x] = o1 * k_
+                    out[b, 2, y, x] = o2 * k_
+                else:
+                    out[b, 0, y, x] = comp[b, 0, y, x]
+                    out[b, 1, y, x] = comp[b, 1, y, x]
+                    out[b, 2, y, x] = comp[b, 2, y, x]
+                out[b, 3, y, x] = alpha
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
