@@ -49,7 +49,10 @@ class CpuRaster:
         order (n, L) layers back to front; layer_on (n, L) bool. -> (n, S, S, 4) straight RGBA."""
         n, S = verts.shape[0], self.size
         out = np.zeros((n, S, S, 4), np.uint8)
-        v = np.nan_to_num(verts.astype(np.float64), nan=0.0, posinf=1e4, neginf=-1e4).clip(-4 * S, 5 * S)
+        v = verts.astype(np.float64)
+        if not np.isfinite(v).all():
+            v = np.nan_to_num(v, nan=0.0, posinf=1e4, neginf=-1e4)
+        v = v.clip(-4 * S, 5 * S)
         order = np.ascontiguousarray(order, np.int64)
         on = np.ascontiguousarray(layer_on, np.bool_)
         for bi in range(n):
