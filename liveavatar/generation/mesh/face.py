@@ -635,7 +635,11 @@ class FaceAnimator:
         alpha = comp[:, 3:4]
 
         # 1. irises shifted by the gaze, inside both eye crops at once (one grid_sample)
-        if self._iris_any:
+        if self._iris_any and dev.type == "cpu":       # the same sampling, compiled
+            shift = p["gaze"][:, None, :] * self._travel[None]                 # (n, 2 eyes, 2) px
+            _iris_cpu(comp.numpy(), self._iris.numpy(), shift.astype(np.float64), np.array(self._crop_xy, np.int64),
+                      self._ch, self._cw, self._iris_clip[:, 0].numpy())
+        elif self._iris_any:
             shift = p["gaze"][:, None, :] * self._travel[None]                 # (n, 2 eyes, 2) px
             xy = self._eye_grid[None] - torch.from_numpy(shift.astype(np.float32)).to(dev)[:, :, None, None, :]
             grid = (xy * self._norm - 1.0).view(n * 2, self._ch, self._cw, 2)
@@ -797,6 +801,44 @@ def _finite(a: np.ndarray, nan: float = 0.0, posinf: float | None = None,
 @njit(inline="always")
 def _clamp01(x: float) -> float:  # pragma: no cover - compiled
     return min(max(x, 0.0), 1.0)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _iris_cpu(comp: np.ndarray, iris: np.ndarray, shift: np.ndarray, crop_xy: np.ndarray, ch: int, cw: int,
+              clip: np.ndarray) -> None:  # pragma: no cover - compiled
+    """animate_params' irises per pixel: the iris layer sampled bilinearly (zeros outside, as
+    grid_sample(align_corners=False)) shifted by the gaze, kept inside the eye, laid over each
+    eye crop in turn (the torch code beside the call is the reference)."""
+    h, w = iris.shape[1], iris.shape[2]
+    for b in range(comp.shape[0]):
+        for e in range(2):
+            x0, y0 = crop_xy[e, 0], crop_xy[e, 1]
+            for j in range(ch):
+                for i in range(cw):
+                    k = clip[e, j, i]
+                    if k == 0.0:
+                        continue
+                    sx = x0 + i - shift[b, e, 0]
+                    sy = y0 + j - shift[b, e, 1]
+                    fx0, fy0 = math.floor(sx), math.floor(sy)
+                    ix, iy = int(fx0), int(fy0)
+                    wx, wy = sx - fx0, sy - fy0
+                    o = np.zeros(4)
+                    for dy in range(2):
+                        yy = iy + dy
+                        if yy < 0 or yy >= h:
+                            continue
+                        wgy = wy if dy else 1.0 - wy
+                        for dx in range(2):
+                            xx = ix + dx
+                            if xx < 0 or xx >= w:
+                                continue
+                            wg = wgy * (wx if dx else 1.0 - wx)
+                            for c in range(4):
+                                o[c] += wg * iris[c, yy, xx]
+                    a = o[3] * k
+                    for c in range(4):
+                        comp[b, c, y0 + j, x0 + i] = comp[b, c, y0 + j, x0 + i] * (1.0 - a) + o[c] * k
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
