@@ -8,7 +8,12 @@ mesh generator, and how faithful the mesh is.
   baseline workload beside them: rig2d drawing nova, one session at 256 px;
 - fidelity: rest-pose SSIM over the character's pixels against the art placed the same way,
   silhouette area over every action (9 phases each; spin only where it faces the camera) relative
-  to rest, and flipped triangles over those poses.
+  to rest, and flipped triangles over those poses;
+- pose fidelity: the clips of real people in ../shared/media/bodies go through perception and the
+  conditioner as in an offline render; MediaPipe Pose then reads the rendered avatar (over grey)
+  and its arm angles are compared with the conditioning's, which is the source's pose as the
+  avatar is asked to show it (tracked frames only): for astro, for a children's drawing imported
+  by the authoring code, and for rig2d nova (the baseline: MediaPipe's own error on clip art).
 """
 from __future__ import annotations
 
@@ -78,6 +83,82 @@ def fidelity(gen: Any, name: str) -> dict:
         ratios += list((frames[..., 3] > 127).sum((1, 2)) / rest_area)
     return {"ssim": ssim, "area_min": float(min(ratios)), "area_max": float(max(ratios)), "flips": flips,
             "poses": len(ratios), "triangles": int(len(tris))}
+
+
+def clip_conditionings(clips: list[Path], max_frames: int = 90) -> dict[str, list]:
+    """The conditionings of each clip as an offline render makes them (tracked frames only, no
+    action clip playing), at most `max_frames` input frames per clip."""
+    from liveavatar.conditioning import conditioning_over
+    from liveavatar.perception import Perception
+    from liveavatar.sources.file import iter_media
+    from liveavatar.types import CapturedFrame
+
+    out: dict[str, list] = {}
+    for clip in clips:
+        perception = Perception(static=False, sync=True, enable_voice=False, face=False, hands=False)
+        try:
+            cues = []
+            for item in iter_media(clip, start_ns=0, audio=False):
+                if isinstance(item, CapturedFrame):
+                    cues.append(perception.process_video(item))
+                    if len(cues) >= max_frames:
+                        break
+        finally:
+            perception.close()
+        out[clip.name] = [c for c in conditioning_over(cues) if c.body_present >= 0.99 and c.action_weight < 1e-3]
+    return out
+
+
+def pose_fidelity(gen: Any, name: str, conds_by_clip: dict[str, list]) -> dict:
+    """Arm angle errors (degrees) of the avatar driven by real video (see module doc). Arms only:
+    a bust has no legs, and a mesh character's legs count from its drawn stance by design."""
+    from liveavatar.bench.neural_quality import LIMBS, limb_errors
+
+    limbs = [k for k in LIMBS if "arm" in k]
+    errors: list[float] = []
+    per_clip: dict[str, float] = {}
+    tracked = detected = 0
+    for clip, conds in conds_by_clip.items():
+        gen.reset()
+        frames = np.concatenate([gen.render([c], [name]) for c in conds]) if conds else np.zeros((0, 1, 1, 4))
+        found, errs = limb_errors(frames, conds)
+        e = [x for k in limbs for x in errs[k]]
+        tracked, detected = tracked + len(conds), detected + found
+        errors += e
+        per_clip[clip] = float(np.mean(e)) if e else float("nan")
+    return {"mean": float(np.mean(errors)) if errors else float("nan"),
+            "median": float(np.median(errors)) if errors else float("nan"),
+            "p95": float(np.percentile(errors, 95)) if errors else float("nan"),
+            "tracked": tracked, "detected": detected, "per_clip": per_clip}
+
+
+def _pose_row(who: str, pf: dict) -> dict:
+    clips = ", ".join(f"{k} {v:.1f}" for k, v in pf["per_clip"].items())
+    return report.row(f"{who}: arm angle error, driven by real video", pf["median"], pf["p95"], "deg",
+                      f"mean {pf['mean']:.1f} (goal <= 15; per clip: {clips}); MediaPipe Pose found the avatar "
+                      f"in {pf['detected']}/{pf['tracked']} tracked frames")
+
+
+def _drawing_fidelity(picture: Path, root: Path, by_clip: dict[str, list]) -> dict:
+    """pose_fidelity of a drawing imported by the authoring code into a temporary user folder."""
+    import os
+
+    from liveavatar.authoring.importer import import_character
+    from liveavatar.generation.mesh import MeshGenerator
+
+    data = root / "data"
+    import_character(picture, "benchdrawing", dest_root=data / "characters", replace=True)
+    old = os.environ.get("LIVEAVATAR_DATA_DIR")
+    os.environ["LIVEAVATAR_DATA_DIR"] = str(data)
+    try:
+        gen = MeshGenerator("cpu", 256)
+        gen.prepare_character("benchdrawing")
+        return pose_fidelity(gen, "benchdrawing", by_clip)
+    finally:
+        if old is None:
+            os.environ.pop("LIVEAVATAR_DATA_DIR", None)
+        else:
+            os.environ["LIVEAVATAR_DATA_DIR"] = old
 
 
 def run(frames: int = 60, imports: int = 3) -> dict:
@@ -153,5 +234,16 @@ def run(frames: int = 60, imports: int = 3) -> dict:
                                        "x", f"{f['poses']} poses; goal within 0.85..1.15 (p95 column: max)"))
                 rows.append(report.row(f"{name}: flipped triangles over those poses", f["flips"], None, "",
                                        f"of {f['triangles']} triangles x {f['poses']} poses; goal 0"))
+                bodies = Path(__file__).resolve().parents[2].parent / "shared" / "media" / "bodies"
+                clips = sorted(bodies.glob("*.mp4")) if bodies.is_dir() else []
+                if clips:
+                    by_clip = clip_conditionings(clips)
+                    pf = info["pose_fidelity"] = pose_fidelity(gen, name, by_clip)
+                    rows.append(_pose_row(name, pf))
+                    drawing = Path(__file__).resolve().parents[2].parent / "shared" / "media" / "drawings"
+                    if have_importer and (drawing / "char1_texture.png").is_file():
+                        rows.append(_pose_row("children's drawing 1 (imported)",
+                                              _drawing_fidelity(drawing / "char1_texture.png", root, by_clip)))
+                    rows.append(_pose_row("baseline rig2d nova", pose_fidelity(base, "nova", by_clip)))
             info[f"size_{size}"] = gen.info()
     return report.result("character", rows, **info)

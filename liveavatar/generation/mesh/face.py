@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numba import njit
 
 from liveavatar.types import EMOTIONS, FP, VISEMES, Conditioning
 
@@ -522,7 +523,7 @@ class FaceAnimator:
             v = np.asarray(c.visemes, np.float32).reshape(-1)[:len(VISEMES)]
             vis[i, :v.size] = v
             ev = np.asarray(c.emotion, np.float32).reshape(-1)
-            ev = np.nan_to_num(ev, nan=0.0, posinf=0.0, neginf=0.0).clip(0, None)
+            ev = _finite(ev, nan=0.0, posinf=0.0, neginf=0.0).clip(0, None)
             emo[i, :min(len(EMOTIONS), ev.size)] = ev[:len(EMOTIONS)]
             emo[i, 0] += ev[len(EMOTIONS):].sum()          # unknown extra emotions count as neutral
             hh = np.asarray(c.head, np.float32).reshape(-1)[:3]
@@ -530,17 +531,17 @@ class FaceAnimator:
             t[i] = c.t_tick_ns * 1e-9
             present[i] = c.body_present
             face_seen[i] = bool(getattr(c, "face_present", False))
-        face = np.nan_to_num(face, nan=0.0, posinf=1.0, neginf=0.0)
+        face = _finite(face, nan=0.0, posinf=1.0, neginf=0.0)
         raw_face = face.copy()
         gaze = np.stack([face[:, FP["gaze_x"]], face[:, FP["gaze_y"]]], 1).clip(-1, 1)
         face = face.clip(0, 1)
-        vis = np.nan_to_num(vis, nan=0.0, posinf=1.0, neginf=0.0).clip(0, None)
+        vis = _finite(vis, nan=0.0, posinf=1.0, neginf=0.0).clip(0, None)
         vs = vis.sum(1, keepdims=True)
         vis = np.where(vs > 1e-6, vis / np.maximum(vs, 1e-6), np.eye(len(VISEMES), dtype=np.float32)[0])
         es = emo.sum(1, keepdims=True)
         emo = np.where(es > 1e-6, emo / np.maximum(es, 1e-6), np.eye(len(EMOTIONS), dtype=np.float32)[0])
-        head = np.nan_to_num(head, nan=0.0, posinf=0.8, neginf=-0.8).clip(-0.8, 0.8)
-        present = np.nan_to_num(present, nan=0.0).clip(0, 1)
+        head = _finite(head, nan=0.0, posinf=0.8, neginf=-0.8).clip(-0.8, 0.8)
+        present = _finite(present, nan=0.0).clip(0, 1)
 
         def opt(names: Sequence[str]) -> np.ndarray:
             for nm in names:
@@ -558,7 +559,7 @@ class FaceAnimator:
         tracked = ["blink_left", "blink_right", "gaze_x", "gaze_y", "mouth_open", "brow_raise_left",
                    "brow_raise_right", "brow_furrow"]
         face_seen |= np.abs(raw_face[:, [FP[k] for k in tracked]]).sum(1) > 1e-4
-        ph = np.mod(np.nan_to_num(t), AUTO_BLINK_PERIOD_S)
+        ph = np.mod(_finite(t), AUTO_BLINK_PERIOD_S)
         auto = np.clip(1.0 - np.abs(ph - AUTO_BLINK_S / 2) / (AUTO_BLINK_S / 2), 0, 1) * (1.0 - present)
         auto = auto * ~face_seen
         smile = np.clip(face[:, FP["smile"]] + 0.8 * happy + 0.9 * exc + 0.2 * shy
@@ -634,7 +635,11 @@ class FaceAnimator:
         alpha = comp[:, 3:4]
 
         # 1. irises shifted by the gaze, inside both eye crops at once (one grid_sample)
-        if self._iris_any:
+        if self._iris_any and dev.type == "cpu":       # the same sampling, compiled
+            shift = p["gaze"][:, None, :] * self._travel[None]                 # (n, 2 eyes, 2) px
+            _iris_cpu(comp.numpy(), self._iris.numpy(), shift.astype(np.float64), np.array(self._crop_xy, np.int64),
+                      self._ch, self._cw, self._iris_clip[:, 0].numpy())
+        elif self._iris_any:
             shift = p["gaze"][:, None, :] * self._travel[None]                 # (n, 2 eyes, 2) px
             xy = self._eye_grid[None] - torch.from_numpy(shift.astype(np.float32)).to(dev)[:, :, None, None, :]
             grid = (xy * self._norm - 1.0).view(n * 2, self._ch, self._cw, 2)
@@ -649,18 +654,22 @@ class FaceAnimator:
         emo = p["emo"]
         emo_t = torch.from_numpy(np.ascontiguousarray(emo, np.float32)).to(dev)
         if self._inside_any.any() and emo[:, self._inside_any].sum() > 1e-4:
-            ex_in = (emo_t @ self._inside).view(n, 4, self.h, self.w)
+            ex_in = _mix(emo, emo_t, self._inside, self._inside_any).view(n, 4, self.h, self.w)
             comp[:, :3].mul_(1.0 - ex_in[:, 3:4]).add_(ex_in[:, :3] * alpha)
 
         # 3. feature displacement: one field per session, one grid_sample
         coef = self.coefficients(p)
-        disp = (torch.from_numpy(coef).to(dev) @ self._bases_t).view(n, self.h, self.w, 2)
-        grid = (self._ident[None] - disp) * self._norm - 1.0
-        out = F.grid_sample(comp, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        # The silhouette never moves: keep the art's alpha, re-weight the moved colour to it.
-        wa = out[:, 3:4]
-        moved_rgb = torch.where(wa > 1e-3, out[:, :3] / wa.clamp(min=1e-3) * alpha, comp[:, :3])
-        out = torch.cat([moved_rgb, alpha], 1)
+        if dev.type == "cpu":      # the same warp, compiled (one pass instead of ten tensor ops)
+            out = torch.empty_like(comp)
+            _warp_cpu(comp.numpy(), coef, self._bases_t.numpy().reshape(self._K, self.h, self.w, 2), out.numpy())
+        else:
+            disp = (torch.from_numpy(coef).to(dev) @ self._bases_t).view(n, self.h, self.w, 2)
+            grid = (self._ident[None] - disp) * self._norm - 1.0
+            out = F.grid_sample(comp, grid, mode="bilinear", padding_mode="border", align_corners=False)
+            # The silhouette never moves: keep the art's alpha, re-weight the moved colour to it.
+            wa = out[:, 3:4]
+            moved_rgb = torch.where(wa > 1e-3, out[:, :3] / wa.clamp(min=1e-3) * alpha, comp[:, :3])
+            out = torch.cat([moved_rgb, alpha], 1)
         key = np.einsum("nk,kpd->npd", coef, self._key_disp)             # (n, 3, 2) px
 
         # 4. eyelids (both eyes at once)  5. the mouth interior
@@ -669,7 +678,7 @@ class FaceAnimator:
 
         overlay = None
         if self._outside_any.any() and emo[:, self._outside_any].sum() > 1e-4:
-            overlay = (emo_t @ self._outside).view(n, 4, self._oh, self._ow)
+            overlay = _mix(emo, emo_t, self._outside, self._outside_any).view(n, 4, self._oh, self._ow)
         return FaceFrame(out, overlay)
 
     def _lids(self, out: torch.Tensor, p: dict[str, np.ndarray], moved: np.ndarray) -> None:
@@ -687,6 +696,12 @@ class FaceAnimator:
         slant_out = np.stack([p["slant_out_l"], p["slant_out_r"]], 1) * (k_up < 0.9)
         arc = np.repeat(p["arc"][:, None], 2, 1)
         pack = np.stack([centre[..., 0], centre[..., 1], ry, k_up, k_low, slant_in, slant_out, arc], -1)
+        if dev.type == "cpu":      # the same drawing, compiled (torch pays ~40 small ops here)
+            _lids_cpu(out.numpy(), pack.astype(np.float64), np.array(self._crop_xy, np.int64), self._ch, self._cw,
+                      self._eye_radii[:, 0] * 1.08, np.array([self.eyes[s].inner_sign for s in ("l", "r")]),
+                      float(self._lash_half), np.stack([self.eyes[s].lid_rgb for s in ("l", "r")]).astype(np.float64),
+                      np.stack([self.eyes[s].lash_rgb for s in ("l", "r")]).astype(np.float64))
+            return
         P = torch.from_numpy(pack.astype(np.float32)).to(dev)[..., None, None]   # (n, 2, 8, 1, 1)
         cx, cy, ry_t, k_up_t, k_low_t, s_in, s_out, arc_t = P.unbind(2)
         xy = self._eye_grid                                                    # (2, ch, cw, 2)
@@ -736,6 +751,10 @@ class FaceAnimator:
                          p["smile"] * self.max_corner, p["round"], np.clip(gap / 1.5, 0, 1),
                          -1.0 + 2.0 * p["teeth"], np.clip(1.0 - p["teeth"] * 1.2, 0, 1),
                          1.0 / np.minimum(hw, hh)], -1)
+        if dev.type == "cpu":      # the same drawing, compiled
+            _mouth_cpu(out.numpy(), pack.astype(np.float64), cx0, cy0, cx1, cy1,
+                       self._mouth_colours[:, 0, :, 0, 0].cpu().numpy().astype(np.float64))
+            return
         P = torch.from_numpy(pack.astype(np.float32)).to(dev)[..., None, None]   # (n, 10, 1, 1)
         cx, yc, hw_t, hh_t, corner, rnd, fade, teeth_edge, tongue_on, px = P.unbind(1)
         xy = self._mouth_xy
@@ -760,6 +779,182 @@ class FaceAnimator:
         a = dst[:, 3:4]
         cov = inside[:, None]
         dst[:, :3] = dst[:, :3] * (1 - cov) + col * cov * a
+
+
+def _mix(emo: np.ndarray, emo_t: torch.Tensor, extras: torch.Tensor, drawn: np.ndarray) -> torch.Tensor:
+    """emo_t @ extras over only the emotions some row shows that have a drawing (usually one or
+    two of them: the full product costs a pass over every emotion's drawing)."""
+    used = np.flatnonzero(drawn & (emo.max(0) > 0))
+    idx = torch.from_numpy(used).to(emo_t.device)
+    return emo_t.index_select(1, idx) @ extras.index_select(0, idx)
+
+
+def _finite(a: np.ndarray, nan: float = 0.0, posinf: float | None = None,
+            neginf: float | None = None) -> np.ndarray:
+    """np.nan_to_num, with a fast path for the usual all-finite input (nan_to_num alone costs tens
+    of microseconds on these small arrays, several times per frame)."""
+    if np.isfinite(a).all():
+        return a
+    return np.nan_to_num(a, nan=nan, posinf=posinf, neginf=neginf)
+
+
+@njit(inline="always")
+def _clamp01(x: float) -> float:  # pragma: no cover - compiled
+    return min(max(x, 0.0), 1.0)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _iris_cpu(comp: np.ndarray, iris: np.ndarray, shift: np.ndarray, crop_xy: np.ndarray, ch: int, cw: int,
+              clip: np.ndarray) -> None:  # pragma: no cover - compiled
+    """animate_params' irises per pixel: the iris layer sampled bilinearly (zeros outside, as
+    grid_sample(align_corners=False)) shifted by the gaze, kept inside the eye, laid over each
+    eye crop in turn (the torch code beside the call is the reference)."""
+    h, w = iris.shape[1], iris.shape[2]
+    for b in range(comp.shape[0]):
+        for e in range(2):
+            x0, y0 = crop_xy[e, 0], crop_xy[e, 1]
+            for j in range(ch):
+                for i in range(cw):
+                    k = clip[e, j, i]
+                    if k == 0.0:
+                        continue
+                    sx = x0 + i - shift[b, e, 0]
+                    sy = y0 + j - shift[b, e, 1]
+                    fx0, fy0 = math.floor(sx), math.floor(sy)
+                    ix, iy = int(fx0), int(fy0)
+                    wx, wy = sx - fx0, sy - fy0
+                    o = np.zeros(4)
+                    for dy in range(2):
+                        yy = iy + dy
+                        if yy < 0 or yy >= h:
+                            continue
+                        wgy = wy if dy else 1.0 - wy
+                        for dx in range(2):
+                            xx = ix + dx
+                            if xx < 0 or xx >= w:
+                                continue
+                            wg = wgy * (wx if dx else 1.0 - wx)
+                            for c in range(4):
+                                o[c] += wg * iris[c, yy, xx]
+                    a = o[3] * k
+                    for c in range(4):
+                        comp[b, c, y0 + j, x0 + i] = comp[b, c, y0 + j, x0 + i] * (1.0 - a) + o[c] * k
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _warp_cpu(comp: np.ndarray, coef: np.ndarray, bases: np.ndarray,
+              out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """animate_params' feature warp per pixel: displacement = coef @ bases, bilinear sampling with
+    border padding at (pixel - displacement) as grid_sample(align_corners=False) does, the art's
+    alpha kept and the moved colour re-weighted to it (the torch code beside the call is the
+    reference)."""
+    n, h, w = comp.shape[0], comp.shape[2], comp.shape[3]
+    K = bases.shape[0]
+    for b in range(n):
+        for y in range(h):
+            for x in range(w):
+                dx = 0.0
+                dy = 0.0
+                for k in range(K):
+                    dx += coef[b, k] * bases[k, y, x, 0]
+                    dy += coef[b, k] * bases[k, y, x, 1]
+                sx = min(max(x - dx, 0.0), w - 1.0)
+                sy = min(max(y - dy, 0.0), h - 1.0)
+                x0, y0 = int(math.floor(sx)), int(math.floor(sy))
+                fx, fy = sx - x0, sy - y0
+                x1, y1 = min(x0 + 1, w - 1), min(y0 + 1, h - 1)
+                o0 = o1 = o2 = o3 = 0.0
+                for c in range(4):
+                    v = ((1.0 - fy) * ((1.0 - fx) * comp[b, c, y0, x0] + fx * comp[b, c, y0, x1])
+                         + fy * ((1.0 - fx) * comp[b, c, y1, x0] + fx * comp[b, c, y1, x1]))
+                    if c == 0:
+                        o0 = v
+                    elif c == 1:
+                        o1 = v
+                    elif c == 2:
+                        o2 = v
+                    else:
+                        o3 = v
+                alpha = comp[b, 3, y, x]
+                if o3 > 1e-3:
+                    k_ = alpha / max(o3, 1e-3)
+                    out[b, 0, y, x] = o0 * k_
+                    out[b, 1, y, x] = o1 * k_
+                    out[b, 2, y, x] = o2 * k_
+                else:
+                    out[b, 0, y, x] = comp[b, 0, y, x]
+                    out[b, 1, y, x] = comp[b, 1, y, x]
+                    out[b, 2, y, x] = comp[b, 2, y, x]
+                out[b, 3, y, x] = alpha
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _lids_cpu(out: np.ndarray, pack: np.ndarray, crop_xy: np.ndarray, ch: int, cw: int, rx: np.ndarray,
+              inner_sign: np.ndarray, lash_half: float, lid_rgb: np.ndarray,
+              lash_rgb: np.ndarray) -> None:  # pragma: no cover - compiled
+    """FaceAnimator._lids' drawing per pixel (the torch code below it is the reference)."""
+    c01 = _clamp01
+    aa = 0.7
+    for b in range(out.shape[0]):
+        for e in range(2):
+            cx, cy, ry, k_up, k_low, s_in, s_out, arc = pack[b, e]
+            x0, y0 = crop_xy[e, 0], crop_xy[e, 1]
+            for j in range(ch):
+                yy = y0 + j
+                yv = yy + 0.5 - cy
+                for i in range(cw):
+                    xx = x0 + i
+                    u = (xx + 0.5 - cx) / rx[e]
+                    half = math.sqrt(max(1.0 - u * u, 0.0))
+                    inner = c01(u * inner_sign[e])
+                    outer = c01(-u * inner_sign[e])
+                    k = c01(k_up + s_in * inner + s_out * outer)
+                    close = ry * (0.35 - 0.55 * arc * (1.0 - u * u))
+                    top = -ry * half
+                    bottom = ry * half
+                    upper = top + k * (close - top)
+                    lower = bottom - k_low * (bottom - close)
+                    in_x = c01((1.0 - abs(u)) * (rx[e] / aa))
+                    cover = (c01((upper - yv) / aa + 0.5) * c01(k / 0.04)
+                             + c01((yv - lower) / aa + 0.5) * c01(k_low / 0.04))
+                    cover = c01(cover) * c01((bottom + aa - yv) / aa) * c01((yv - top + aa) / aa) * in_x
+                    lash = c01(1.0 - abs(yv - upper) / lash_half) * in_x * c01(k * 4.0)
+                    if not yv < bottom + aa:
+                        lash = 0.0
+                    shade = 1.0 - 0.12 * (1.0 - c01((upper - yv) / (ry * 0.6)))
+                    a = out[b, 3, yy, xx]
+                    for c in range(3):
+                        rgb = out[b, c, yy, xx] * (1.0 - cover) + lid_rgb[e, c] * shade * cover * a
+                        out[b, c, yy, xx] = rgb * (1.0 - lash) + lash_rgb[e, c] * lash * a
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _mouth_cpu(out: np.ndarray, pack: np.ndarray, x0: int, y0: int, x1: int, y1: int,
+               colours: np.ndarray) -> None:  # pragma: no cover - compiled
+    """FaceAnimator._mouth's drawing per pixel (the torch code below it is the reference)."""
+    c01 = _clamp01
+    for b in range(out.shape[0]):
+        cx, yc, hw, hh, corner, rnd, fade, teeth_edge, tongue_on, px = pack[b]
+        expo = 2.0 + 1.5 * (1.0 - rnd)
+        for yy in range(y0, y1):
+            for xx in range(x0, x1):
+                u = (xx + 0.5 - cx) / hw
+                uu = min(u * u, 1.0)
+                v = (yy + 0.5 - yc + corner * uu) / hh
+                d = max(abs(u), 1e-4) ** expo + v * v
+                inside = c01((1.0 - d) / (2 * px) + 0.5) * fade
+                teeth = c01((teeth_edge - v) / px + 0.5) * c01(1.0 - abs(u) * 0.6)
+                tongue_q = uu / 0.36 + ((v - 0.85) / 0.45) ** 2
+                tongue = c01((1.0 - tongue_q) / 0.2) * tongue_on
+                edge = c01((d - 0.82) / 0.18)
+                shade = 1.0 - 0.4 * c01(1.0 - abs(v))
+                a = out[b, 3, yy, xx]
+                for c in range(3):
+                    col = colours[0, c] * shade
+                    col = col * (1 - tongue) + colours[2, c] * tongue
+                    col = col * (1 - teeth) + colours[1, c] * (1.0 - 0.12 * uu) * teeth
+                    col = col * (1 - 0.6 * edge) + colours[3, c] * 0.6 * edge
+                    out[b, c, yy, xx] = out[b, c, yy, xx] * (1 - inside) + col * inside * a
 
 
 # ---------------------------------------------------------------------------------------------

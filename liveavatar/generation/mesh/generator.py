@@ -32,6 +32,7 @@ from liveavatar.generation import characters as catalog
 from liveavatar.generation.batching import render_by_character
 from liveavatar.generation.mesh import pack as mesh_pack
 from liveavatar.generation.mesh import rig as mesh_rig
+from liveavatar.generation.mesh.raster import CpuRaster
 from liveavatar.generation.rig2d import motion
 from liveavatar.generation.rig2d.generator import Rig2DGenerator
 from liveavatar.types import REST_BONE_ANGLES, Conditioning
@@ -102,6 +103,9 @@ class _Char:
     physics: Any = None            # physics.SecondaryMotion or None
     physics_bones: np.ndarray | None = None  # (R,) bone index of each region's anchor
     rows: int = 0                  # batch size last rendered (physics state is per row)
+    raster: CpuRaster | None = None           # the CPU rasteriser (device cpu)
+    tex_u8: np.ndarray | None = None          # (Ht, Wa, 4) premultiplied uint8 atlas (device cpu)
+    tex_rows: np.ndarray | None = None        # (n, Ht, Wa, 4) per-session atlases (the face rewrites them)
 
 
 class MeshGenerator:
@@ -314,6 +318,14 @@ class MeshGenerator:
         def T(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(dev)
 
+        raster, tex_u8 = None, None
+        if self.device == "cpu":
+            # remap samples at pixel centres = integer coordinates (grid_sample's -1 is a texel's edge)
+            uv_px = (uv + 1.0) * (atlas_wh / 2.0) - 0.5
+            raster = CpuRaster(tris, tri_layer, uv_px, len(layer_z), self.size)
+            tex_u8 = np.ascontiguousarray(atlas[0].permute(1, 2, 0).mul(255.0).add_(0.5).clamp_(0, 255)
+                                          .to(torch.uint8).numpy())
+
         return _Char(
             name=m.name, folder=p.folder, mtime=_mtime(p.folder), manifest=m, rig=r, k=k, offset=offset,
             body_height=body_height, art_rest=art_rest,
@@ -325,7 +337,7 @@ class MeshGenerator:
             tri_layer=torch.from_numpy(tri_layer.astype(np.int64)).to(dev),
             layer_z=layer_z, layer_arm=layer_arm, n_mesh=n_mesh, n_tris=n_tris, face=anim,
             face_slot=((face_src or 0) * (tw + pad), 0), overlay_slot=overlay_slot,
-            physics=physics, physics_bones=physics_bones)
+            physics=physics, physics_bones=physics_bones, raster=raster, tex_u8=tex_u8)
 
     @staticmethod
     def _face_source(m: mesh_pack.MeshManifest) -> int | None:
@@ -529,6 +541,8 @@ class MeshGenerator:
             c.physics.step(g["t"], A[:, c.physics_bones])
             verts[:, :c.n_mesh] = c.physics.displace(verts[:, :c.n_mesh])
         c.rows = n
+        if c.raster is not None:
+            return self._render_cpu(c, conds, verts, A)
         tex = c.tex.expand(n, -1, -1, -1)
         if c.face is not None:
             frame = c.face.animate(conds)
@@ -542,6 +556,31 @@ class MeshGenerator:
                 tex[:, :, oy:oy + oh, ox:ox + ow] = frame.overlay
         order = self._layer_order(c, A)
         return self._rasterise(c, verts, tex, order, S)
+
+    def _render_cpu(self, c: _Char, conds: Sequence[Conditioning], verts: torch.Tensor, A: np.ndarray) -> np.ndarray:
+        """The CPU path: the face rewrites each session's own uint8 atlas, raster.py draws."""
+        assert c.raster is not None and c.tex_u8 is not None
+        n = len(conds)
+        layer_on = np.ones((n, len(c.layer_z)), bool)
+        textures = [c.tex_u8] * n
+        if c.face is not None:
+            frame = c.face.animate(conds)
+            rows = c.tex_rows
+            if rows is None or rows.shape[0] < n:
+                rows = c.tex_rows = np.repeat(c.tex_u8[None], n, 0)
+            fx0, fy0, fx1, fy1 = (int(v) for v in c.face.box)
+            sx, sy = c.face_slot
+            rows[:n, sy + fy0:sy + fy1, sx + fx0:sx + fx1] = _to_u8(frame.patch)
+            if c.overlay_slot is not None:
+                if frame.overlay is not None:
+                    ox, oy = c.overlay_slot
+                    oh, ow = frame.overlay.shape[2], frame.overlay.shape[3]
+                    rows[:n, oy:oy + oh, ox:ox + ow] = _to_u8(frame.overlay)
+                else:
+                    layer_on[:, -1] = False       # the overlay quad would sample nothing
+            textures = list(rows[:n])
+        order = self._layer_order(c, A)
+        return c.raster.render(verts.numpy(), textures, order, layer_on)
 
     def _rasterise(self, c: _Char, verts: torch.Tensor, tex: torch.Tensor, order: np.ndarray, S: int) -> np.ndarray:
         """Deformed triangles -> (n, S, S, 4) uint8 straight RGBA. Every triangle tests the pixel
@@ -650,6 +689,11 @@ class MeshGenerator:
             r = self._offsets[n] = torch.arange(n, dtype=torch.float32, device=self._dev)
         return r
 
+
+
+def _to_u8(t: torch.Tensor) -> np.ndarray:
+    """(n, 4, h, w) float in 0..1 -> (n, h, w, 4) uint8."""
+    return t.permute(0, 2, 3, 1).mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8).numpy()
 
 
 def _mtime(folder: Any) -> float:

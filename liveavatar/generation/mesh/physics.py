@@ -344,7 +344,7 @@ class SecondaryMotion:
         ang = phi[live] + self.theta[live]
         nrm = np.stack([np.cos(ang), -np.sin(ang)], -1)
         force = -(acc * nrm).sum(-1) / length[live] - alpha
-        force = np.clip(np.nan_to_num(force), -MAX_FORCE, MAX_FORCE)
+        force = np.clip(force if np.isfinite(force).all() else np.nan_to_num(force), -MAX_FORCE, MAX_FORCE)
         target = self.g[None] * np.angle(np.exp(1j * (rest_phi - phi[live])))
         target = np.clip(target, -0.5, 0.5)
         dt = np.minimum(dt_raw[live], MAX_DT)
