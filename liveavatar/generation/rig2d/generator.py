@@ -484,7 +484,8 @@ class Rig2DGenerator:
         face = g["face"]
         emo = torch.from_numpy(g["emo"]).to(dev)
         # Blinks: tracked, or automatic while nobody is tracked.
-        auto = motion.auto_blink(g["t"]) * (1.0 - g["present"])
+        # Blinks of its own only while no face is tracked (a tracked face blinks for itself).
+        auto = motion.auto_blink(g["t"]) * (1.0 - np.maximum(g["present"], g["face_present"]))
         blink_l = np.maximum(face[:, FP["blink_left"]], auto)
         blink_r = np.maximum(face[:, FP["blink_right"]], auto)
         # Wide eyes open past the drawn rest (a stare); blinks and squints close them.
