@@ -86,10 +86,13 @@ def set_up(obs_live, service):
     assert r.returncode == 0, r.stderr
     with obs_live.client() as c:
         first = screenshot(c, SOURCE)
+    # The service's own frame of the same moment: the avatar moves, so a frame taken after the
+    # second setup (seconds later) is not what OBS showed here.
+    first_ref = frame(service)
     feed = f"udp://127.0.0.1:{free_port(2)}"
     r = run_cli(cli_env(obs_live), "obs", "setup", "--service", service, "--feed", feed)
     assert r.returncode == 0, r.stderr
-    return first, r.stdout, feed
+    return first, first_ref, r.stdout, feed
 
 
 def masks(rgba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -111,8 +114,8 @@ def assert_shows(shot: np.ndarray, ref: np.ndarray) -> None:
 
 
 def test_setup_against_serve_shows_the_services_avatar(set_up, obs_live, service):
-    first, stdout, feed = set_up
-    assert_shows(first, frame(service))  # from `serve --obs-feed`
+    first, first_ref, stdout, feed = set_up
+    assert_shows(first, first_ref)  # from `serve --obs-feed`
     assert f"service {service} now sends session 'default' to {feed}" in stdout
     with obs_live.client() as c:
         settings = c.send("GetInputSettings", {"inputName": SOURCE}, raw=True)["inputSettings"]
