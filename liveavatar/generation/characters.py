@@ -79,16 +79,12 @@ class PartSpec(_Strict):
     @field_validator("joint")
     @classmethod
     def _joint(cls, v: str) -> str:
-        if v not in JOINTS:
-            raise ValueError(f"unknown joint {v!r}; one of {', '.join(JOINTS)}")
-        return v
+        return mesh_pack.one_of(v, JOINTS, "joint")
 
     @field_validator("bone")
     @classmethod
     def _bone(cls, v: str) -> str:
-        if v not in PART_BONES:
-            raise ValueError(f"unknown bone {v!r}; one of {', '.join(PART_BONES)}")
-        return v
+        return mesh_pack.one_of(v, PART_BONES, "bone")
 
 
 class ExpressionSpec(_Strict):

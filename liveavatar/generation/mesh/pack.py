@@ -65,6 +65,13 @@ HEAD_PARTS = ("head", "hair_front", "hair_back", "ears")
 PARTS = ("body", "neck", "torso", "tail", "skirt", "accessory") + HEAD_PARTS + LIMB_PARTS
 
 
+def one_of(value: str, names: tuple[str, ...], what: str) -> str:
+    """`value` if it is one of `names`; otherwise the one-line error a pydantic validator raises."""
+    if value not in names:
+        raise ValueError(f"unknown {what} {value!r}; one of {', '.join(names)}")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -77,9 +84,7 @@ class PhysicsSpec(_Strict):
     @field_validator("anchor")
     @classmethod
     def _anchor(cls, v: str) -> str:
-        if v not in JOINTS:
-            raise ValueError(f"unknown joint {v!r}; one of {', '.join(JOINTS)}")
-        return v
+        return one_of(v, JOINTS, "joint")
 
 
 class LayerSpec(_Strict):
@@ -92,9 +97,7 @@ class LayerSpec(_Strict):
     @field_validator("part")
     @classmethod
     def _part(cls, v: str) -> str:
-        if v not in PARTS:
-            raise ValueError(f"unknown part {v!r}; one of {', '.join(PARTS)}")
-        return v
+        return one_of(v, PARTS, "part")
 
 
 class JointSpec(_Strict):
@@ -165,9 +168,8 @@ class MeshManifest(_Strict):
     @field_validator("joints")
     @classmethod
     def _joints(cls, v: dict[str, JointSpec]) -> dict[str, JointSpec]:
-        unknown = [k for k in v if k not in JOINTS]
-        if unknown:
-            raise ValueError(f"unknown joint {unknown[0]!r}; one of {', '.join(JOINTS)}")
+        for k in v:
+            one_of(k, JOINTS, "joint")
         return v
 
     @model_validator(mode="after")
