@@ -32,6 +32,7 @@ from typing import Any
 from liveavatar.bench import report
 from liveavatar.errors import UserError
 from liveavatar.paths import assets_dir
+from liveavatar.runtime.child import stop_process
 from liveavatar.server.engine import VOICE_LEAD_MS
 
 CHROMIUM = "/usr/bin/chromium"
@@ -150,11 +151,7 @@ def run(seconds: float = 20.0, size: int | None = None, warmup_s: float = 5.0, c
                 finally:
                     ctx.close()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc, 10)
             log_file.close()
 
 

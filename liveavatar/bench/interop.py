@@ -25,6 +25,7 @@ import urllib.request
 
 from liveavatar.bench import report
 from liveavatar.errors import UserError
+from liveavatar.runtime.child import stop_process
 from liveavatar.types import BONE_INDEX, Conditioning
 
 WARMUP = 50
@@ -175,11 +176,7 @@ def run(seconds: float = 20.0, size: int = 256, hotkeys: int = 40) -> dict:
             rows.append(report.row("VTS hotkey to rendered frame", h["median"], h["p95"], "ms",
                                    f"HotkeyTriggerRequest round trip, n={h['n']}"))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc, 20)
     base_after = report.baseline_ms()
     rows.append(report.row("baseline workload (start / end)", base_before, base_after, "ms",
                            "fixed CPU workload: read figures as ratios to it"))

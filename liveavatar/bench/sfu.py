@@ -26,6 +26,7 @@ from liveavatar.bench import report
 from liveavatar.errors import UserError
 from liveavatar.interop.janus import JanusSession, JanusTarget, subscribe
 from liveavatar.interop.janus_local import LocalJanus, process_cpu_seconds
+from liveavatar.runtime.child import stop_process
 from liveavatar.server import timecode
 
 #: The service's first seconds (torch, first encodes, the publisher's ICE) cost more than later ones.
@@ -299,11 +300,7 @@ def run(viewers: list[int], seconds: float = 8.0, size: int = 256, warmup_s: flo
                 results, latency = asyncio.run(all_runs())
                 g2g = _glass_to_glass(base, 2 * seconds, warmup_s) if glass else {}
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                stop_process(proc, 20)
     finally:
         janus.cleanup()
     note = f"{size}px avatar idling, packed {2 * size}px wide, VP8; 1 s windows, {rounds} rounds"

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from liveavatar.errors import UserError
+from liveavatar.runtime.child import stop_process
 
 JANUS = "janus"
 
@@ -126,11 +127,7 @@ admin: {{
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+            stop_process(self.proc, 10)
         self.proc = None
 
     def cleanup(self) -> None:

@@ -4,6 +4,7 @@ ready only once they say so."""
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -46,3 +47,13 @@ class Child:
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join(1.0)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM (a clean shutdown, children included), then SIGKILL if it is not gone in `timeout` s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
