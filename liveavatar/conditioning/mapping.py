@@ -76,6 +76,7 @@ class Tracking(_Strict):
     max_extrapolation_ms: float = Field(ge=0, le=1000)
     lost_after_s: float = Field(gt=0, le=60)
     idle_blend_s: float = Field(gt=0, le=60)
+    appear_blend_s: float = Field(0.25, gt=0, le=60)
     smoothing_s: float = Field(ge=0, le=5)
     framing: Literal["centre", "follow", "free"]
     sway: float = Field(ge=0, le=1)

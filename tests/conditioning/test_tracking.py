@@ -172,6 +172,19 @@ def test_losing_the_user_eases_into_idle(drive, default_mapping):
     assert ang_dist(arm, REST_BONE_ANGLES[B["upper_arm_r"]]) < 0.1
 
 
+def test_a_user_found_again_is_followed_sooner_than_a_lost_one_fades(drive, default_mapping):
+    arm_up = person(upper_l=2.5, lower_l=2.8)
+    drive.run(2.0, lambda t: cues(t))                     # nobody in view: idle
+    ticks = drive.run(1.5, lambda t: cues(t, arm_up))     # the user steps in
+    present = np.array([c.body_present for c in ticks])
+    appear = default_mapping.tracking.appear_blend_s
+    assert appear < default_mapping.tracking.idle_blend_s
+    assert np.all(np.diff(present) >= 0) and present[0] < 0.5
+    assert present[int(appear * 30) + 2] == 1.0
+    arm = ticks[-1].bone_angles[B["upper_arm_r"]]
+    assert ang_dist(arm, REST_BONE_ANGLES[B["upper_arm_r"]]) > 1.0
+
+
 def test_lip_sync_follows_the_voice_without_a_face(drive):
     ticks = drive.run(1.0, lambda t: cues(t, person(), None, speaking()))
     c = ticks[-1]
