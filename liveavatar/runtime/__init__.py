@@ -4,6 +4,6 @@ from liveavatar.runtime.buffers import DropOldest
 from liveavatar.runtime.slots import LatestSlot
 from liveavatar.runtime.timing import StageTimer
 from liveavatar.runtime.wakeup import LoopWakeup
-from liveavatar.runtime.worker import Worker
+from liveavatar.runtime.worker import Worker, lower_thread_priority, name_os_thread
 
-__all__ = ["DropOldest", "LatestSlot", "LoopWakeup", "StageTimer", "Worker"]
+__all__ = ["DropOldest", "LatestSlot", "LoopWakeup", "StageTimer", "Worker", "lower_thread_priority", "name_os_thread"]

@@ -5,6 +5,8 @@ Event) between units of work; `stop()` sets the flag, calls `wake()` so a blocke
 at once, and can join. Nothing else is needed to start, stop or ask after one."""
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 
 
@@ -15,6 +17,10 @@ class Worker(threading.Thread):
     def __init__(self, name: str) -> None:
         super().__init__(name=name, daemon=True)
         self.halt = threading.Event()
+
+    def start(self) -> None:
+        super().start()
+        name_os_thread(self)
 
     @property
     def halted(self) -> bool:
@@ -30,3 +36,29 @@ class Worker(threading.Thread):
         self.wake()
         if join_timeout is not None and self.is_alive() and threading.current_thread() is not self:
             self.join(join_timeout)
+
+
+def name_os_thread(thread: threading.Thread) -> None:
+    """Give the OS thread the Python name (Linux, first 15 characters), so `top -H`, `ps -L`
+    and /proc show which of the service's threads uses the CPU. Best effort."""
+    tid = getattr(thread, "native_id", None)
+    if tid is None:
+        return
+    with contextlib.suppress(OSError):
+        with open(f"/proc/self/task/{tid}/comm", "w") as comm:
+            comm.write(thread.name[:15])
+
+
+def lower_thread_priority(thread: threading.Thread, nice: int) -> bool:
+    """Run one thread at a lower priority (Linux: a nice value per thread), so that on a busy
+    machine the work it does (tracking) slows before the avatar's frame rate does. Lowering needs
+    no privilege. False where the platform cannot."""
+    tid = getattr(thread, "native_id", None)
+    if tid is None or not hasattr(os, "setpriority"):
+        return False
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, max(current, nice))
+    except OSError:
+        return False
+    return True

@@ -3,12 +3,14 @@ loop wake-up (unit tests of our own logic)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 import time
 
 import pytest
 
-from liveavatar.runtime import DropOldest, LatestSlot, LoopWakeup, Worker
+from liveavatar.runtime import DropOldest, LatestSlot, LoopWakeup, Worker, lower_thread_priority
 
 
 def test_drop_oldest_keeps_order_and_counts_what_it_drops():
@@ -89,3 +91,23 @@ async def test_loop_wakeup_runs_the_callback_on_the_loop_and_wakes_waiters():
     threading.Thread(target=wakeup.notify_threadsafe, args=(store, 42)).start()
     assert await asyncio.wait_for(task, 5) == 42
     assert values == [(42, True)], "the callback ran on the loop's thread"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread names and nice values are Linux's")
+def test_a_worker_names_its_os_thread_and_one_thread_can_be_lowered_alone():
+    class Idle(Worker):
+        def run(self) -> None:
+            self.halt.wait()
+
+    w = Idle("render-test-worker-long-name")
+    w.start()
+    try:
+        assert open(f"/proc/self/task/{w.native_id}/comm").read().strip() == "render-test-wor"
+        before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        assert lower_thread_priority(w, before + 3)
+        assert os.getpriority(os.PRIO_PROCESS, w.native_id) == before + 3
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before   # only that thread
+        assert lower_thread_priority(w, before)           # never raises a thread back up
+        assert os.getpriority(os.PRIO_PROCESS, w.native_id) == before + 3
+    finally:
+        w.stop(join_timeout=2)
