@@ -84,21 +84,38 @@ def face_measures(lm: np.ndarray, width: int, height: int) -> np.ndarray:
     mouth = d(13, 14) / face_h
     eye_a = (d(159, 145) + d(158, 153)) / 2 / (d(33, 133) + 1e-6)
     eye_b = (d(386, 374) + d(385, 380)) / 2 / (d(263, 362) + 1e-6)
-    # Brows above the eye corners (a squint moves the lid, not the corners).
-    brow = (((p[33, 1] + p[133, 1]) / 2 - (p[105, 1] + p[66, 1]) / 2)
-            + ((p[263, 1] + p[362, 1]) / 2 - (p[334, 1] + p[296, 1]) / 2)) / 2 / face_h
-    # Head: the nose tip against the cheek line (yaw) and the eye-to-chin span (pitch), roll from
-    # the eye line. Proxies, not angles: what matters is that they move with the head.
+    # Brows and pitch in the head's own frame (Face Mesh's x, y, z; axes from the eye corners and
+    # the forehead's midline, which the jaw does not move): in the picture a brow-to-eye distance
+    # also changes when the head nods (d3: r = -0.81 against the head's pitch).
+    q, rot = _head_frame(lm, width, height)
+    # Brows above the eye corners (a squint moves the lid, not the corners), in eye spans.
+    brow = (((q[33, 1] + q[133, 1]) / 2 - (q[105, 1] + q[66, 1]) / 2)
+            + ((q[263, 1] + q[362, 1]) / 2 - (q[334, 1] + q[296, 1]) / 2)) / 2
+    # Pitch: the face plane's normal against the camera axis, + = looking down.
+    pitch = float(-np.arctan2(rot[2, 1], rot[2, 2]))
+    # Head: the nose tip against the cheek line (yaw), roll from the eye line. Yaw is a proxy,
+    # not an angle: what matters is that it moves with the head.
     cheek_a, cheek_b = p[234], p[454]
     half = np.hypot(*(cheek_b - cheek_a)) / 2 + 1e-6
     axis = (cheek_b - cheek_a) / (2 * half)
     yaw = float(((p[1] - (cheek_a + cheek_b) / 2) @ axis) / half)
-    # Pitch: the nose tip below the top of the face, in eye-corner spans (not against the chin,
-    # which drops with the jaw: an open mouth would read as a nod).
-    normal = np.array([-axis[1], axis[0]])
-    pitch = float(((p[1] - p[10]) @ normal) / (d(33, 263) + 1e-6))
     roll = float(np.arctan2(p[263, 1] - p[33, 1], p[263, 0] - p[33, 0]))
     return np.array([mouth, (eye_a + eye_b) / 2, brow, yaw, pitch, roll, eye_a, eye_b], np.float64)
+
+
+def _head_frame(lm: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Face Mesh landmarks (normalised x, y, z) in the head's frame, in eye spans, and the
+    rotation (rows: the head's x, y, z axes in image pixels). x: the image-left outer eye corner
+    to the other; y: the forehead top (10) down the midline to the nose bridge (168); z = x cross y."""
+    p = lm[:, :3] * (width, height, width)            # z is in x's scale
+    x = p[263] - p[33]
+    span = float(np.linalg.norm(x)) + 1e-9
+    x = x / span
+    y = p[168] - p[10]
+    y = y - x * (y @ x)
+    y = y / (np.linalg.norm(y) + 1e-9)
+    rot = np.stack([x, y, np.cross(x, y)])
+    return (p - p[168]) @ rot.T / span, rot
 
 
 def _grey(rgba: np.ndarray) -> np.ndarray:
@@ -151,8 +168,10 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def blink_events(eye: np.ndarray) -> list[int]:
-    """Frames of the deepest point of each blink: runs where the eye opening drops below 65 % of
-    its running (1.5 s) median, as a person's blink does."""
+    """Frames where each blink closes: the first frame of a run where the eye opening drops below
+    65 % of its running (1.5 s) median, as a person's blink does. (Not the run's deepest point:
+    a closed eye lies flat for 2-4 frames, and which of them Face Mesh reads lowest is noise; on
+    d9 that moved 6 of 14 matched blinks by more than 2 frames.)"""
     n = len(eye)
     ok = np.isfinite(eye)
     if ok.sum() < 10:
@@ -169,7 +188,7 @@ def blink_events(eye: np.ndarray) -> list[int]:
             while j + 1 < n and low[j + 1]:
                 j += 1
             if j - i < 20:                 # longer than ~0.6 s is a squint or a closed-eye laugh
-                events.append(i + int(np.argmin(filled[i:j + 1])))
+                events.append(i)
             i = j + 1
         else:
             i += 1
@@ -186,6 +205,9 @@ class ClipRun:
     fps: float
     person_face: list[np.ndarray | None] = field(default_factory=list)
     avatar_face: list[np.ndarray | None] = field(default_factory=list)
+    # Face Mesh's landmarks (normalised, x y z) behind person_face / avatar_face, for re-measuring.
+    person_landmarks: list[np.ndarray | None] = field(default_factory=list)
+    avatar_landmarks: list[np.ndarray | None] = field(default_factory=list)
     person_pose: list[np.ndarray | None] = field(default_factory=list)
     person_size: tuple[int, int] = (0, 0)
     avatar_pose: list[np.ndarray | None] = field(default_factory=list)
@@ -222,8 +244,9 @@ def run_clip(name: str, generator: str = "rig2d", character: str = "nova", size:
         h, w = img.shape[:2]
         rec.person_size = (w, h)
         res = person_mesh.process(img)
-        rec.person_face.append(None if not res.multi_face_landmarks else face_measures(
-            _landmarks(res.multi_face_landmarks[0]), w, h))
+        face_lm = None if not res.multi_face_landmarks else _landmarks(res.multi_face_landmarks[0])
+        rec.person_landmarks.append(face_lm)
+        rec.person_face.append(None if face_lm is None else face_measures(face_lm, w, h))
         if cues.pose.present:
             lm = cues.pose.landmarks.copy()
             if mirror:
@@ -246,8 +269,9 @@ def run_clip(name: str, generator: str = "rig2d", character: str = "nova", size:
         rec.avatar_pose.append(plm)
         crop, _ = _head_crop(img, plm, a)
         fres = avatar_mesh.process(crop) if crop.size else None
-        rec.avatar_face.append(None if fres is None or not fres.multi_face_landmarks else face_measures(
-            _landmarks(fres.multi_face_landmarks[0]), crop.shape[1], crop.shape[0]))
+        alm = None if fres is None or not fres.multi_face_landmarks else _landmarks(fres.multi_face_landmarks[0])
+        rec.avatar_landmarks.append(alm)
+        rec.avatar_face.append(None if alm is None else face_measures(alm, crop.shape[1], crop.shape[0]))
 
     with tempfile.TemporaryDirectory(prefix="liveavatar-fidelity-") as tmp:
         opts = RenderOptions(input=src, output=Path(tmp) / f"{name}.mp4", size=size, generator=generator,

@@ -57,6 +57,9 @@ S_FACE = slice(NB + 6, NB + 6 + NF)
 SAMPLE = NB + 6 + NF
 _ANGLES = np.zeros(SAMPLE, bool)
 _ANGLES[S_BONES] = True          # wrap-aware arithmetic for bone directions
+# Slots the extra low-pass (tracking.smoothing_s) leaves alone: perception already filters them
+# and a blink lasts 3-5 frames, so smoothing showed it a frame late.
+_UNSMOOTHED = np.array([S_FACE.start + FP["blink_left"], S_FACE.start + FP["blink_right"]])
 
 HEAD_LIMIT = 0.8
 DEFAULT_ASPECT = 4 / 3           # when perception did not say the frame size
@@ -493,6 +496,7 @@ class Conditioner:
             if tr.smoothing_s > 0 and self._smooth_init:
                 a = 1.0 - np.exp(-dt / tr.smoothing_s) if dt > 0 else 1.0
                 _lerp_sample(self._smooth, live, a, self._smooth)
+                self._smooth[_UNSMOOTHED] = live[_UNSMOOTHED]
             else:
                 self._smooth[:] = live
                 self._smooth_init = True

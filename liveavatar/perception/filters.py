@@ -17,14 +17,14 @@ def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
 class OneEuroFilter:
     """One-Euro filter (Casiez et al. 2012) over an array of any shape: a low-pass whose cutoff
     rises with speed, so slow jitter is removed and fast motion passes with little lag.
-    `min_cutoff` and `beta` may be scalars or arrays broadcastable to the signal's shape."""
+    `min_cutoff`, `beta` and `d_cutoff` may be scalars or arrays broadcastable to the signal's shape."""
 
     __slots__ = ("min_cutoff", "beta", "d_cutoff", "_x", "_dx", "_t", "_ready")
 
     def __init__(self, shape: Any, min_cutoff: Any = 1.0, beta: Any = 0.0, d_cutoff: Any = 1.0) -> None:
         self.min_cutoff = np.asarray(min_cutoff, np.float32)
         self.beta = np.asarray(beta, np.float32)
-        self.d_cutoff = float(d_cutoff)
+        self.d_cutoff = np.asarray(d_cutoff, np.float32)
         self._x = np.zeros(shape, np.float32)
         self._dx = np.zeros(shape, np.float32)
         self._t = 0.0
@@ -141,9 +141,10 @@ class ExpressionFilter:
                  "_ease_t0", "value", "passthrough")
 
     def __init__(self, min_cutoff: np.ndarray, beta: np.ndarray, neutral: np.ndarray,
-                 lost_tau_s: float = 0.5, reacquire_s: float = 0.15, passthrough: bool = False) -> None:
+                 lost_tau_s: float = 0.5, reacquire_s: float = 0.15, passthrough: bool = False,
+                 d_cutoff: Any = 1.0) -> None:
         self.passthrough = passthrough
-        self._filter = OneEuroFilter(neutral.shape, min_cutoff, beta)
+        self._filter = OneEuroFilter(neutral.shape, min_cutoff, beta, d_cutoff)
         self._neutral = neutral.astype(np.float32)
         self.lost_tau_s = lost_tau_s
         self.reacquire_s = reacquire_s

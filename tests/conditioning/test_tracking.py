@@ -422,3 +422,16 @@ def test_the_face_shapes_the_mouth_and_speech_takes_over_when_talking(drive):
                                             voice=speaking()))
     assert np.allclose(talking.visemes, speaking().visemes, atol=0.1)
     assert np.isclose(talking.visemes.sum(), 1.0, atol=1e-4)
+
+
+def test_a_blink_shows_on_the_tick_it_arrives_while_other_channels_are_smoothed(drive):
+    """tracking.smoothing_s leaves the eyes alone: perception already filters them, and a blink
+    is over in a few frames (smoothed, the avatar closed its eyes a frame after the person)."""
+    open_face = expression(blink_left=0.0, mouth_open=0.0)
+    drive.run(1.0, lambda t: cues(t, person(), open_face))
+    t0 = drive.t
+    shut = drive.run(1 / 30 + 1e-4, lambda t: cues(t, person(), expression(blink_left=1.0, mouth_open=1.0)
+                                                    if t >= t0 - 1e-9 else open_face))
+    # Mirrored: the subject's left eye is the character's right.
+    assert shut[0].face[FP["blink_right"]] > 0.95, shut[0].face
+    assert shut[0].face[FP["mouth_open"]] < 0.95, shut[0].face     # the mouth is still smoothed

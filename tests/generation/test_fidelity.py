@@ -181,3 +181,38 @@ def test_emotions_read_differently_on_the_face_mesh(rig, face_model):
         return width, lift
     neutral, happy, sad = metrics("neutral"), metrics("happy"), metrics("sad")
     assert happy[1] > neutral[1] > sad[1]          # corners up when happy, down when sad
+
+
+def test_closed_eyes_a_nod_and_brows_read_on_the_face_mesh(rig, face_model):
+    """What issue 14's bench measures on the avatar, on single frames: shut eyes read as shut
+    (nova's closed eyes used to read as open, or lost the face), looking down and up read as a
+    nod in that order, a raised brow higher and a furrowed one lower than at rest. The measures
+    are `liveavatar bench fidelity`'s own (brows and pitch in the head's frame)."""
+    import cv2
+
+    from liveavatar.bench.fidelity import FACE_MEASURES, face_measures
+
+    def read(**face: float) -> np.ndarray:
+        c = Conditioning.neutral()
+        c.face_present = c.body_present = 1.0
+        for k, v in face.items():
+            if k == "pitch":
+                c.head[1] = v
+            else:
+                c.face[FP[k]] = v
+        crop = cv2.resize(_face_crop(rig.render([c], ["nova"])[0]), (384, 384))
+        res = face_model.process(np.ascontiguousarray(crop))
+        assert res.multi_face_landmarks, f"no face found on nova with {face}"
+        lm = np.array([[q.x, q.y, q.z] for q in res.multi_face_landmarks[0].landmark])
+        return face_measures(lm, 384, 384)
+
+    eye, brow, pitch = (FACE_MEASURES.index(m) for m in ("eye_open", "brow_raise", "head_pitch"))
+    rest = read()
+    shut = read(blink_left=1.0, blink_right=1.0)
+    assert shut[eye] < 0.5 * rest[eye], (rest[eye], shut[eye])
+    down, up = read(pitch=0.4), read(pitch=-0.4)
+    assert down[pitch] - up[pitch] > 0.3, (down[pitch], up[pitch])     # drawn 0.8 rad apart
+    raised = read(brow_raise_left=0.6, brow_raise_right=0.6)
+    furrowed = read(brow_furrow=1.0)
+    assert raised[brow] > rest[brow] + 0.015 and furrowed[brow] < rest[brow] - 0.015, \
+        (furrowed[brow], rest[brow], raised[brow])

@@ -41,3 +41,27 @@ def test_part_holds_decays_and_eases_back_instead_of_jumping():
     assert xs[0] < 0.05, "no jump on the first frame back"
     assert np.all(np.diff(xs) > -1e-6) and max(np.diff(xs)) < 0.25
     assert xs[-1] > 0.45 and pf.part().present
+
+
+def test_the_blink_filter_passes_a_closing_eye_within_a_frame_and_stays_still_when_open():
+    """The pipeline's expression filter: a real blink closes in 1-2 frames, so one frame after the
+    eye shut the filtered blink is nearly full; an open eye's small jitter stays small."""
+    from liveavatar.perception.expression import NEUTRAL_FEATURES
+    from liveavatar.perception.filters import ExpressionFilter
+    from liveavatar.perception.pipeline import _EXPR_BETA, _EXPR_D_CUTOFF, _EXPR_MIN_CUTOFF
+    from liveavatar.types import FF
+
+    f = ExpressionFilter(_EXPR_MIN_CUTOFF, _EXPR_BETA, NEUTRAL_FEATURES, d_cutoff=_EXPR_D_CUTOFF)
+    rng = np.random.default_rng(0)
+    x = NEUTRAL_FEATURES.copy()
+    jitter = []
+    for i in range(60):                                 # 2 s open, with +-0.03 of measurement noise
+        x[FF["blink_left"]] = 0.03 * rng.standard_normal()
+        f.observe(x, i / 30)
+        jitter.append(float(f.value[FF["blink_left"]]))
+    assert np.std(jitter[10:]) < 0.03
+    x[FF["blink_left"]] = 1.0
+    f.observe(x, 60 / 30)
+    first = float(f.value[FF["blink_left"]])
+    f.observe(x, 61 / 30)
+    assert first > 0.7 and f.value[FF["blink_left"]] > 0.95, (first, f.value[FF["blink_left"]])

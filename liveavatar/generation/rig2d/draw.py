@@ -36,7 +36,9 @@ RIG: dict[str, Any] = {
 FACE_CANVAS = 160
 HEAD_PIVOT = (80.0, 86.0)       # head centre inside the face canvas (attaches to the neck end)
 EYES_BOX = (36, 66, 88, 30)      # x, y, w, h inside the face canvas
-BROWS_BOX = (36, 48, 88, 20)
+BROWS_BOX = (36, 44, 88, 30)
+BROW_Y = 66.0                    # resting brow line in the face canvas: near the eyes, as Face Mesh
+                                 # expects brows (drawn higher, it reads them where brows usually are)
 MOUTH_BOX = (52, 100, 56, 30)
 EYE_DX = 18                      # eye centres at box centre +- EYE_DX
 
@@ -269,7 +271,7 @@ def draw_expressions(st: Style, out: Path) -> dict:
         brows = Layer(bw, bh)
         brow_col = st.line if not st.robot else st.iris     # darker than the hair: readable
         for side in (-1, 1):
-            x, y = bw / 2 + side * EYE_DX, bh / 2 + 2
+            x, y = bw / 2 + side * EYE_DX, BROW_Y - by
             lift = {"happy": 3, "surprised": 6, "excited": 5, "sad": 1, "shy": 1}.get(emo, 0)
             # inner end tilt: + raises the inner end (sad), - presses it down (angry)
             inner = {"sad": 5, "shy": 3, "angry": -6}.get(emo, 0)

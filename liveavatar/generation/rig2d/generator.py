@@ -37,8 +37,13 @@ JOINT_INDEX = {name: i for i, name in enumerate(packs.JOINTS)}
 HEAD_BONE = len(BONE_INDEX)   # pseudo-bone index for parts that turn with the head
 ATLAS_BORDER = 3     # transparent px around each part in the atlas; sampling is clamped into it
 TILE_ROUND = 2       # tile sides stay even (small batches are split in halves for two cores)
-YAW_SHIFT, PITCH_SHIFT = 24.0, 22.0   # face-canvas px the face centre moves at 1 rad of yaw/pitch
-BROW_RAISE_PX, BROW_FURROW_PX = 7.0, 4.0   # brow travel at raise / furrow 1
+YAW_SHIFT, PITCH_SHIFT = 24.0, 36.0   # face-canvas px the face centre moves at 1 rad of yaw/pitch (Face Mesh
+#                                       reads nova's pitch at ~1:1 with 36)
+# Brow travel (px) at raise / furrow 1: Face Mesh follows a drawn brow up by about 5 px of nova's
+# face canvas; raised further it places the brow by its own prior again (near the eyes).
+BROW_RAISE_PX, BROW_FURROW_PX = 4.5, 4.0
+LID_FROM = 0.55                        # eye opening below which the closed-lid line fades in
+EYE_SHUT = 0.12                        # the opening of a closed eye (a sliver under the lid line)
 EYE_WIDE = 0.35                        # extra eye opening at eye_wide 1 (a surprised stare)
 GAZE_X, GAZE_Y = 5.0, 3.0              # pupil travel (px) at gaze +-1
 
@@ -128,6 +133,13 @@ class _Character:
         self.eyes = stack([e.eyes for e in ex])
         self.eye_mask = stack([e.eye_mask for e in ex])
         self.brows = stack([e.brows for e in ex])
+        # Closed-eye lid lines, drawn in as an eye shuts (a bare-skin eye reads to Face Mesh as an
+        # open eye, or as no face at all), faded by how much of the emotion's eye is drawn open
+        # (a happy ^ ^ eye is already closed).
+        neutral = pack.expressions["neutral"]
+        self.lid_line = torch.from_numpy(_lid_lines(neutral.eyes, neutral.eye_mask)).to(device)
+        area = np.array([float(e.eye_mask.sum()) for e in ex], np.float32)
+        self.eye_area = np.clip(area / max(float(neutral.eye_mask.sum()), 1e-6), 0.0, 1.0)
         self.mouth_closed = stack([e.mouth["closed"] for e in ex])
         self.mouth_open = stack([e.mouth[v] for e in ex for v in VISEMES[1:]])   # (E*5, ...)
         # Head + extras per emotion, precomposited: "over" is linear in the emotion weights, so the
@@ -490,8 +502,8 @@ class Rig2DGenerator:
         blink_r = np.maximum(face[:, FP["blink_right"]], auto)
         # Wide eyes open past the drawn rest (a stare); blinks and squints close them.
         wide_l, wide_r = EYE_WIDE * face[:, FP["eye_wide_left"]], EYE_WIDE * face[:, FP["eye_wide_right"]]
-        open_l = np.clip(1.0 - blink_l + wide_l, 0.06, 1.0 + EYE_WIDE).astype(np.float32)
-        open_r = np.clip(1.0 - blink_r + wide_r, 0.06, 1.0 + EYE_WIDE).astype(np.float32)
+        open_l = np.clip(1.0 - blink_l + wide_l, EYE_SHUT, 1.0 + EYE_WIDE).astype(np.float32)
+        open_r = np.clip(1.0 - blink_r + wide_r, EYE_SHUT, 1.0 + EYE_WIDE).astype(np.float32)
         shx = (np.clip(ch[:, motion.YAW], -0.8, 0.8) * YAW_SHIFT).astype(np.float32)
         shy = (np.clip(ch[:, motion.PITCH], -0.8, 0.8) * PITCH_SHIFT).astype(np.float32)
         T = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(dev)  # noqa: E731
@@ -515,6 +527,13 @@ class Rig2DGenerator:
         both = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         eyes_w, pupils_w = both[:n, :4], both[n:, :4] * both[:n, 4:5]
         eye_layer = pupils_w + eyes_w * (1.0 - pupils_w[:, 3:4])
+        # The lid line comes in over the last part of a closing eye.
+        drawn = g["emo"] @ c.eye_area
+        shut_l = np.clip((LID_FROM - open_l) / (LID_FROM - EYE_SHUT), 0.0, 1.0) * drawn
+        shut_r = np.clip((LID_FROM - open_r) / (LID_FROM - EYE_SHUT), 0.0, 1.0) * drawn
+        shut = torch.where(xs[None, None, :] < ew / 2, T(shut_r)[:, None, None], T(shut_l)[:, None, None])
+        lid = c.lid_line[None] * shut[:, None]
+        eye_layer = lid + eye_layer * (1.0 - lid[:, 3:4])
 
         # ---- brows: raise (per side) and furrow move them
         bx, by, bw, bh = c.brows_box
@@ -587,6 +606,37 @@ class Rig2DGenerator:
         gy = ys[None, :, None] - T(shy)[:, None, None] * w[None]
         grid = torch.stack([gx, gy], -1) * (2.0 / Fc) - 1.0
         return F.grid_sample(fc, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+def _lid_lines(eyes: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Premultiplied (4, H, W) closed-eye lines for an eyes box: one gentle downward arc across
+    each eye (each half of the box) where its mask is, 2.4 px thick, in the eyes' darkest
+    outline colour, at the height an eye squashes to (the box's middle)."""
+    _, h, w = eyes.shape
+    a = eyes[3]
+    dark = a > 0.9
+    if dark.any():
+        rgb = eyes[:3, dark] / a[dark]
+        lum = rgb.mean(0)
+        colour = rgb[:, lum <= np.quantile(lum, 0.1)].mean(1)
+    else:
+        colour = np.zeros(3, np.float32)
+    out = np.zeros((4, h, w), np.float32)
+    cols = mask[0].max(0) > 0.5
+    ys = np.arange(h, dtype=np.float32)[:, None] + 0.5
+    for lo, hi in ((0, w // 2), (w // 2, w)):
+        xs_in = np.nonzero(cols[lo:hi])[0]
+        if xs_in.size == 0:
+            continue
+        x0, x1 = lo + xs_in[0], lo + xs_in[-1] + 1
+        xc, hw = (x0 + x1) / 2, (x1 - x0) / 2 + 2.0      # the mask is inset from the outline
+        x = np.arange(lo, hi, dtype=np.float32) + 0.5
+        u = (x - xc) / hw
+        line_y = h / 2 + 0.2 * hw * (1.0 - np.clip(u, -1, 1) ** 2)
+        alpha = np.clip(1.7 - np.abs(ys - line_y[None]), 0.0, 1.0) * np.clip((1.0 - np.abs(u)) * 4, 0, 1)[None]
+        out[3, :, lo:hi] = np.maximum(out[3, :, lo:hi], alpha)
+    out[:3] = colour[:, None, None] * out[3:4]
+    return out.astype(np.float32)
+
 
 def _sample(src: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """Bilinear samples (n, C, N) of src (n, C, H, W) at a flat grid (n, N, 2). torch's CPU
