@@ -543,7 +543,7 @@ class MeshGenerator:
         ch = self._channels(c, g)
         A, _, pose = self._bone_affines(c, ch, g["root"])
         if c.skin is not None:
-            xy = c.skin.apply(pose.rot, pose.scale, pose.pos, pose.glob)
+            xy = c.skin.apply(pose.rot, pose.scale, pose.pos, pose.glob, private=True)   # not under the render lock
             verts = torch.from_numpy(xy.transpose(0, 2, 1).astype(np.float32))
         else:
             verts = self._skin_torch(c, A, pose)

@@ -51,12 +51,14 @@ class Skinning:
             self._out = np.zeros((n, 2, self.rest.shape[1]), np.float64)
         return self._out[:n]
 
-    def apply(self, rot: np.ndarray, scale: np.ndarray, pos: np.ndarray, glob: np.ndarray) -> np.ndarray:
+    def apply(self, rot: np.ndarray, scale: np.ndarray, pos: np.ndarray, glob: np.ndarray,
+              private: bool = False) -> np.ndarray:
         """rot (n, NB) radians of R_b (x -> [[cos, -sin], [sin, cos]] x); scale (n, NB, 2, 2) S_b about
         the bone's rest start; pos (n, NB, 2) where the bone's rest start goes (canvas px, local);
-        glob (n, 2, 3) canvas -> output px. -> (n, 2, V) output px (the shared buffer)."""
+        glob (n, 2, 3) canvas -> output px. -> (n, 2, V) output px: the shared buffer (the render
+        path, one render at a time), or a new array with `private`."""
         n = rot.shape[0]
-        out = self.buffer(n)
+        out = np.empty((n, 2, self.rest.shape[1]), np.float64) if private else self.buffer(n)
         r = np.ascontiguousarray(rot, np.float64)
         s = np.ascontiguousarray(scale, np.float64)
         p = np.ascontiguousarray(pos, np.float64)
