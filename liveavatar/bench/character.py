@@ -12,8 +12,10 @@ mesh generator, and how faithful the mesh is.
 - pose fidelity: the clips of real people in ../shared/media/bodies go through perception and the
   conditioner as in an offline render; MediaPipe Pose then reads the rendered avatar (over grey)
   and its arm angles are compared with the conditioning's, which is the source's pose as the
-  avatar is asked to show it (tracked frames only): for astro, for a children's drawing imported
-  by the authoring code, and for rig2d nova (the baseline: MediaPipe's own error on clip art).
+  avatar is asked to show it (tracked frames only): for astro, for the three children's drawings
+  imported by the authoring code, and for rig2d nova (the baseline: MediaPipe's own error on clip
+  art); beside it, pose_diagnosis (the rig's own posed joints against the conditioning, which arm
+  bones move the mesh, whether Pose finds the rest render at all).
 """
 from __future__ import annotations
 
@@ -129,14 +131,61 @@ def pose_fidelity(gen: Any, name: str, conds_by_clip: dict[str, list]) -> dict:
     return {"mean": float(np.mean(errors)) if errors else float("nan"),
             "median": float(np.median(errors)) if errors else float("nan"),
             "p95": float(np.percentile(errors, 95)) if errors else float("nan"),
-            "tracked": tracked, "detected": detected, "per_clip": per_clip}
+            "tracked": tracked, "detected": detected, "per_clip": per_clip,
+            **(pose_diagnosis(gen, name, [c for conds in conds_by_clip.values() for c in conds])
+               if hasattr(gen, "_bone_affines") else {})}
+
+
+def pose_diagnosis(gen: Any, name: str, conds: list) -> dict:
+    """Where an arm angle error comes from, without MediaPipe reading the drawing:
+    - skinned_error: mean degrees between the conditioning's arm angles and the rig's posed joints
+      (shoulder, elbow, wrist carried by their bones' affines): the retargeting onto the bones;
+    - arms_move: the arm bones that move any vertex (a bust's arms cut by the frame stay torso);
+    - rest_found: whether MediaPipe Pose finds the figure in the rest render (the art as drawn)."""
+    import cv2
+    import mediapipe as mp
+
+    from liveavatar.bench.neural_quality import over_background
+    from liveavatar.generation.mesh.rig import BI
+    from liveavatar.generation.rig2d.generator import Rig2DGenerator
+    from liveavatar.types import BONE_INDEX
+
+    gen.prepare_character(name)
+    c = gen._chars[name]
+    errs: list[float] = []
+    if conds:
+        g = Rig2DGenerator._gather(conds)
+        A, _, _ = gen._bone_affines(c, gen._channels(c, g), g["root"])
+        for side in "lr":
+            joints = [c.manifest.joint(f"{j}_{side}") for j in ("shoulder", "elbow", "wrist")]
+            if any(j is None for j in joints):
+                continue
+            for limb, (j0, j1), (b0, b1) in ((f"upper_arm_{side}", joints[:2], ("upper_arm", "upper_arm")),
+                                             (f"lower_arm_{side}", joints[1:], ("upper_arm", "lower_arm"))):
+                a0, a1 = A[:, BI[f"{b0}_{side}"]], A[:, BI[f"{b1}_{side}"]]
+                d = (np.einsum("nij,j->ni", a1[..., :2], j1) + a1[..., 2]
+                     - np.einsum("nij,j->ni", a0[..., :2], j0) - a0[..., 2])
+                want = np.array([k.bone_angles[BONE_INDEX[limb]] for k in conds])
+                e = (np.arctan2(d[:, 0], d[:, 1]) - want + np.pi) % (2 * np.pi) - np.pi
+                errs += list(np.degrees(np.abs(e)))
+    moving = [b for b in ("upper_arm_l", "lower_arm_l", "upper_arm_r", "lower_arm_r")
+              if float(c.weights[:, BI[b]].sum()) > 0]
+    rest = gen.render([gen.rest_conditioning(name)], [name])[0]
+    with mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1) as pose:
+        img = cv2.resize(over_background(rest), (512, 512), interpolation=cv2.INTER_CUBIC)
+        found = pose.process(img).pose_landmarks is not None
+    return {"skinned_error": float(np.mean(errs)) if errs else float("nan"), "arms_move": moving,
+            "rest_found": found}
 
 
 def _pose_row(who: str, pf: dict) -> dict:
     clips = ", ".join(f"{k} {v:.1f}" for k, v in pf["per_clip"].items())
     return report.row(f"{who}: arm angle error, driven by real video", pf["median"], pf["p95"], "deg",
                       f"mean {pf['mean']:.1f} (goal <= 15; per clip: {clips}); MediaPipe Pose found the avatar "
-                      f"in {pf['detected']}/{pf['tracked']} tracked frames")
+                      f"in {pf['detected']}/{pf['tracked']} tracked frames"
+                      + (f"; rig's posed arm joints vs the conditioning {pf['skinned_error']:.1f} deg, arm bones that "
+                         f"move the mesh: {len(pf['arms_move'])}/4, Pose finds the rest render: "
+                         f"{'yes' if pf['rest_found'] else 'no'}" if "rest_found" in pf else ""))
 
 
 def _drawing_fidelity(picture: Path, root: Path, by_clip: dict[str, list]) -> dict:
@@ -241,9 +290,10 @@ def run(frames: int = 60, imports: int = 3) -> dict:
                     pf = info["pose_fidelity"] = pose_fidelity(gen, name, by_clip)
                     rows.append(_pose_row(name, pf))
                     drawing = Path(__file__).resolve().parents[2].parent / "shared" / "media" / "drawings"
-                    if have_importer and (drawing / "char1_texture.png").is_file():
-                        rows.append(_pose_row("children's drawing 1 (imported)",
-                                              _drawing_fidelity(drawing / "char1_texture.png", root, by_clip)))
+                    for k in (1, 2, 3):      # full-body figures
+                        if have_importer and (drawing / f"char{k}_texture.png").is_file():
+                            rows.append(_pose_row(f"children's drawing {k} (imported)",
+                                                  _drawing_fidelity(drawing / f"char{k}_texture.png", root, by_clip)))
                     rows.append(_pose_row("baseline rig2d nova", pose_fidelity(base, "nova", by_clip)))
             info[f"size_{size}"] = gen.info()
     return report.result("character", rows, **info)

@@ -111,9 +111,10 @@ def busy_loops(n: int) -> Iterator[list[subprocess.Popen]]:
 
 
 def run(seconds: float = 20.0, size: int | None = None, warmup_s: float = 5.0, clip: Path | None = None,
-        hog: int = 0) -> dict:
+        hog: int = 0, character: str | None = None) -> dict:
     """`size`: the avatar size `serve` renders (None: its default, 256 on CPU, 512 on a GPU).
-    `hog`: also measure beside this many busy-loop processes (0: quiet only)."""
+    `hog`: also measure beside this many busy-loop processes (0: quiet only).
+    `character`: the character `serve` starts with (None: its default, nova)."""
     if not Path(CHROMIUM).exists():
         raise UserError(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
@@ -126,7 +127,8 @@ def run(seconds: float = 20.0, size: int | None = None, warmup_s: float = 5.0, c
         # The service's output goes to a file: an unread pipe fills up and stalls the service.
         log_file = open(tmp / "serve.log", "w")
         proc = subprocess.Popen([sys.executable, "-m", "liveavatar", "serve", "--port", str(port), "--no-demo",
-                                 *(["--size", str(size)] if size else []), "--log-level", "warning"],
+                                 *(["--size", str(size)] if size else []),
+                                 *(["--character", character] if character else []), "--log-level", "warning"],
                                 stdout=log_file, stderr=subprocess.STDOUT, text=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
@@ -139,6 +141,7 @@ def run(seconds: float = 20.0, size: int | None = None, warmup_s: float = 5.0, c
                     args=chromium_args(y4m, wav), viewport={"width": 800, "height": 600})
                 try:
                     quiet = _measure(ctx, url, seconds, warmup_s, size)
+                    quiet["character"] = character or "default"
                     if hog <= 0:
                         return quiet
                     with busy_loops(hog):

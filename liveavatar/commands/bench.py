@@ -82,10 +82,12 @@ def e2e(seconds: float = typer.Option(20.0),
                                            "(default: serve's own, 256 on CPU, 512 on a GPU)."),
         hog: int = typer.Option(0, "--hog", min=0, max=256, help="Measure again beside this many busy-loop "
                                 "processes at normal priority (one per core: a game + OBS on the same PC)."),
+        character: str | None = typer.Option(None, help="Character `serve` starts with (default: serve's, "
+                                             "nova); an imported one, e.g. astro, goes through the mesh generator."),
         json_path: Path | None = JsonOpt) -> None:
     """Glass-to-glass and trigger-to-pixel latency through `serve` with a real browser."""
     from liveavatar.bench import e2e as b
-    _finish(b.run(seconds=seconds, size=size, hog=hog), json_path)
+    _finish(b.run(seconds=seconds, size=size, hog=hog, character=character), json_path)
 
 
 @app.command()

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from numba import njit
 
+from liveavatar.generation.mesh.raster import bilinear_zeros
 from liveavatar.types import EMOTIONS, FP, VISEMES, Conditioning
 
 Box = tuple[float, float, float, float]
@@ -272,6 +273,9 @@ class FaceAnimator:
         self._base = T(base)                                # (4, h, w) eyes inpainted
         self._iris = T(iris_layer)
         self._bases_t = T(bases.reshape(self._K, -1))      # (K, h*w*2)
+        self._bases_hw = np.ascontiguousarray(self._bases_t.cpu().numpy().reshape(self._K, self.h, self.w, 2))
+        # pixels no basis moves: the CPU warp copies them (the same values the sampling gives)
+        self._still = np.ascontiguousarray(~(np.abs(self._bases_hw) > 0).any((0, 3)))
         self._inside = T(inside.reshape(len(EMOTIONS), -1))
         self._outside = T(outside.reshape(len(EMOTIONS), -1))
         self._inside_any = inside.reshape(len(EMOTIONS), -1).max(1) > 0
@@ -637,7 +641,8 @@ class FaceAnimator:
         # 1. irises shifted by the gaze, inside both eye crops at once (one grid_sample)
         if self._iris_any and dev.type == "cpu":       # the same sampling, compiled
             shift = p["gaze"][:, None, :] * self._travel[None]                 # (n, 2 eyes, 2) px
-            _iris_cpu(comp.numpy(), self._iris.numpy(), shift.astype(np.float64), np.array(self._crop_xy, np.int64),
+            _iris_cpu(comp.numpy(), self._iris.numpy().transpose(1, 2, 0), shift.astype(np.float64),
+                      np.array(self._crop_xy, np.int64),
                       self._ch, self._cw, self._iris_clip[:, 0].numpy())
         elif self._iris_any:
             shift = p["gaze"][:, None, :] * self._travel[None]                 # (n, 2 eyes, 2) px
@@ -661,7 +666,8 @@ class FaceAnimator:
         coef = self.coefficients(p)
         if dev.type == "cpu":      # the same warp, compiled (one pass instead of ten tensor ops)
             out = torch.empty_like(comp)
-            _warp_cpu(comp.numpy(), coef, self._bases_t.numpy().reshape(self._K, self.h, self.w, 2), out.numpy())
+            cn = comp.numpy()
+            _warp_cpu(cn, cn.transpose(0, 2, 3, 1), coef, self._bases_hw, self._still, out.numpy())
         else:
             disp = (torch.from_numpy(coef).to(dev) @ self._bases_t).view(n, self.h, self.w, 2)
             grid = (self._ident[None] - disp) * self._norm - 1.0
@@ -806,10 +812,9 @@ def _clamp01(x: float) -> float:  # pragma: no cover - compiled
 @njit(cache=True, nogil=True, error_model="numpy")
 def _iris_cpu(comp: np.ndarray, iris: np.ndarray, shift: np.ndarray, crop_xy: np.ndarray, ch: int, cw: int,
               clip: np.ndarray) -> None:  # pragma: no cover - compiled
-    """animate_params' irises per pixel: the iris layer sampled bilinearly (zeros outside, as
-    grid_sample(align_corners=False)) shifted by the gaze, kept inside the eye, laid over each
+    """animate_params' irises per pixel: the iris layer (h, w, 4) sampled bilinearly (zeros outside,
+    as grid_sample(align_corners=False)) shifted by the gaze, kept inside the eye, laid over each
     eye crop in turn (the torch code beside the call is the reference)."""
-    h, w = iris.shape[1], iris.shape[2]
     for b in range(comp.shape[0]):
         for e in range(2):
             x0, y0 = crop_xy[e, 0], crop_xy[e, 1]
@@ -820,61 +825,36 @@ def _iris_cpu(comp: np.ndarray, iris: np.ndarray, shift: np.ndarray, crop_xy: np
                         continue
                     sx = x0 + i - shift[b, e, 0]
                     sy = y0 + j - shift[b, e, 1]
-                    fx0, fy0 = math.floor(sx), math.floor(sy)
-                    ix, iy = int(fx0), int(fy0)
-                    wx, wy = sx - fx0, sy - fy0
-                    o = np.zeros(4)
-                    for dy in range(2):
-                        yy = iy + dy
-                        if yy < 0 or yy >= h:
-                            continue
-                        wgy = wy if dy else 1.0 - wy
-                        for dx in range(2):
-                            xx = ix + dx
-                            if xx < 0 or xx >= w:
-                                continue
-                            wg = wgy * (wx if dx else 1.0 - wx)
-                            for c in range(4):
-                                o[c] += wg * iris[c, yy, xx]
+                    o = bilinear_zeros(iris, sx, sy)
                     a = o[3] * k
                     for c in range(4):
                         comp[b, c, y0 + j, x0 + i] = comp[b, c, y0 + j, x0 + i] * (1.0 - a) + o[c] * k
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _warp_cpu(comp: np.ndarray, coef: np.ndarray, bases: np.ndarray,
+def _warp_cpu(comp: np.ndarray, img: np.ndarray, coef: np.ndarray, bases: np.ndarray, still: np.ndarray,
               out: np.ndarray) -> None:  # pragma: no cover - compiled
     """animate_params' feature warp per pixel: displacement = coef @ bases, bilinear sampling with
     border padding at (pixel - displacement) as grid_sample(align_corners=False) does, the art's
     alpha kept and the moved colour re-weighted to it (the torch code beside the call is the
-    reference)."""
+    reference). img is comp as (n, h, w, 4) (a view)."""
     n, h, w = comp.shape[0], comp.shape[2], comp.shape[3]
     K = bases.shape[0]
     for b in range(n):
         for y in range(h):
             for x in range(w):
+                if still[y, x]:
+                    for c in range(4):
+                        out[b, c, y, x] = comp[b, c, y, x]
+                    continue
                 dx = 0.0
                 dy = 0.0
                 for k in range(K):
                     dx += coef[b, k] * bases[k, y, x, 0]
                     dy += coef[b, k] * bases[k, y, x, 1]
-                sx = min(max(x - dx, 0.0), w - 1.0)
-                sy = min(max(y - dy, 0.0), h - 1.0)
-                x0, y0 = int(math.floor(sx)), int(math.floor(sy))
-                fx, fy = sx - x0, sy - y0
-                x1, y1 = min(x0 + 1, w - 1), min(y0 + 1, h - 1)
-                o0 = o1 = o2 = o3 = 0.0
-                for c in range(4):
-                    v = ((1.0 - fy) * ((1.0 - fx) * comp[b, c, y0, x0] + fx * comp[b, c, y0, x1])
-                         + fy * ((1.0 - fx) * comp[b, c, y1, x0] + fx * comp[b, c, y1, x1]))
-                    if c == 0:
-                        o0 = v
-                    elif c == 1:
-                        o1 = v
-                    elif c == 2:
-                        o2 = v
-                    else:
-                        o3 = v
+                # border padding = zeros padding at the clamped point (its outer weights are 0)
+                sx, sy = min(max(x - dx, 0.0), w - 1.0), min(max(y - dy, 0.0), h - 1.0)
+                o0, o1, o2, o3 = bilinear_zeros(img[b], sx, sy)
                 alpha = comp[b, 3, y, x]
                 if o3 > 1e-3:
                     k_ = alpha / max(o3, 1e-3)

@@ -33,6 +33,7 @@ from liveavatar.generation.batching import render_by_character
 from liveavatar.generation.mesh import pack as mesh_pack
 from liveavatar.generation.mesh import rig as mesh_rig
 from liveavatar.generation.mesh.raster import CpuRaster
+from liveavatar.generation.mesh.skinning import DQS, METHODS, Skinning, dqs_torch
 from liveavatar.generation.rig2d import motion
 from liveavatar.generation.rig2d.generator import Rig2DGenerator
 from liveavatar.types import REST_BONE_ANGLES, Conditioning
@@ -106,6 +107,18 @@ class _Char:
     raster: CpuRaster | None = None           # the CPU rasteriser (device cpu)
     tex_u8: np.ndarray | None = None          # (Ht, Wa, 4) premultiplied uint8 atlas (device cpu)
     tex_rows: np.ndarray | None = None        # (n, Ht, Wa, 4) per-session atlases (the face rewrites them)
+    skin: Skinning | None = None              # the compiled skinning (device cpu)
+    pivot: torch.Tensor | None = None         # (V,) each vertex's heaviest bone (torch DQS)
+    bone_start: torch.Tensor | None = None    # (NB, 2) rest canvas px of each bone's start (torch DQS)
+
+
+@dataclass
+class _Pose:
+    """One batch's bone transforms split as skinning.py takes them (see Skinning.apply)."""
+    rot: np.ndarray                # (n, NB) rad
+    scale: np.ndarray              # (n, NB, 2, 2) about each bone's rest start
+    pos: np.ndarray                # (n, NB, 2) posed bone start, canvas px
+    glob: np.ndarray               # (n, 2, 3) canvas -> output px
 
 
 class MeshGenerator:
@@ -113,7 +126,10 @@ class MeshGenerator:
 
     name = "mesh"
 
-    def __init__(self, device: str = "cpu", size: int = 512, default_character: str | None = None):
+    def __init__(self, device: str = "cpu", size: int = 512, default_character: str | None = None,
+                 skinning: str = DQS):
+        if skinning not in METHODS:
+            raise UserError(f"mesh: unknown skinning {skinning!r}; use one of {', '.join(METHODS)}")
         if device not in ("cpu", "cuda"):
             raise UserError(f"mesh: unknown device {device!r}; use cpu or cuda")
         if device == "cuda" and not torch.cuda.is_available():
@@ -123,6 +139,7 @@ class MeshGenerator:
         self.device = device
         self.size = int(size)
         self.default_character = default_character
+        self.skinning = skinning         # see skinning.py
         self._dev = torch.device(device)
         self._chars: dict[str, _Char] = {}
         self._lock = threading.Lock()
@@ -318,8 +335,9 @@ class MeshGenerator:
         def T(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(dev)
 
-        raster, tex_u8 = None, None
+        raster, tex_u8, skin = None, None, None
         if self.device == "cpu":
+            skin = Skinning(verts, weights, r.rest_start, self.skinning)
             # remap samples at pixel centres = integer coordinates (grid_sample's -1 is a texel's edge)
             uv_px = (uv + 1.0) * (atlas_wh / 2.0) - 0.5
             raster = CpuRaster(tris, tri_layer, uv_px, len(layer_z), self.size)
@@ -337,7 +355,9 @@ class MeshGenerator:
             tri_layer=torch.from_numpy(tri_layer.astype(np.int64)).to(dev),
             layer_z=layer_z, layer_arm=layer_arm, n_mesh=n_mesh, n_tris=n_tris, face=anim,
             face_slot=((face_src or 0) * (tw + pad), 0), overlay_slot=overlay_slot,
-            physics=physics, physics_bones=physics_bones, raster=raster, tex_u8=tex_u8)
+            physics=physics, physics_bones=physics_bones, raster=raster, tex_u8=tex_u8, skin=skin,
+            pivot=torch.from_numpy(np.argmax(weights, 1).astype(np.int64)).to(dev),
+            bone_start=T(r.rest_start))
 
     @staticmethod
     def _face_source(m: mesh_pack.MeshManifest) -> int | None:
@@ -393,8 +413,9 @@ class MeshGenerator:
         ch += motion.breathing(g["t"])
         return ch
 
-    def _bone_affines(self, c: _Char, ch: np.ndarray, root: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(n, NB, 2, 3) affines canvas px -> output px, and posed joints of each bone start."""
+    def _bone_affines(self, c: _Char, ch: np.ndarray, root: np.ndarray) -> tuple[np.ndarray, np.ndarray, _Pose]:
+        """(n, NB, 2, 3) affines canvas px -> output px, posed joints of each bone start, and the
+        same pose split into rigid, scale and global parts (for skinning.py)."""
         n = ch.shape[0]
         r = c.rig
         rs, ra, rl = r.rest_start, r.rest_angle, r.rest_length
@@ -460,7 +481,12 @@ class MeshGenerator:
         tg = c.k * (hips + shift) - np.einsum("nij,j->ni", Dg, hips) + c.offset
         A[..., :2] = np.einsum("nij,nbjk->nbik", Dg, M)
         A[..., 2] = np.einsum("nij,nbj->nbi", Dg, t_local) + tg[:, None]
-        return A, P
+        S = np.broadcast_to(np.eye(2, dtype=np.float32), (n, NB, 2, 2)).copy()
+        S[:, BI["spine"]] = Su
+        S[:, BI["head"]] = Sh
+        glob = np.concatenate([Dg, tg[:, :, None]], 2)
+        # R above is the rotation by -delta in skinning.py's convention
+        return A, P, _Pose(rot=-delta, scale=S, pos=P, glob=glob)
 
     def _layer_order(self, c: _Char, A: np.ndarray) -> np.ndarray:
         """(n, L) draw order: rest z, with arm layers lifted above the body when the hand is in
@@ -515,14 +541,25 @@ class MeshGenerator:
         c = self._chars[name]
         g = Rig2DGenerator._gather(conds)
         ch = self._channels(c, g)
-        A, _ = self._bone_affines(c, ch, g["root"])
-        verts = self._skin(c, A)
+        A, _, pose = self._bone_affines(c, ch, g["root"])
+        if c.skin is not None:
+            xy = c.skin.apply(pose.rot, pose.scale, pose.pos, pose.glob, private=True)   # not under the render lock
+            verts = torch.from_numpy(xy.transpose(0, 2, 1).astype(np.float32))
+        else:
+            verts = self._skin_torch(c, A, pose)
         mirror = np.sign(ch[:, motion.XSCALE] + 1e-9)
         return verts[:, :c.n_mesh].cpu().numpy(), c.tris.cpu().numpy()[:c.n_tris], mirror
 
+    def _skin_torch(self, c: _Char, A: np.ndarray, pose: _Pose) -> torch.Tensor:
+        """The torch (GPU) path's skinning, the same method as the CPU's."""
+        if self.skinning == DQS and c.pivot is not None and c.bone_start is not None:
+            return dqs_torch(c.weights, c.pivot, c.rest, c.bone_start, pose.rot, pose.scale, pose.pos, pose.glob)
+        return self._skin(c, A)
+
     @staticmethod
     def _skin(c: _Char, A: np.ndarray) -> torch.Tensor:
-        """Linear blend skinning: per-vertex affine = weights @ bone affines, applied to rest px."""
+        """Linear blend skinning in torch (the CUDA path): per-vertex affine = weights @ bone
+        affines, applied to rest px."""
         n = A.shape[0]
         A_t = torch.from_numpy(np.ascontiguousarray(A.reshape(n, NB, 6))).to(c.rest.device)
         Mv = torch.matmul(c.weights, A_t).view(n, -1, 2, 3)            # (n, V, 2, 3)
@@ -533,16 +570,21 @@ class MeshGenerator:
         n, S = len(conds), self.size
         g = Rig2DGenerator._gather(conds)
         ch = self._channels(c, g)
-        A, _ = self._bone_affines(c, ch, g["root"])
-        verts = self._skin(c, A)
+        A, _, pose = self._bone_affines(c, ch, g["root"])
         if c.physics is not None:
             if c.rows != n:
                 c.physics.reset()
             c.physics.step(g["t"], A[:, c.physics_bones])
-            verts[:, :c.n_mesh] = c.physics.displace(verts[:, :c.n_mesh])
         c.rows = n
-        if c.raster is not None:
-            return self._render_cpu(c, conds, verts, A)
+        if c.skin is not None and c.raster is not None:
+            # CPU: compiled skinning into a reused float64 buffer the rasteriser reads as is
+            xy = c.skin.apply(pose.rot, pose.scale, pose.pos, pose.glob)
+            if c.physics is not None:
+                c.physics.displace_xy(xy)
+            return self._render_cpu(c, conds, xy, A)
+        verts = self._skin_torch(c, A, pose)
+        if c.physics is not None:
+            verts[:, :c.n_mesh] = c.physics.displace(verts[:, :c.n_mesh])
         tex = c.tex.expand(n, -1, -1, -1)
         if c.face is not None:
             frame = c.face.animate(conds)
@@ -557,8 +599,9 @@ class MeshGenerator:
         order = self._layer_order(c, A)
         return self._rasterise(c, verts, tex, order, S)
 
-    def _render_cpu(self, c: _Char, conds: Sequence[Conditioning], verts: torch.Tensor, A: np.ndarray) -> np.ndarray:
-        """The CPU path: the face rewrites each session's own uint8 atlas, raster.py draws."""
+    def _render_cpu(self, c: _Char, conds: Sequence[Conditioning], xy: np.ndarray, A: np.ndarray) -> np.ndarray:
+        """The CPU path: the face rewrites each session's own uint8 atlas, raster.py draws the
+        skinned (n, 2, V) buffer."""
         assert c.raster is not None and c.tex_u8 is not None
         n = len(conds)
         layer_on = np.ones((n, len(c.layer_z)), bool)
@@ -580,7 +623,7 @@ class MeshGenerator:
                     layer_on[:, -1] = False       # the overlay quad would sample nothing
             textures = list(rows[:n])
         order = self._layer_order(c, A)
-        return c.raster.render(verts.numpy(), textures, order, layer_on)
+        return c.raster.render_xy(xy, textures, order, layer_on)
 
     def _rasterise(self, c: _Char, verts: torch.Tensor, tex: torch.Tensor, order: np.ndarray, S: int) -> np.ndarray:
         """Deformed triangles -> (n, S, S, 4) uint8 straight RGBA. Every triangle tests the pixel

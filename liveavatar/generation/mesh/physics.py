@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from numba import njit
 
 MAX_DT = 1.0 / 20.0        # a longer frame is integrated as this long (stability + no big jumps)
 SNAP_DT = 1.0              # a gap longer than this (or a clock going back) restarts the row at rest
@@ -259,6 +260,11 @@ class SecondaryMotion:
         self.vertex_region = torch.from_numpy(idx.astype(np.int64)).to(self.device)
         self.vertex_weight = torch.from_numpy(w.astype(np.float32)).to(self.device)
         self._moving = torch.from_numpy(np.nonzero(w > 0)[0]).to(self.device)
+        # the same, for displace_xy (CPU: the skinning buffer, no torch)
+        moving = np.nonzero(w > 0)[0]
+        self._np_moving = moving.astype(np.int64)
+        self._np_region = idx[moving].astype(np.int64)
+        self._np_weight = w[moving].astype(np.float64)
         self._rows = 0
         self._alloc(0)
         self.root_out = np.zeros((0, n_r, 2), np.float64)
@@ -387,6 +393,28 @@ class SecondaryMotion:
         out = verts.clone()
         out[:, mv] = root[:, reg] + torch.stack([x, y], -1)
         return out
+
+
+    def displace_xy(self, xy: np.ndarray) -> None:
+        """displace() on CPU, in place: xy (B, 2, V) float64 output px (skinning.py's buffer)."""
+        b = xy.shape[0]
+        if self.n_regions == 0 or len(self._np_moving) == 0:
+            return
+        _swing(xy, self.theta[:b], self.root_out[:b], self._np_moving, self._np_region, self._np_weight)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=True)
+def _swing(xy: np.ndarray, theta: np.ndarray, root: np.ndarray, moving: np.ndarray, region: np.ndarray,
+           weight: np.ndarray) -> None:  # pragma: no cover - compiled
+    """displace()'s rotation about each region's deformed root, per moving vertex."""
+    for b in range(xy.shape[0]):
+        for j in range(moving.shape[0]):
+            v, r = moving[j], region[j]
+            a = theta[b, r] * weight[j]
+            c, s = math.cos(a), math.sin(a)
+            rx, ry = xy[b, 0, v] - root[b, r, 0], xy[b, 1, v] - root[b, r, 1]
+            xy[b, 0, v] = root[b, r, 0] + c * rx + s * ry
+            xy[b, 1, v] = root[b, r, 1] - s * rx + c * ry
 
 
 def settle_time(motion: SecondaryMotion, threshold: float = 0.02, row: int = 0) -> float:

@@ -47,19 +47,58 @@ class CpuRaster:
                layer_on: np.ndarray) -> np.ndarray:
         """verts (n, V, 2) output px; textures: one premultiplied (H, W, 4) uint8 atlas per session;
         order (n, L) layers back to front; layer_on (n, L) bool. -> (n, S, S, 4) straight RGBA."""
-        n, S = verts.shape[0], self.size
+        xy = np.ascontiguousarray(np.asarray(verts, np.float64).transpose(0, 2, 1))
+        return self.render_xy(xy, textures, order, layer_on)
+
+    def render_xy(self, xy: np.ndarray, textures: list[np.ndarray], order: np.ndarray,
+                  layer_on: np.ndarray) -> np.ndarray:
+        """render() from skinning.py's (n, 2, V) float64 buffer, which it sanitises in place."""
+        n, S = xy.shape[0], self.size
         out = np.zeros((n, S, S, 4), np.uint8)
-        v = verts.astype(np.float64)
-        if not np.isfinite(v).all():
-            v = np.nan_to_num(v, nan=0.0, posinf=1e4, neginf=-1e4)
-        v = v.clip(-4 * S, 5 * S)
+        if not np.isfinite(xy).all():
+            np.nan_to_num(xy, copy=False, nan=0.0, posinf=1e4, neginf=-1e4)
+        np.clip(xy, -4 * S, 5 * S, out=xy)
         order = np.ascontiguousarray(order, np.int64)
         on = np.ascontiguousarray(layer_on, np.bool_)
         for bi in range(n):
-            _render_session(np.ascontiguousarray(v[bi, :, 0]), np.ascontiguousarray(v[bi, :, 1]), self.tris,
-                            self.layer_start, order[bi], on[bi], self.uvx, self.uvy, textures[bi],
-                            self._acc, self._lay, out[bi])
+            _render_session(xy[bi, 0], xy[bi, 1], self.tris, self.layer_start, order[bi], on[bi],
+                            self.uvx, self.uvy, textures[bi], self._acc, self._lay, out[bi])
         return out
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def bilinear_zeros(img: np.ndarray, u: float, v: float) -> tuple[float, float, float, float]:  # pragma: no cover
+    """Bilinear sample of a (H, W, 4) image (any dtype, any strides) at (u, v), texel centres at
+    integers, zeros outside (as grid_sample(padding zeros, align_corners=False) and cv2.remap with
+    a zero border). Shared by this rasteriser and face.py's iris and feature warps."""
+    H, W = img.shape[0], img.shape[1]
+    fu, fv = math.floor(u), math.floor(v)
+    iu, iv = int(fu), int(fv)
+    wu, wv = u - fu, v - fv
+    c0 = c1 = c2 = c3 = 0.0
+    if iu >= 0 and iv >= 0 and iu + 1 < W and iv + 1 < H:
+        w00, w01 = (1.0 - wu) * (1.0 - wv), wu * (1.0 - wv)
+        w10, w11 = (1.0 - wu) * wv, wu * wv
+        c0 = w00 * img[iv, iu, 0] + w01 * img[iv, iu + 1, 0] + w10 * img[iv + 1, iu, 0] + w11 * img[iv + 1, iu + 1, 0]
+        c1 = w00 * img[iv, iu, 1] + w01 * img[iv, iu + 1, 1] + w10 * img[iv + 1, iu, 1] + w11 * img[iv + 1, iu + 1, 1]
+        c2 = w00 * img[iv, iu, 2] + w01 * img[iv, iu + 1, 2] + w10 * img[iv + 1, iu, 2] + w11 * img[iv + 1, iu + 1, 2]
+        c3 = w00 * img[iv, iu, 3] + w01 * img[iv, iu + 1, 3] + w10 * img[iv + 1, iu, 3] + w11 * img[iv + 1, iu + 1, 3]
+        return c0, c1, c2, c3
+    for dv in range(2):
+        yy = iv + dv
+        if yy < 0 or yy >= H:
+            continue
+        wy = wv if dv else 1.0 - wv
+        for du in range(2):
+            xx = iu + du
+            if xx < 0 or xx >= W:
+                continue
+            w = wy * (wu if du else 1.0 - wu)
+            c0 += w * img[yy, xx, 0]
+            c1 += w * img[yy, xx, 1]
+            c2 += w * img[yy, xx, 2]
+            c3 += w * img[yy, xx, 3]
+    return c0, c1, c2, c3
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
@@ -83,7 +122,6 @@ def _render_session(vx: np.ndarray, vy: np.ndarray, tris: np.ndarray, layer_star
                     order: np.ndarray, on: np.ndarray, uvx: np.ndarray, uvy: np.ndarray, tex: np.ndarray,
                     acc: np.ndarray, lay: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
     S = out.shape[0]
-    H, W = tex.shape[0], tex.shape[1]
     X0, Y0, X1, Y1 = S, S, 0, 0              # the accumulator's touched box
     active = 0
     for li in range(order.shape[0]):
@@ -152,38 +190,7 @@ def _render_session(vx: np.ndarray, vy: np.ndarray, tris: np.ndarray, layer_star
                     xc = x + 0.5
                     u = U0 + Uxu * xc + Uyu * yc
                     v = V0 + Uxv * xc + Uyv * yc
-                    # bilinear, texel centres at integers, zeros outside the atlas (accumulated in
-                    # locals: one store per pixel)
-                    fu, fv = math.floor(u), math.floor(v)
-                    iu, iv = int(fu), int(fv)
-                    wu, wv = u - fu, v - fv
-                    c0 = c1 = c2 = c3 = 0.0
-                    if iu >= 0 and iv >= 0 and iu + 1 < W and iv + 1 < H:
-                        w00, w01 = (1.0 - wu) * (1.0 - wv), wu * (1.0 - wv)
-                        w10, w11 = (1.0 - wu) * wv, wu * wv
-                        c0 = (w00 * tex[iv, iu, 0] + w01 * tex[iv, iu + 1, 0]
-                              + w10 * tex[iv + 1, iu, 0] + w11 * tex[iv + 1, iu + 1, 0])
-                        c1 = (w00 * tex[iv, iu, 1] + w01 * tex[iv, iu + 1, 1]
-                              + w10 * tex[iv + 1, iu, 1] + w11 * tex[iv + 1, iu + 1, 1])
-                        c2 = (w00 * tex[iv, iu, 2] + w01 * tex[iv, iu + 1, 2]
-                              + w10 * tex[iv + 1, iu, 2] + w11 * tex[iv + 1, iu + 1, 2])
-                        c3 = (w00 * tex[iv, iu, 3] + w01 * tex[iv, iu + 1, 3]
-                              + w10 * tex[iv + 1, iu, 3] + w11 * tex[iv + 1, iu + 1, 3])
-                    else:
-                        for dv in range(2):
-                            yy = iv + dv
-                            if yy < 0 or yy >= H:
-                                continue
-                            wy = wv if dv else 1.0 - wv
-                            for du in range(2):
-                                xx = iu + du
-                                if xx < 0 or xx >= W:
-                                    continue
-                                w = wy * (wu if du else 1.0 - wu)
-                                c0 += w * tex[yy, xx, 0]
-                                c1 += w * tex[yy, xx, 1]
-                                c2 += w * tex[yy, xx, 2]
-                                c3 += w * tex[yy, xx, 3]
+                    c0, c1, c2, c3 = bilinear_zeros(tex, u, v)
                     if direct:
                         if c3 > 0.0:
                             k = 255.0 / c3
