@@ -74,11 +74,12 @@ def parse_workers(value: str) -> str:
                     "(a Ray cluster's client port, usually 10001)")
 
 
-def _use_cluster_token() -> None:
+def use_cluster_token() -> None:
     """Ray Client sends the cluster's token only under RAY_AUTH_MODE=token, which a `ray start`ed
     cluster (token authentication on by default since Ray 2.52) requires: without it the client
     waits out its connection timeout. A local ray.init turns the mode on by itself when a token is
-    there; do the same for ray://, unless the user set the mode."""
+    there; do the same for ray://, unless the user set the mode. Ray reads the mode when it is
+    first imported: `serve` calls this before; load() again for callers that did not."""
     if "RAY_AUTH_MODE" in os.environ:
         return
     path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
@@ -293,7 +294,7 @@ class RayGenerator:
             # A local cluster's workers import liveavatar from this checkout.
             env = {"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}} if address is None else None
             if address is not None:
-                _use_cluster_token()
+                use_cluster_token()
             try:
                 ray.init(address=address, runtime_env=env, include_dashboard=False, log_to_driver=False)
             except (ConnectionError, RuntimeError, ValueError) as e:
