@@ -199,7 +199,9 @@ def _deployment(replicas: int, gpus: float, cpus: float, max_batch: int, batch_w
 
     # @serve.batch with this service's limits: all of a replica's sessions in one generator call
     def batch_size(requests: list[FrameRequest]) -> int:
-        # a batch that holds all of its tick's requests counts as full: it starts now
+        # a batch that holds all of its tick's requests counts as full: it starts now. So the wait
+        # (batch_wait_s) is only for a tick whose count was wrong (a session just placed or moved),
+        # and can be long enough that a tick's requests, sent one by one on busy cores, stay together.
         n = len(requests)
         return max_batch if n < max_batch and n >= max(r.peers for r in requests) else n
 
@@ -256,7 +258,7 @@ class RayGenerator:
 
     def __init__(self, workers: str | None, generator: str = "auto", device: str | None = None, size: int = 256,
                  replicas: int | None = None, max_sessions: int = 16, fps: int = 30, render_threads: int = 1,
-                 stale_after_s: float = 0.5, batch_wait_s: float = 0.001, cpus_per_replica: float = 1.0) -> None:
+                 stale_after_s: float = 0.5, batch_wait_s: float = 0.005, cpus_per_replica: float = 1.0) -> None:
         self.workers = workers          # None: use the Ray already initialised in this process
         self.generator = generator
         self.name = f"ray:{generator}"
