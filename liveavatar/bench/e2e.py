@@ -17,8 +17,6 @@ PC running a game and OBS); the second pass's rows are prefixed `hogN_`.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from liveavatar.bench import report
+from liveavatar.bench.serving import running_service
 from liveavatar.errors import UserError
 from liveavatar.paths import assets_dir
-from liveavatar.runtime.child import stop_process
 from liveavatar.server.engine import VOICE_LEAD_MS
 
 CHROMIUM = "/usr/bin/chromium"
@@ -64,27 +62,6 @@ def fake_devices(clip: Path, out_dir: Path) -> tuple[Path, Path]:
         if r.returncode != 0:
             raise UserError(f"ffmpeg could not prepare fake devices from {clip}: {r.stderr.strip()[:200]}")
     return y4m, wav
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise UserError(f"`liveavatar serve` exited early (code {proc.returncode})")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise UserError(f"`liveavatar serve` not healthy within {timeout:.0f} s")
 
 
 def _wait(page: Any, js: str, timeout: float, what: str) -> Any:
@@ -122,17 +99,10 @@ def run(seconds: float = 20.0, size: int | None = None, warmup_s: float = 5.0, c
     with tempfile.TemporaryDirectory(prefix="liveavatar-e2e-") as tmp_s:
         tmp = Path(tmp_s)
         y4m, wav = fake_devices(clip, tmp)
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        # The service's output goes to a file: an unread pipe fills up and stalls the service.
-        log_file = open(tmp / "serve.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "liveavatar", "serve", "--port", str(port), "--no-demo",
-                                 *(["--size", str(size)] if size else []),
-                                 *(["--character", character] if character else []), "--log-level", "warning"],
-                                stdout=log_file, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        try:
-            _wait_healthy(url, proc)
+        with running_service([*(["--size", str(size)] if size else []),
+                              *(["--character", character] if character else []), "--log-level", "warning"],
+                             stop_timeout_s=10) as service:
+            url = service.url
             with urllib.request.urlopen(url + "/health", timeout=5) as r:
                 size = json.loads(r.read())["size"]
             with sync_playwright() as pw:
@@ -153,9 +123,6 @@ def run(seconds: float = 20.0, size: int | None = None, warmup_s: float = 5.0, c
                     return quiet
                 finally:
                     ctx.close()
-        finally:
-            stop_process(proc, 10)
-            log_file.close()
 
 
 PLAYOUT_JS = """async () => { const o = {};

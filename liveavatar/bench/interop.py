@@ -14,27 +14,18 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 import urllib.request
 
 from liveavatar.bench import report
+from liveavatar.bench.serving import free_port, running_service
 from liveavatar.errors import UserError
-from liveavatar.runtime.child import stop_process
 from liveavatar.types import BONE_INDEX, Conditioning
 
 WARMUP = 50
-
-
-def _free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def vmc_out_rows(frames: int = 600) -> list[dict]:
@@ -84,26 +75,6 @@ def _post(url: str, body: dict) -> None:
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                  headers={"Content-Type": "application/json"})
     urllib.request.urlopen(req, timeout=10).read()
-
-
-def _start_service(port: int, vmc_in: int, vts_port: int, size: int, config_dir: str) -> subprocess.Popen:
-    env = {**os.environ, "LIVEAVATAR_CONFIG_DIR": config_dir}
-    proc = subprocess.Popen([sys.executable, "-m", "liveavatar", "serve", "--port", str(port), "--no-demo",
-                             "--size", str(size), "--vmc-in", str(vmc_in), "--vts-port", str(vts_port),
-                             "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise UserError(f"the service stopped: {proc.stderr.read().decode()[-300:] if proc.stderr else ''}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            pass
-        time.sleep(0.5)
-    proc.terminate()
-    raise UserError("the service did not become healthy within 180 s")
 
 
 def _vmc_stream(port: int, seconds: float) -> int:
@@ -158,25 +129,23 @@ async def _vts_hotkeys(base: str, vts_port: int, count: int) -> list[float]:
 def run(seconds: float = 20.0, size: int = 256, hotkeys: int = 40) -> dict:
     base_before = report.baseline_ms()
     rows = vmc_out_rows()
-    port, vmc_port, vts_port = _free_port(), _free_port(socket.SOCK_DGRAM), _free_port()
+    port, vmc_port, vts_port = free_port(), free_port(socket.SOCK_DGRAM), free_port()
     base = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as config_dir:
-        proc = _start_service(port, vmc_port, vts_port, size, config_dir)
-        try:
-            sent = [0]
-            streamer = threading.Thread(target=lambda: sent.__setitem__(0, _vmc_stream(vmc_port, seconds)))
-            streamer.start()
-            streamer.join()
-            st = _get(base + "/api/sessions/default/state")["stats"]
-            rows.append(report.row("VMC in, receive to render", st["ms"].get("capture_to_render", float("nan")),
-                                   st["ms_p95"].get("capture_to_render"), "ms",
-                                   f"{sent[0]} frames at 30 fps, {size}px, service timer"))
-            rtts = asyncio.run(_vts_hotkeys(base, vts_port, hotkeys))
-            h = report.stats(rtts, 3)
-            rows.append(report.row("VTS hotkey to rendered frame", h["median"], h["p95"], "ms",
-                                   f"HotkeyTriggerRequest round trip, n={h['n']}"))
-        finally:
-            stop_process(proc, 20)
+    with tempfile.TemporaryDirectory() as config_dir, \
+            running_service(["--size", str(size), "--vmc-in", str(vmc_port), "--vts-port", str(vts_port),
+                             "--log-level", "warning"], env={"LIVEAVATAR_CONFIG_DIR": config_dir}, port=port):
+        sent = [0]
+        streamer = threading.Thread(target=lambda: sent.__setitem__(0, _vmc_stream(vmc_port, seconds)))
+        streamer.start()
+        streamer.join()
+        st = _get(base + "/api/sessions/default/state")["stats"]
+        rows.append(report.row("VMC in, receive to render", st["ms"].get("capture_to_render", float("nan")),
+                               st["ms_p95"].get("capture_to_render"), "ms",
+                               f"{sent[0]} frames at 30 fps, {size}px, service timer"))
+        rtts = asyncio.run(_vts_hotkeys(base, vts_port, hotkeys))
+        h = report.stats(rtts, 3)
+        rows.append(report.row("VTS hotkey to rendered frame", h["median"], h["p95"], "ms",
+                               f"HotkeyTriggerRequest round trip, n={h['n']}"))
     base_after = report.baseline_ms()
     rows.append(report.row("baseline workload (start / end)", base_before, base_after, "ms",
                            "fixed CPU workload: read figures as ratios to it"))

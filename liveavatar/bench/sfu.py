@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -23,21 +21,14 @@ from typing import Any
 import numpy as np
 
 from liveavatar.bench import report
+from liveavatar.bench.serving import free_port, running_service
 from liveavatar.errors import UserError
 from liveavatar.interop.janus import JanusSession, JanusTarget, subscribe
 from liveavatar.interop.janus_local import LocalJanus, process_cpu_seconds
-from liveavatar.runtime.child import stop_process
 from liveavatar.server import timecode
 
 #: The service's first seconds (torch, first encodes, the publisher's ICE) cost more than later ones.
 SERVICE_WARMUP_S = 10.0
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get_json(url: str) -> Any:
@@ -146,23 +137,8 @@ class Viewer:
         await self.pc.close()
 
 
-def _start_service(port: int, size: int, sfu: str, config_dir: str) -> subprocess.Popen:
-    env = {**os.environ, "LIVEAVATAR_CONFIG_DIR": config_dir}
-    proc = subprocess.Popen([sys.executable, "-m", "liveavatar", "serve", "--port", str(port), "--no-demo",
-                             "--device", "cpu", "--size", str(size), "--sfu", sfu, "--log-level", "warning"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise UserError(f"the service stopped (code {proc.returncode})")
-        try:
-            if _get_json(f"http://127.0.0.1:{port}/api/sessions/default/sfu").get("live"):
-                return proc
-        except OSError:
-            pass
-        time.sleep(0.5)
-    proc.terminate()
-    raise UserError("the service was not published in Janus within 180 s")
+def _published(url: str) -> bool:
+    return bool(_get_json(url + "/api/sessions/default/sfu").get("live"))
 
 
 async def _open(base: str, mode: str, n: int, size: int, stamps: bool) -> list[Viewer]:
@@ -271,14 +247,17 @@ def run(viewers: list[int], seconds: float = 8.0, size: int = 256, warmup_s: flo
         raise UserError("--viewers: give counts between 1 and 200, e.g. 1,10,25")
     base_before = report.baseline_ms()
     load = os.getloadavg()[0]
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     rows: list[dict] = []
-    janus = LocalJanus(_free_port()).start()
+    janus = LocalJanus(free_port()).start()
     try:
         with tempfile.TemporaryDirectory() as config_dir:
-            proc = _start_service(port, size, f"janus:{janus.url}", config_dir)
-            try:
+            with running_service(["--device", "cpu", "--size", str(size), "--sfu", f"janus:{janus.url}",
+                                  "--log-level", "warning"], env={"LIVEAVATAR_CONFIG_DIR": config_dir},
+                                 ready=_published, what="published in Janus", port=port) as service:
+                proc = service.proc
+
                 async def all_runs() -> tuple[dict, dict]:
                     await asyncio.sleep(SERVICE_WARMUP_S)
                     # Interleaved, so a change in the machine's load hits both paths alike.
@@ -299,8 +278,6 @@ def run(viewers: list[int], seconds: float = 8.0, size: int = 256, warmup_s: flo
                     return cpu, lat
                 results, latency = asyncio.run(all_runs())
                 g2g = _glass_to_glass(base, 2 * seconds, warmup_s) if glass else {}
-            finally:
-                stop_process(proc, 20)
     finally:
         janus.cleanup()
     note = f"{size}px avatar idling, packed {2 * size}px wide, VP8; 1 s windows, {rounds} rounds"

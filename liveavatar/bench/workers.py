@@ -4,6 +4,11 @@ Starts a local Ray cluster (one logical GPU per replica, so the deployment is pl
 GPU host), deploys rig2d behind `RayGenerator` and measures, after warm-up:
 - per-frame cost in-process (rig2d, one torch thread, as the service renders on CPU) and through
   a Ray Serve round trip, one session and `sessions` sessions; the overhead is the difference;
+- the round trip in parts, from the replica's time stamps (one monotonic clock on one host): the
+  request's way to the replica, the @serve.batch wait, the hop to the render thread, the render,
+  the reply's way back to the service's render thread; the empty call; pickling request and reply;
+  and the same round trip as a Ray actor call whose frame comes back through the object store
+  (Serve's default transport, which the service no longer uses);
 - time to place a new session: its first request to its first frame on a warm deployment;
 - sessions one replica can render at `fps` on this machine's CPU (from its batched render time).
 The replicas share this machine's cores with the service, so on a small machine the round trip
@@ -12,8 +17,11 @@ includes their contention; on a cluster they run on their own nodes.
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from pathlib import Path
+
+import numpy as np
 
 from liveavatar.bench import report
 from liveavatar.bench.generator import sample_conditionings
@@ -71,11 +79,28 @@ def run(size: int = 256, frames: int = 150, sessions: int = 4, placements: int =
         def ray_one(f: int) -> None:
             gen.render_sessions(one, sample_conditionings(1, f), ["nova"], wait_s=5.0)
 
+        batches: list[int] = []
+
         def ray_many(f: int) -> None:
             gen.render_sessions(many, sample_conditionings(sessions, f), names, wait_s=5.0)
+            batches.extend(lane.batch for s in many if (lane := gen.lane(s)) is not None and lane.batch)
 
         ping = report.stats(_time(lambda f: gen._call("ping").result(timeout=30), frames))
-        rt_one = report.stats(_time(ray_one, frames))
+        parts: list[tuple[float, ...]] = []
+
+        def ray_one_parts(f: int) -> None:
+            ray_one(f)
+            lane = gen.lane(one[0])
+            if lane is not None and len(lane.timings) == 5:
+                sent = lane.frame_at
+                parts.append((sent, *lane.timings))
+
+        rt_one = report.stats(_time(ray_one_parts, frames))
+        parts = parts[WARMUP:]
+        gen.by_reference = True
+        ping_ref = report.stats(_time(lambda f: gen._call("ping").result(timeout=30), frames))
+        rt_ref = report.stats(_time(ray_one, frames))
+        gen.by_reference = False
         rt_many = report.stats(_time(ray_many, frames))
         placed = []
         for k in range(placements):
@@ -93,6 +118,20 @@ def run(size: int = 256, frames: int = 150, sessions: int = 4, placements: int =
         serve.shutdown()
         ray.shutdown()
     place = report.stats(placed)
+    # (sent, arrived, batch began, render began, render ended, taken) -> the legs, ms
+    legs = np.diff(np.asarray(parts or [(0.0,) * 6]), axis=1) * 1e3
+    leg = [report.stats(list(legs[:, i])) for i in range(5)]
+    added = report.stats(list(legs.sum(axis=1) - legs[:, 3]))   # the round trip less the frame's own render
+    request = sample_conditionings(1, 0)[0]
+    from liveavatar.interop.ray_workers import FrameReply, FrameRequest
+    wire_req = FrameRequest.pack("s", "nova", request)
+    wire_reply = FrameReply("s", 0, "r", 1, np.zeros((size, size, 4), np.uint8))
+
+    def pickling(f: int) -> None:
+        pickle.loads(pickle.dumps(wire_req, protocol=5))
+        pickle.loads(pickle.dumps(wire_reply, protocol=5))
+
+    pickled = report.stats(_time(pickling, frames))
     base_end = report.baseline_ms()
     period_ms = 1e3 / fps
     per_worker = int(sessions * period_ms // in_many["median"]) if in_many["median"] > 0 else 0
@@ -101,16 +140,37 @@ def run(size: int = 256, frames: int = 150, sessions: int = 4, placements: int =
                    "rig2d nova, 1 torch thread"),
         report.row(f"Ray Serve round trip, 1 session at {size} px", rt_one["median"], rt_one["p95"], "ms",
                    "1 replica, render_sessions waiting for the reply"),
-        report.row(f"Ray Serve overhead per frame at {size} px", rt_one["median"] - in_one["median"], None, "ms",
-                   "round trip - in-process, medians (goal < 5 ms)"),
+        report.row(f"Ray Serve overhead per frame at {size} px", added["median"], added["p95"], "ms",
+                   "each frame's round trip - its render on the replica (goal < 5 ms)"),
+        report.row(f"Ray Serve round trip - in-process render at {size} px", rt_one["median"] - in_one["median"],
+                   None, "ms", "medians of runs minutes apart: the load between them shows too"),
         report.row("Ray Serve empty round trip", ping["median"], ping["p95"], "ms",
                    "a handle call returning a string: the per-call cost without a frame"),
+        report.row("  part: request to the replica", leg[0]["median"], leg[0]["p95"], "ms",
+                   "handle call, router, gRPC, unpickling, the replica's loop"),
+        report.row("  part: @serve.batch wait", leg[1]["median"], leg[1]["p95"], "ms",
+                   "at most batch_wait_s (5 ms); a batch holding its tick's requests starts at once"),
+        report.row("  part: hop to the render thread", leg[2]["median"], leg[2]["p95"], "ms",
+                   "asyncio.to_thread on the replica"),
+        report.row("  part: render on the replica", leg[3]["median"], leg[3]["p95"], "ms", "rig2d, 1 torch thread"),
+        report.row("  part: reply to the service", leg[4]["median"], leg[4]["p95"], "ms",
+                   f"{size * size * 4 // 1024} KB frame inline over gRPC, to the service's render thread"),
+        report.row("  part: pickle + unpickle request and reply", pickled["median"], pickled["p95"], "ms",
+                   f"{len(pickle.dumps(wire_req))} + {len(pickle.dumps(wire_reply, protocol=5))} bytes, "
+                   "in this process"),
+        report.row(f"Ray actor call round trip, 1 session at {size} px", rt_ref["median"], rt_ref["p95"], "ms",
+                   "Serve's default transport: the frame through the object store (not used)"),
+        report.row("Ray actor call empty round trip", ping_ref["median"], ping_ref["p95"], "ms",
+                   "Serve's default transport (not used)"),
         report.row(f"in-process render, {sessions} sessions at {size} px", in_many["median"], in_many["p95"],
                    "ms", "one batched call"),
         report.row(f"Ray Serve round trip, {sessions} sessions at {size} px", rt_many["median"], rt_many["p95"],
                    "ms", "one @serve.batch call on the replica"),
         report.row(f"Ray Serve overhead per tick, {sessions} sessions", rt_many["median"] - in_many["median"],
                    None, "ms", "round trip - in-process, medians"),
+        report.row(f"sessions per generator call on the replica, {sessions}-session ticks",
+                   float(np.median(batches or [0])), float(np.min(batches or [0])), "sessions",
+                   "median (p95 column: the fewest): below the tick's count, a tick split into two calls"),
         report.row("place a new session", place["median"], place["p95"], "ms",
                    f"first request -> first frame, warm deployment, n={place['n']}"),
         report.row(f"sessions per CPU replica at {fps} fps, {size} px", float(per_worker), None, "sessions",

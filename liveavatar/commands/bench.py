@@ -169,6 +169,18 @@ def sfu(viewers: str = typer.Option("1,10,25", help="Comma-separated viewer coun
     _finish(b.run(counts, seconds=seconds, size=size, rounds=rounds, glass=glass), json_path)
 
 
+def _has_janus() -> bool:
+    import shutil
+
+    from liveavatar.interop.janus_local import JANUS
+    return shutil.which(JANUS) is not None
+
+
+def _has_ray() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("ray") is not None and importlib.util.find_spec("ray.serve") is not None
+
+
 @app.command("all")
 def all_(out: Path = typer.Option(Path("bench-results"), help="Folder for bench.json and bench.md."),
          quick: bool = typer.Option(False, help="Shorter runs (for a smoke check, not for the README)."),
@@ -195,7 +207,15 @@ def all_(out: Path = typer.Option(Path("bench-results"), help="Folder for bench.
         ("e2e_busy", "e2e", dict(seconds=20 * f, hog=os.cpu_count() or 1)),
         ("feed", "feed", dict(seconds=10 * f)),
         ("fidelity", "fidelity", dict(seconds=4.0 if quick else None)),
+        ("sfu", "sfu", dict(viewers=[1, 10, 25], seconds=8 * f, rounds=1 if quick else 2, glass=not quick)),
+        ("workers", "workers", dict(frames=int(150 * f), sessions=4)),
     ]
+    # what a benchmark needs beyond the package, and why it is left out without it
+    needs = {"sfu": (_has_janus, "Debian's janus is not installed (apt-get install janus): bench sfu runs a "
+                                 "local Janus"),
+             "workers": (_has_ray, "Ray Serve is not installed (pip install 'liveavatar[ray]'): bench workers "
+                                   "runs a local Ray cluster")}
+    not_run: dict[str, str] = {}
     out.mkdir(parents=True, exist_ok=True)
     results, failures = [], {}
     import torch
@@ -203,6 +223,10 @@ def all_(out: Path = typer.Option(Path("bench-results"), help="Folder for bench.
     base_start = report.baseline_ms()
     for label, module, kwargs in plan:
         if label in skipped:
+            continue
+        if label in needs and not needs[label][0]():
+            not_run[label] = needs[label][1]
+            typer.echo(f"== bench {label}: left out, {not_run[label]}")
             continue
         # Loading perception (silero-vad) drops torch to one thread process-wide; each benchmark
         # starts from the machine's default, as it would in its own process.
@@ -219,11 +243,13 @@ def all_(out: Path = typer.Option(Path("bench-results"), help="Folder for bench.
         results.append(res)
     base_end = report.baseline_ms()
     doc = {"machine": report.machine(), "baseline_ms": {"start": base_start, "end": base_end},
-           "results": results, "failures": failures}
+           "results": results, "failures": failures, "not_run": not_run}
     report.save(doc, out / "bench.json")
     md = report.markdown(results) + (
         f"\nBaseline workload (fixed CPU task, for comparing runs): {base_start:.1f} ms at start, "
         f"{base_end:.1f} ms at end.\n")
+    if not_run:
+        md += "\nNot run: " + "; ".join(f"{k}: {v}" for k, v in not_run.items()) + "\n"
     if failures:
         md += "\nFailed: " + "; ".join(f"{k}: {v}" for k, v in failures.items()) + "\n"
     (out / "bench.md").write_text(md)

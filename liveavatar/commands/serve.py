@@ -118,8 +118,10 @@ def serve(
 def _check_workers(value: str) -> None:
     """A bad --workers value, or Ray missing: one line now, before anything starts."""
     from liveavatar.errors import UserError
-    from liveavatar.interop.ray_workers import parse_workers
+    from liveavatar.interop.ray_workers import parse_workers, use_cluster_token
     parse_workers(value)
+    if value != "auto":
+        use_cluster_token()     # before Ray is imported: it reads the auth mode once, at import
     try:
         import ray.serve  # noqa: F401
     except ImportError:

@@ -352,10 +352,9 @@ async def _first(timeout: float | None, timeout_message: str, *waits: Any) -> No
             t.cancel()
 
 
-async def subscribe(target: JanusTarget, feed: int, pc: Any, pin: str | None = None) -> JanusSession:
-    """Subscribe `pc` (an aiortc RTCPeerConnection, its on("track") handler already set) to a
-    publisher's feed: Janus offers, we answer. Returns the Janus session; close it to leave."""
-    from aiortc import RTCSessionDescription
+async def subscriber_offer(target: JanusTarget, feed: int, pin: str | None = None) -> tuple[JanusSession, int, str]:
+    """Join `feed` as a subscriber: (the Janus session, the handle, Janus's SDP offer). Janus 1.1's
+    VideoRoom always makes the offer to a subscriber; `start_subscriber` gives it the answer."""
     js = await JanusSession.connect(target.url)
     try:
         handle = await js.attach()
@@ -366,9 +365,25 @@ async def subscribe(target: JanusTarget, feed: int, pc: Any, pin: str | None = N
         _, jsep = await js.message(handle, join)
         if not jsep or jsep.get("type") != "offer":
             raise JanusError("Janus sent no offer for the subscription")
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=jsep["sdp"], type="offer"))
+        return js, handle, str(jsep["sdp"])
+    except BaseException:
+        await js.close()
+        raise
+
+
+async def start_subscriber(js: JanusSession, handle: int, answer_sdp: str) -> None:
+    await js.message(handle, {"request": "start"}, jsep={"type": "answer", "sdp": answer_sdp})
+
+
+async def subscribe(target: JanusTarget, feed: int, pc: Any, pin: str | None = None) -> JanusSession:
+    """Subscribe `pc` (an aiortc RTCPeerConnection, its on("track") handler already set) to a
+    publisher's feed: Janus offers, we answer. Returns the Janus session; close it to leave."""
+    from aiortc import RTCSessionDescription
+    js, handle, offer = await subscriber_offer(target, feed, pin)
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
-        await js.message(handle, {"request": "start"}, jsep={"type": "answer", "sdp": pc.localDescription.sdp})
+        await start_subscriber(js, handle, pc.localDescription.sdp)
         return js
     except BaseException:
         await js.close()

@@ -27,9 +27,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +49,18 @@ APP_NAME = "liveavatar-generator"
 IDLE_FRAMES = 24
 IDLE_PERIOD_S = 3.6
 
+#: Our methods are async (the render runs in a thread of its own), so they need no user-code thread
+#: beside the replica's loop: one thread hop less each way (bench workers: ~1 ms a round trip).
+REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
+#: The service's calls go to the replicas over Serve's gRPC transport, the frame inline in the reply,
+#: instead of a Ray actor call whose 256 KB reply goes through the object store (bench workers: the
+#: round trip's overhead fell from ~18 to ~5 ms); plain pickle, as every type sent is ours or numpy.
+#: Only the per-frame calls: a gRPC reply holds at most 4 MiB (Serve's client channel), which an idle
+#: clip (24 frames) passes, and a frame of 1024 px or more too; those go as actor calls.
+FAST_CALLS = {"_by_reference": False, "request_serialization": "pickle", "response_serialization": "pickle"}
+FAST_METHODS = ("render", "ping")
+GRPC_REPLY_MAX = 4 * 1024 * 1024 - 64 * 1024
+
 _ADDRESS = re.compile(r"^ray://[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
 
@@ -58,6 +72,19 @@ def parse_workers(value: str) -> str:
     shown = " ".join(repr(value).split())[:80]
     raise UserError(f"--workers {shown}: use auto (a local Ray cluster) or ray://HOST:PORT "
                     "(a Ray cluster's client port, usually 10001)")
+
+
+def use_cluster_token() -> None:
+    """Ray Client sends the cluster's token only under RAY_AUTH_MODE=token, which a `ray start`ed
+    cluster (token authentication on by default since Ray 2.52) requires: without it the client
+    waits out its connection timeout. A local ray.init turns the mode on by itself when a token is
+    there; do the same for ray://, unless the user set the mode. Ray reads the mode when it is
+    first imported: `serve` calls this before; load() again for callers that did not."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(path):
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,6 +102,8 @@ class FrameRequest:
     #                             face_present
     n_emotions: int
     move_from: str = ""         # a replica that failed this session: place it elsewhere
+    t_arrived: float = 0.0      # time.monotonic() on the replica when the request reached it
+    peers: int = 1              # requests of this tick the service sends to the same replica, this one included
 
     @classmethod
     def pack(cls, session: str, character: str, c: Conditioning, move_from: str = "") -> FrameRequest:
@@ -105,6 +134,9 @@ class FrameReply:
     replica: str                # the replica's unique id
     batch: int                  # sessions in the generator call that rendered it
     rgba: np.ndarray
+    #: time.monotonic() on the replica when the request arrived, its batch began, its render began and
+    #: ended (bench workers splits the round trip with them; one clock for all processes of a host)
+    timings: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,19 +159,26 @@ class GeneratorReplica:
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.actor_name = ray.get_runtime_context().get_actor_name() or ""
 
-    def _render_batch(self, requests: list[FrameRequest]) -> list[FrameReply]:
+    def _render_batch(self, requests: list[FrameRequest], t_batch: float) -> list[FrameReply]:
+        t_start = time.monotonic()
         frames = self.gen.render([r.conditioning() for r in requests], [r.character for r in requests])
-        return [FrameReply(r.session, int(r.ints[0]), self.replica, len(requests), frames[i])
-                for i, r in enumerate(requests)]
+        t_end = time.monotonic()
+        return [FrameReply(r.session, int(r.ints[0]), self.replica, len(requests), frames[i],
+                           (r.t_arrived, t_batch, t_start, t_end)) for i, r in enumerate(requests)]
 
-    async def render(self, requests: list[FrameRequest]) -> list[FrameReply]:
-        # the generator call runs off the replica's event loop, which keeps taking requests
-        return await asyncio.to_thread(self._render_batch, requests)
+    async def render(self, request: FrameRequest) -> FrameReply:
+        request.t_arrived = time.monotonic()
+        return await self.render_batch(request)   # type: ignore[arg-type,return-value]  # (@serve.batch)
+
+    async def render_batch(self, requests: list[FrameRequest]) -> list[FrameReply]:
+        """Wrapped in @serve.batch by _deployment; the generator call runs off the replica's event loop,
+        which keeps taking requests."""
+        return await asyncio.to_thread(self._render_batch, requests, time.monotonic())
 
     def prepare_character(self, name: str) -> None:
         self.gen.prepare_character(name)
 
-    def ping(self) -> str:
+    async def ping(self) -> str:
         """An empty round trip (bench workers: Ray Serve's own cost, without a frame)."""
         return self.replica
 
@@ -159,11 +198,19 @@ def _deployment(replicas: int, gpus: float, cpus: float, max_batch: int, batch_w
     from ray.serve.config import RequestRouterConfig
 
     # @serve.batch with this service's limits: all of a replica's sessions in one generator call
-    batched = serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=batch_wait_s)(GeneratorReplica.render)
-    cls = type("GeneratorReplica", (GeneratorReplica,), {"render": batched})
+    def batch_size(requests: list[FrameRequest]) -> int:
+        # a batch that holds all of its tick's requests counts as full: it starts now. So the wait
+        # (batch_wait_s) is only for a tick whose count was wrong (a session just placed or moved),
+        # and can be long enough that a tick's requests, sent one by one on busy cores, stay together.
+        n = len(requests)
+        return max_batch if n < max_batch and n >= max(r.peers for r in requests) else n
+
+    batched = serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=batch_wait_s,
+                          batch_size_fn=batch_size)(GeneratorReplica.render_batch)
+    cls = type("GeneratorReplica", (GeneratorReplica,), {"render_batch": batched})
     return serve.deployment(
         cls, name="generator", num_replicas=replicas,
-        ray_actor_options={"num_gpus": gpus, "num_cpus": cpus},
+        ray_actor_options={"num_gpus": gpus, "num_cpus": cpus, "runtime_env": {"env_vars": REPLICA_ENV}},
         # one frame per session in flight, plus the odd prepare / idle-clip call
         max_ongoing_requests=max_batch + 4,
         # (ray types the field through pydantic as a dict; a class path is what it takes)
@@ -191,6 +238,7 @@ class _Lane:
     first_sent_at: float = 0.0
     batch: int = 0                  # sessions in the generator call that rendered the frame
     placed_ms: float | None = None  # first request -> first frame
+    timings: tuple[float, ...] = ()  # the frame's FrameReply.timings, then when the service took it
 
 
 @dataclass
@@ -210,7 +258,7 @@ class RayGenerator:
 
     def __init__(self, workers: str | None, generator: str = "auto", device: str | None = None, size: int = 256,
                  replicas: int | None = None, max_sessions: int = 16, fps: int = 30, render_threads: int = 1,
-                 stale_after_s: float = 0.5, batch_wait_s: float = 0.001, cpus_per_replica: float = 1.0) -> None:
+                 stale_after_s: float = 0.5, batch_wait_s: float = 0.005, cpus_per_replica: float = 1.0) -> None:
         self.workers = workers          # None: use the Ray already initialised in this process
         self.generator = generator
         self.name = f"ray:{generator}"
@@ -229,6 +277,9 @@ class RayGenerator:
         self._idle: dict[str, np.ndarray] = {}
         self._characters: list[str] = []
         self._handle: Any = None
+        self._by_reference_handle: Any = None
+        #: True: calls go as Ray actor calls, replies through the object store (bench workers compares)
+        self.by_reference = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._started_ray = False
@@ -244,11 +295,15 @@ class RayGenerator:
             address = None if self.workers == "auto" else self.workers
             # A local cluster's workers import liveavatar from this checkout.
             env = {"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}} if address is None else None
+            if address is not None:
+                use_cluster_token()
             try:
                 ray.init(address=address, runtime_env=env, include_dashboard=False, log_to_driver=False)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 cause = " ".join(str(e).split())[:200]   # Ray may pass on a server's whole traceback
-                raise UserError(f"--workers {self.workers}: cannot join the Ray cluster: {cause}") from None
+                hint = ("; a cluster with token authentication (Ray's default) needs its token here: "
+                        "~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN") if "timeout" in cause else ""
+                raise UserError(f"--workers {self.workers}: cannot join the Ray cluster: {cause}{hint}") from None
             self._started_ray = True
         resources = ray.cluster_resources()
         gpus, cpus = float(resources.get("GPU", 0.0)), float(resources.get("CPU", 0.0))
@@ -265,7 +320,8 @@ class RayGenerator:
         deployment = _deployment(replicas, self.gpus_per_replica, self.cpus_per_replica, self.max_batch,
                                  self.batch_wait_s)
         app = deployment.bind(self.generator, self.requested_device, self.size, self.render_threads)
-        self._handle = serve.run(app, name=APP_NAME, route_prefix=None)
+        self._by_reference_handle = serve.run(app, name=APP_NAME, route_prefix=None)
+        self._handle = self._by_reference_handle.options(**FAST_CALLS)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ray-client", daemon=True)
         self._thread.start()
@@ -297,7 +353,8 @@ class RayGenerator:
     # -- calls --------------------------------------------------------------------------------
     def _call(self, method: str, *args: Any) -> concurrent.futures.Future:
         assert self._loop is not None, "load() first"
-        handle = getattr(self._handle, method)
+        fast = method in FAST_METHODS and not self.by_reference and self.size * self.size * 4 < GRPC_REPLY_MAX
+        handle = getattr(self._handle if fast else self._by_reference_handle, method)
 
         async def call() -> Any:
             return await handle.remote(*args)
@@ -383,6 +440,7 @@ class RayGenerator:
             return
         lane.frame, lane.frame_seq, lane.frame_at = reply.rgba, reply.seq, lane.sent_at
         lane.replica, lane.move_from, lane.batch = reply.replica, "", reply.batch
+        lane.timings = (*reply.timings, now)
         if lane.placed_ms is None:
             lane.placed_ms = (now - lane.first_sent_at) * 1e3
 
@@ -409,10 +467,16 @@ class RayGenerator:
         with self._lock:
             for sid in sessions:
                 lanes.append(self._lanes.setdefault(sid, _Lane()))
-        for lane, sid, c, ch in zip(lanes, sessions, conds, characters):
+        for lane in lanes:
             self._collect(lane, now)
+        # each request says how many this tick sends to its replica: the replica's batch starts as
+        # soon as they are all there instead of after the whole batch wait
+        peers = Counter(lane.replica for lane in lanes if lane.future is None and lane.replica and not lane.move_from)
+        for lane, sid, c, ch in zip(lanes, sessions, conds, characters):
             if lane.future is None:
-                lane.future = self._call("render", FrameRequest.pack(sid, ch, c, lane.move_from))
+                request = FrameRequest.pack(sid, ch, c, lane.move_from)
+                request.peers = peers[lane.replica] if lane.replica and not lane.move_from else 1
+                lane.future = self._call("render", request)
                 lane.sent_seq, lane.sent_at = c.seq, now
                 lane.first_sent_at = lane.first_sent_at or now
                 self.stats.sent += 1

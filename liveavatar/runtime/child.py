@@ -4,7 +4,10 @@ ready only once they say so."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import subprocess
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -57,3 +60,29 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def stop_process_group(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM to the process group `proc` leads (started with start_new_session=True), then SIGKILL
+    to what is left of it after `timeout` s: for daemons that leave their children behind when the
+    leader goes (`ray start --block`: Ray's GCS server outlives it by ~15 s)."""
+    pgid = proc.pid
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        proc.wait()
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc.poll()     # reap the leader, so that the group empties
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()

@@ -260,7 +260,8 @@ def test_the_engines_render_loop_idles_through_a_lost_replica(workers: RayGenera
         # both replicas up (the one killed earlier was replaced by Serve) and sharing the sessions
         t_end = time.monotonic() + 180
         while not (all(fresh(workers, s) for s in sids) and len(set(placement(workers, sids).values())) == 2):
-            assert time.monotonic() < t_end, workers.info()
+            assert time.monotonic() < t_end, (placement(workers, sids), [fresh(workers, s) for s in sids],
+                                              loop.errors, loop.error, workers.worker_counters())
             time.sleep(0.2)
         where = placement(workers, sids)
         victim = sorted(set(where.values()))[0]
