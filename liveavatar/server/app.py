@@ -16,24 +16,20 @@ from aiortc.contrib.media import MediaRelay
 
 from liveavatar.errors import NotFoundError, UserError
 from liveavatar.interop import service as interop
+from liveavatar.output.webrtc import AvatarTrack, SharedVideoTrack, VoiceTrack
 from liveavatar.paths import assets_dir
 from liveavatar.server import actions, api, characters, metrics, sfu
 from liveavatar.server.config import LOOPBACK_NAMES, ServerConfig
 from liveavatar.server.engine import STRIP_ROWS, AdmissionError, Engine, Session, Stages, real_stages
 from liveavatar.server.media import (
     FFMPEG_WHIP_HINT,
-    AvatarTrack,
-    SharedVideoTrack,
-    VoiceTrack,
     add_bitrate_hints,
     check_offer,
-    drain_audio,
-    drain_video,
     looks_like_ffmpeg_whip,
     new_peer_connection,
     shared_encoder_for,
-    use_low_latency_jitter_buffers,
 )
+from liveavatar.sources.webrtc import drain_audio, drain_video, use_low_latency_jitter_buffers
 from liveavatar.types import ControlEvent, ControlKind, EventSource
 
 log = logging.getLogger("liveavatar.server")
@@ -524,7 +520,7 @@ async def whep(request: web.Request) -> web.Response:
             # Standard players may want H.264: frames are relayed and each sender encodes.
             src = s.out_tracks.get(layout)
             if src is None:
-                src = s.out_tracks[layout] = AvatarTrack(s, layout)
+                src = s.out_tracks[layout] = AvatarTrack(s.publisher, layout)
             pc.addTrack(relay.subscribe(src, buffered=False))
         if "audio" in kinds:
             # The voice is encoded once, to Opus, for every viewer (media.VoiceTrack).

@@ -20,23 +20,30 @@ from pathlib import Path
 from typing import Any
 
 import av
-import cv2
 import numpy as np
 
 from liveavatar.clock import Ticker
 from liveavatar.errors import NotFoundError, UserError
-from liveavatar.runtime import DropOldest, LatestSlot, LoopWakeup, StageTimer, Worker
+from liveavatar.output.webrtc import FramePublisher, Packer, Published
+from liveavatar.runtime import LatestSlot, StageTimer, Worker
 from liveavatar.server import actions, timecode
 from liveavatar.server.config import ServerConfig
-from liveavatar.types import AudioChunk, CapturedFrame, ControlEvent, ControlKind, Cues, EventSource, RenderedFrame
+from liveavatar.sources.webrtc import InputPump
+from liveavatar.types import (
+    VOICE_RATE,
+    AudioChunk,
+    CapturedFrame,
+    ControlEvent,
+    ControlKind,
+    Cues,
+    EventSource,
+    RenderedFrame,
+)
 
 log = logging.getLogger("liveavatar.server")
 
 #: Rows of the timecode strip under the avatar in packed frames (viewers never show it).
 STRIP_ROWS = 16
-#: Perception gets at most this width; bigger cameras are scaled down in the input pump.
-MAX_INPUT_WIDTH = 640
-VOICE_RATE = 48000
 #: Viewers' browsers buffer audio longer than video (measured in Chromium against this service:
 #: ~45-55 ms of audio vs ~10 ms of video). The voice is sent this much earlier so both play
 #: together; the browser itself does not sync them (see app.whep), or the picture would wait.
@@ -107,79 +114,6 @@ def real_stages(cfg: ServerConfig) -> Stages:
 
 
 # ---------------------------------------------------------------------------------------------
-# Frames handed from the render thread to the asyncio side
-# ---------------------------------------------------------------------------------------------
-
-@dataclass(slots=True)
-class Published:
-    seq: int
-    events: int                    # control events applied up to this frame's tick
-    frame: RenderedFrame
-    packed: av.VideoFrame | None   # colour|alpha side by side + timecode strip, yuv420p
-    flat: av.VideoFrame | None     # composited over the flat background, yuv420p
-
-
-class FramePublisher:
-    """Newest published frame plus wake-ups for coroutines waiting on the loop. `publish` is
-    called from the render thread; waiters never block the loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.latest: Published | None = None
-        self._wakeup = LoopWakeup(loop)
-
-    def publish(self, item: Published) -> None:
-        self.latest = item
-        self._wakeup.notify_threadsafe()
-
-    async def wait_newer(self, seq: int) -> Published:
-        while self.latest is None or self.latest.seq <= seq:
-            await self._wakeup.wait()
-        return self.latest
-
-
-class Packer:
-    """RGBA -> the two WebRTC layouts, into buffers allocated once per session. OpenCV's SIMD
-    premultiply and RGB -> I420 do in ~1 ms what numpy + swscale did in ~9 ms on the render
-    thread (same BT.601 limited-range matrix as swscale's default)."""
-
-    def __init__(self, size: int, flat_bg: tuple[int, int, int], flat_strip: bool) -> None:
-        self.size = size
-        self.packed = np.zeros((size + STRIP_ROWS, 2 * size, 3), np.uint8)
-        self.flat = np.zeros((size + (STRIP_ROWS if flat_strip else 0), size, 3), np.uint8)
-        self._premult = np.empty((size, size, 4), np.uint8)
-        self._rgb = np.empty((size, size, 3), np.uint8)
-        self._inv = np.empty((size, size, 3), np.uint8)
-        self._bg: Any = tuple(float(c) for c in flat_bg) + (0.0,)   # cv2 takes a scalar tuple
-        self.flat_strip = flat_strip
-
-    def _premultiply(self, rgba: np.ndarray) -> np.ndarray:
-        return cv2.cvtColor(np.ascontiguousarray(rgba), cv2.COLOR_RGBA2mRGBA, dst=self._premult)
-
-    @staticmethod
-    def _yuv420(rgb: np.ndarray) -> av.VideoFrame:
-        i420: np.ndarray = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
-        return av.VideoFrame.from_ndarray(i420, format="yuv420p")
-
-    def pack(self, rgba: np.ndarray, stamp: tuple[int, int, int]) -> av.VideoFrame:
-        s = self.size
-        # cv2 writes straight into the halves (numpy's strided copies took 1.5 ms each)
-        cv2.cvtColor(self._premultiply(rgba), cv2.COLOR_RGBA2RGB, dst=self.packed[:s, :s])
-        cv2.cvtColor(cv2.extractChannel(rgba, 3), cv2.COLOR_GRAY2RGB, dst=self.packed[:s, s:])
-        timecode.draw(self.packed[s:], stamp, timecode.AVATAR_FIELDS)
-        return self._yuv420(self.packed)
-
-    def compose_flat(self, rgba: np.ndarray, stamp: tuple[int, int, int]) -> av.VideoFrame:
-        s = self.size
-        m = cv2.cvtColor(self._premultiply(rgba), cv2.COLOR_RGBA2RGB, dst=self._rgb)
-        # premultiplied colour + (1 - alpha) x background
-        cv2.cvtColor(255 - cv2.extractChannel(rgba, 3), cv2.COLOR_GRAY2RGB, dst=self._inv)
-        cv2.add(m, cv2.multiply(self._inv, self._bg, scale=1 / 255.0), dst=self.flat[:s])
-        if self.flat_strip:
-            timecode.draw(self.flat[s:], stamp, timecode.AVATAR_FIELDS)
-        return self._yuv420(self.flat)
-
-
-# ---------------------------------------------------------------------------------------------
 # Session
 # ---------------------------------------------------------------------------------------------
 
@@ -200,92 +134,6 @@ class RateMeter:
         return r
 
 
-class InputPump(Worker):
-    """Per-session input thread: raw video (av frames from WebRTC, or CapturedFrames from a file)
-    becomes RGB CapturedFrames for perception, latest wins; audio chunks go to perception in
-    order through a bounded buffer that drops the oldest (counted)."""
-
-    def __init__(self, session: Session) -> None:
-        super().__init__(f"input-{session.sid}")
-        self.session = session
-        self.raw_video: LatestSlot[tuple[Any, int]] = LatestSlot()
-        self.audio: DropOldest[AudioChunk] = DropOldest(50)
-        self.stamped_frames = 0
-        self._audio_ended = False      # the microphone track (or a file pass) ended
-        self._wake = threading.Event()
-        self._seq = 0
-
-    @property
-    def audio_dropped(self) -> int:
-        return self.audio.dropped
-
-    def put_video(self, frame: Any, t_arrival_ns: int) -> None:
-        self.raw_video.put((frame, t_arrival_ns))
-        self._wake.set()
-
-    def put_audio(self, chunk: AudioChunk) -> None:
-        self.audio.put(chunk)
-        self._wake.set()
-
-    def end_audio(self) -> None:
-        """The audio stopped (track ended, file pass over): decode the speech still pending, after
-        the chunks already queued, so the last word said is not lost."""
-        self._audio_ended = True
-        self._wake.set()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def run(self) -> None:
-        s = self.session
-        while not self.halted:
-            self._wake.wait(0.25)
-            self._wake.clear()
-            while not self.halted and (chunk := self.audio.pop()) is not None:
-                try:
-                    s.perception.process_audio(chunk)
-                except Exception:  # a bad chunk must not kill the session's input
-                    log.exception("session %s: audio analysis failed", s.sid)
-            if self._audio_ended and not self.audio:
-                self._audio_ended = False
-                flush = getattr(s.perception, "flush_audio", None)
-                if flush is not None:
-                    try:
-                        flush(2.0)
-                    except Exception:
-                        log.exception("session %s: decoding the last utterance failed", s.sid)
-            item = self.raw_video.take_nowait()
-            if item is None:
-                continue
-            raw, t_arrival = item
-            with s.timer.measure("decode"):
-                captured = self._to_captured(raw, t_arrival)
-            s.frames_in.put(captured)
-
-    def _to_captured(self, raw: Any, t_arrival: int) -> CapturedFrame:
-        if isinstance(raw, CapturedFrame):
-            return raw
-        frame: av.VideoFrame = raw
-        if frame.width > MAX_INPUT_WIDTH:
-            h = int(round(frame.height * MAX_INPUT_WIDTH / frame.width / 2)) * 2
-            image = frame.to_ndarray(format="rgb24", width=MAX_INPUT_WIDTH, height=h)
-        else:
-            image = frame.to_ndarray(format="rgb24")
-        t_capture = t_arrival
-        strip_h = timecode.camera_strip_height(image.shape[0])
-        stamp = timecode.read(image[-strip_h:], timecode.CAMERA_FIELDS)
-        if stamp is not None:
-            mapped = self.session.engine.wallclock.capture_ns_from_stamp(stamp[0], t_arrival)
-            if mapped is not None:
-                t_capture = mapped
-                self.stamped_frames += 1
-                ms = (t_arrival - mapped) / 1e6
-                self.session.timer.record("capture_to_ingest", ms)
-                self.session.ingest_ms += 0.1 * (ms - self.session.ingest_ms)
-        self._seq += 1
-        return CapturedFrame(image, self._seq, t_capture)
-
-
 class FileDriver(Worker):
     """Feeds a session from a media file (real-time paced, looping): the demo / --source."""
 
@@ -302,14 +150,13 @@ class FileDriver(Worker):
                 if self.halted:
                     break
                 if isinstance(item, CapturedFrame):
-                    s.input.put_video(item, item.t_capture_ns)
-                    s.frames_received.count += 1
+                    s.receive_video(item, item.t_capture_ns)
                 elif isinstance(item, AudioChunk):
-                    s.input.put_audio(item)
+                    s.receive_audio(item)
                     resampler = resampler or av.AudioResampler(format="s16", layout="mono", rate=VOICE_RATE)
                     s.push_voice_threadsafe(chunk_to_voice_frames(item, resampler))
                 else:   # the end of one pass's audio (the file loops)
-                    s.input.end_audio()
+                    s.end_audio()
         except Exception as e:  # a broken demo file must not take the service down
             self.error = f"{self.path}: {e}"
             log.error("session %s: file source stopped: %s", s.sid, self.error)
@@ -321,6 +168,10 @@ def chunk_to_voice_frames(chunk: AudioChunk, resampler: av.AudioResampler) -> li
     frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
     frame.sample_rate = chunk.sample_rate
     return resampler.resample(frame)
+
+
+def _paint_avatar_stamp(strip: np.ndarray, stamp: tuple[int, int, int]) -> None:
+    timecode.draw(strip, stamp, timecode.AVATAR_FIELDS)
 
 
 class Session:
@@ -336,12 +187,12 @@ class Session:
         self.frames_in: LatestSlot[CapturedFrame] = LatestSlot()
         self.cues: LatestSlot[Cues] = LatestSlot()
         self.worker = engine.stages.worker(perception, self.frames_in, self.cues)
-        self.input = InputPump(self)
+        self.timer = StageTimer(window=600)
+        self.input = InputPump(sid, perception, self.frames_in, self.timer, self._camera_capture_ns)
         # Guards the conditioner: control events arrive on the loop, ticks on the render thread.
         self.lock = threading.Lock()
-        self.timer = StageTimer(window=600)
         self.publisher = FramePublisher(engine.loop)
-        self.packer = Packer(engine.cfg.size, engine.flat_bg, engine.cfg.timecode)
+        self.packer = Packer(engine.cfg.size, engine.flat_bg, engine.cfg.timecode, STRIP_ROWS, _paint_avatar_stamp)
         self.want_packed = 0          # live packed / flat consumers (render thread packs only then)
         self.want_flat = 0
         self.latest: RenderedFrame | None = None
@@ -352,7 +203,6 @@ class Session:
         self.rendered = RateMeter()
         self._last_capture_ns = 0
         self.latency_ms = 0.0         # capture -> rendered, smoothed
-        self.ingest_ms = 0.0          # capture -> arrival here, smoothed (stamped cameras only)
         self.ingest: Any = None       # the RTCPeerConnection feeding us, if any
         self.ingest_kind = ""
         self.ever_had_camera = False
@@ -393,8 +243,37 @@ class Session:
                 self.perception.close()
 
     @property
+    def ingest_ms(self) -> float:
+        """Capture -> arrival here, smoothed (stamped cameras only)."""
+        return self.input.ingest_ms
+
+    @property
     def busy(self) -> bool:
         return bool(self.ingest or self.viewers or self.subscribers or self.file_driver or self.sinks)
+
+    # -- ingest (sources.webrtc.IngestTarget; the file driver too) ----------------------------
+    def receive_video(self, frame: av.VideoFrame | CapturedFrame, t_arrival_ns: int) -> None:
+        self.frames_received.count += 1
+        self.input.put_video(frame, t_arrival_ns)
+
+    def receive_audio(self, chunk: AudioChunk) -> None:
+        self.input.put_audio(chunk)
+
+    def receive_voice(self, frames: list[av.AudioFrame]) -> None:
+        """The microphone's audio for viewers (on the loop)."""
+        if self.voice is not None:
+            self.voice.push_many(frames)
+
+    def end_audio(self) -> None:
+        self.input.end_audio()
+
+    def _camera_capture_ns(self, image: np.ndarray, t_arrival_ns: int) -> int | None:
+        """The capture time the studio page stamped into the camera frame, if it did."""
+        strip_h = timecode.camera_strip_height(image.shape[0])
+        stamp = timecode.read(image[-strip_h:], timecode.CAMERA_FIELDS)
+        if stamp is None:
+            return None
+        return self.engine.wallclock.capture_ns_from_stamp(stamp[0], t_arrival_ns)
 
     # -- control (loop side) ------------------------------------------------------------------
     def control(self, event: ControlEvent) -> int:

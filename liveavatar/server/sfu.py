@@ -15,9 +15,10 @@ from aiortc import RTCRtpSender
 from aiortc.contrib.media import MediaRelay
 
 from liveavatar.interop.janus import JanusError, JanusPublisher, JanusTarget, parse_sfu
+from liveavatar.output.webrtc import SharedVideoTrack, VoiceTrack
 from liveavatar.server.config import ServerConfig
 from liveavatar.server.engine import STRIP_ROWS, Engine, Session
-from liveavatar.server.media import SharedVideoTrack, VoiceTrack, new_peer_connection, shared_encoder_for
+from liveavatar.server.media import new_peer_connection, shared_encoder_for
 
 log = logging.getLogger("liveavatar.server")
 
