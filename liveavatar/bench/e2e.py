@@ -33,7 +33,7 @@ from liveavatar.bench import report
 from liveavatar.errors import UserError
 from liveavatar.paths import assets_dir
 from liveavatar.runtime.child import stop_process
-from liveavatar.server.engine import VOICE_LEAD_MS
+from liveavatar.server.session import VOICE_LEAD_MS
 
 CHROMIUM = "/usr/bin/chromium"
 EMOTION_KEYS = ("4", "3", "5", "2")   # angry, sad, surprised, happy (studio keys 1-9)

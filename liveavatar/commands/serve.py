@@ -187,7 +187,8 @@ async def _run(cfg: Any, feeds: Any, tokens_created: bool, ssl_context: Any = No
 
     from liveavatar.errors import UserError
     from liveavatar.server import config as config_mod
-    from liveavatar.server.app import ENGINE, STATE, create_app
+    from liveavatar.server.app import create_app
+    from liveavatar.server.state import ENGINE, SERVICE
 
     console = Console()
     app = create_app(cfg, feeds=feeds)
@@ -224,9 +225,9 @@ async def _run(cfg: Any, feeds: Any, tokens_created: bool, ssl_context: Any = No
             await asyncio.sleep(0.1)
         if engine.warmup_error:
             raise UserError(f"generator {cfg.generator!r} failed to start: {engine.warmup_error}")
-        await app[STATE]["outputs_ready"].wait()
-        if app[STATE]["startup_errors"]:  # an output the user asked for is missing: say so, stop
-            raise UserError(app[STATE]["startup_errors"][0])
+        await app[SERVICE].outputs_ready.wait()
+        if app[SERVICE].startup_errors:  # an output the user asked for is missing: say so, stop
+            raise UserError(app[SERVICE].startup_errors[0])
         console.print(f"  Ready: generator {engine.generator.name} on {engine.generator.device}, "
                       f"{cfg.size}x{cfg.size}. "
                       "Press Ctrl-C to stop.", highlight=False)

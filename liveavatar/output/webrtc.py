@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import av
 import cv2
 import numpy as np
-from aiortc import MediaStreamTrack
+from aiortc import MediaStreamTrack, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError
 
 from liveavatar.runtime import DropOldest, LatestSlot, LoopWakeup, StageTimer, Worker
@@ -264,7 +264,7 @@ class SharedVideoTrack(MediaStreamTrack):
     def __init__(self, encoder: SharedEncoder) -> None:
         super().__init__()
         self.encoder = encoder
-        self.sender = None            # set after addTrack, to notice the viewer's loss reports
+        self.sender: RTCRtpSender | None = None   # set after addTrack, to notice the viewer's loss reports
         self._seq = 0
         self._started = False
 
@@ -277,7 +277,7 @@ class SharedVideoTrack(MediaStreamTrack):
             self.encoder.request_keyframe()
         elif self.sender is not None and getattr(self.sender, "_RTCRtpSender__force_keyframe", False):
             # aiortc records a viewer's PLI/FIR here; with a shared encode we honour it for all.
-            self.sender._RTCRtpSender__force_keyframe = False
+            self.sender._RTCRtpSender__force_keyframe = False  # type: ignore[attr-defined]
             self.encoder.request_keyframe()
         while True:
             item = await ring.next_after(self._seq)

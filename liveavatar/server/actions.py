@@ -76,7 +76,9 @@ def _listing(session: Any) -> dict[str, Any]:
 
 
 async def list_actions(request: web.Request) -> web.Response:
-    from liveavatar.server.app import ENGINE, VIEW, require, session_id
+    from liveavatar.server.http_io import session_id
+    from liveavatar.server.security import VIEW, require
+    from liveavatar.server.state import ENGINE
     require(request, VIEW)
     s = request.app[ENGINE].get(session_id(request))
     return web.json_response(_listing(s))
@@ -84,7 +86,7 @@ async def list_actions(request: web.Request) -> web.Response:
 
 async def show_action(request: web.Request) -> web.Response:
     from liveavatar.conditioning import action_files as af
-    from liveavatar.server.app import VIEW, require
+    from liveavatar.server.security import VIEW, require
     require(request, VIEW)
     name = request.match_info["name"]
     loop = asyncio.get_running_loop()
@@ -94,7 +96,8 @@ async def show_action(request: web.Request) -> web.Response:
 
 async def remove_action(request: web.Request) -> web.Response:
     from liveavatar.conditioning import action_files as af
-    from liveavatar.server.app import CONTROL, ENGINE, require
+    from liveavatar.server.security import CONTROL, require
+    from liveavatar.server.state import ENGINE
     require(request, CONTROL)
     name = request.match_info["name"]
     loop = asyncio.get_running_loop()
@@ -106,7 +109,9 @@ async def remove_action(request: web.Request) -> web.Response:
 async def record_action(request: web.Request) -> web.Response:
     """Record `seconds` of the session's own motion (after `countdown_s`) as action `name`."""
     from liveavatar.conditioning import action_files as af
-    from liveavatar.server.app import CONTROL, ENGINE, json_body, require, session_id
+    from liveavatar.server.http_io import json_body, session_id
+    from liveavatar.server.security import CONTROL, require
+    from liveavatar.server.state import ENGINE
     require(request, CONTROL)
     engine = request.app[ENGINE]
     s = engine.get(session_id(request))

@@ -71,7 +71,7 @@ def served_browser(tmp: Path, size: int):
     from playwright.sync_api import sync_playwright
 
     from liveavatar.server.config import ServerConfig
-    from liveavatar.server.engine import real_stages
+    from liveavatar.server.stages import real_stages
     from tests.media import path as media_path
     from tests.server.harness import ServerThread, free_port
 

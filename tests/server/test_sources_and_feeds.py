@@ -115,12 +115,13 @@ def test_health_reports_the_voice_vads_real_onnx_providers():
 
     from liveavatar.perception import Perception
     from liveavatar.server.engine import Engine
+    from liveavatar.server.health import service_health
 
     perception = Perception(static=False, pose=False, hands=False, face=False)
     try:
         engine = Engine(ServerConfig(port=free_port(), size=64), stages=None, loop=None)
         engine.sessions["default"] = types.SimpleNamespace(perception=perception)
-        providers = engine.health()["perception"]["voice_vad_providers"]
+        providers = service_health(engine)["perception"]["voice_vad_providers"]
     finally:
         perception.close()
     assert providers == perception.voice_analyzer.vad.providers and "CPUExecutionProvider" in providers

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from liveavatar.server import timecode
-from liveavatar.server.engine import STRIP_ROWS
+from liveavatar.server.session import STRIP_ROWS
 from tests.media import path as media_path
 from tests.server.harness import http, running_server
 from tests.server.rtc_clients import Player, post_sdp, publish
