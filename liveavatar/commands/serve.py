@@ -228,7 +228,9 @@ async def _run(cfg: Any, feeds: Any, tokens_created: bool, ssl_context: Any = No
         await app[SERVICE].outputs_ready.wait()
         if app[SERVICE].startup_errors:  # an output the user asked for is missing: say so, stop
             raise UserError(app[SERVICE].startup_errors[0])
-        console.print(f"  Ready: generator {engine.generator.name} on {engine.generator.device}, "
+        gen = engine.generator
+        assert gen is not None   # the warm-up above finished without an error
+        console.print(f"  Ready: generator {gen.name} on {gen.device}, "
                       f"{cfg.size}x{cfg.size}. "
                       "Press Ctrl-C to stop.", highlight=False)
         await asyncio.Event().wait()   # serve until cancelled (Ctrl-C)

@@ -3,12 +3,13 @@
 A generator turns a batch of Conditionings (one per live session) into RGBA frames in one call.
 Third-party wheels register a factory under the `liveavatar.generators` entry-point group; the
 factory is called as `factory(device=..., size=...)` and must return an object satisfying
-`Generator`.
+`Generator`. The live-session methods (render_sessions, forget_session, close) are optional for
+a plug-in: `live_generator` supplies the in-process defaults to one that lacks them.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -44,3 +45,47 @@ class Generator(Protocol):
 
     def info(self) -> dict:
         """What really runs: device, providers, model files. Shown by doctor and /health."""
+
+    def render_sessions(self, sessions: Sequence[str], conds: Sequence[Conditioning],
+                        characters: Sequence[str]) -> np.ndarray:
+        """The live service's render: `render`, told which session each frame is for (a
+        generator on remote workers keeps one request in flight per session)."""
+
+    def forget_session(self, sid: str) -> None:
+        """Session `sid` ended: drop what is kept for it."""
+
+    def close(self) -> None:
+        """The service stops: release workers and devices."""
+
+
+_LIVE_METHODS = ("render_sessions", "forget_session", "close")
+
+
+class _InProcessSessions:
+    """A generator without the live-session methods, given the in-process defaults: every
+    session renders in the one batched call and nothing is kept per session. Anything else is
+    the wrapped generator's own."""
+
+    def __init__(self, generator: Any) -> None:
+        self._generator = generator
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._generator, name)
+
+    def render_sessions(self, sessions: Sequence[str], conds: Sequence[Conditioning],
+                        characters: Sequence[str]) -> np.ndarray:
+        frames: np.ndarray = self._generator.render(conds, characters)
+        return frames
+
+    def forget_session(self, sid: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def live_generator(generator: Any) -> Generator:
+    """`generator` with the live-session methods: its own, or the in-process defaults."""
+    if all(callable(getattr(generator, m, None)) for m in _LIVE_METHODS):
+        return generator
+    return _InProcessSessions(generator)   # the rest of Generator through __getattr__

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from liveavatar.errors import NotFoundError, UserError
+from liveavatar.generation.protocol import Generator, live_generator
 from liveavatar.runtime import StageTimer
 from liveavatar.server import actions, timecode
 from liveavatar.server.config import ServerConfig
@@ -41,7 +42,7 @@ class Engine:
         self.flat_bg = flat_bg
         self.wallclock = timecode.WallClockMap()
         self.timer = StageTimer(window=600)
-        self.generator: Any = None
+        self.generator: Generator | None = None
         self.ready = False
         self.warmup_error: str | None = None
         self.sessions: dict[str, Session] = {}
@@ -57,7 +58,8 @@ class Engine:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         try:
-            self.generator = await self.loop.run_in_executor(self.pool, self.stages.generator)
+            made = await self.loop.run_in_executor(self.pool, self.stages.generator)
+            self.generator = live_generator(made)
             if self.cfg.character:      # --character: new sessions start as it, so load it now
                 await self.loop.run_in_executor(self.pool, self.generator.prepare_character, self.cfg.character)
         except UserError as e:
@@ -75,9 +77,8 @@ class Engine:
             await self.loop.run_in_executor(None, self.render_loop.stop, 2.0)
         for s in list(self.sessions.values()):
             await self.remove(s.sid)
-        close = getattr(self.generator, "close", None)   # remote workers: delete the deployment
-        if close is not None:
-            await self.loop.run_in_executor(self.pool, close)
+        if self.generator is not None:   # remote workers: delete the deployment
+            await self.loop.run_in_executor(self.pool, self.generator.close)
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def characters(self) -> list[str]:
@@ -141,9 +142,8 @@ class Engine:
         if s is None:
             return
         self.live = tuple(self.sessions.values())
-        forget = getattr(self.generator, "forget_session", None)
-        if forget is not None:
-            forget(sid)
+        if self.generator is not None:
+            self.generator.forget_session(sid)
         if s.ingest is not None:
             await s.ingest.close()
         await self.loop.run_in_executor(self.pool, s.close)
@@ -183,7 +183,7 @@ class Engine:
     # -- character ----------------------------------------------------------------------------
     async def set_character(self, s: Session, name: str, source: EventSource) -> dict:
         known = self.characters()
-        if name not in known:
+        if self.generator is None or name not in known:   # no generator yet: it knows no characters
             raise NotFoundError(f"unknown character {name!r}; available: {', '.join(known)}")
         await self.loop.run_in_executor(self.pool, self.generator.prepare_character, name)
         s.character = name

@@ -29,8 +29,7 @@ class RenderLoop(Worker):
     def run(self) -> None:
         eng = self.engine
         gen = eng.generator
-        # a generator on remote workers takes the session ids too (one request in flight each)
-        by_session = getattr(gen, "render_sessions", None)
+        assert gen is not None   # started after the warm-up loaded it
         conds: list[Any] = []
         chars: list[str] = []
         events: list[int] = []
@@ -52,10 +51,8 @@ class RenderLoop(Worker):
                     chars.append(s.character)
                     events.append(ev)
                 t0 = time.perf_counter()
-                if by_session is not None:
-                    frames = by_session([s.sid for s in sessions], conds, chars)
-                else:
-                    frames = gen.render(conds, chars)
+                # session ids too: a generator on remote workers keeps one request in flight each
+                frames = gen.render_sessions([s.sid for s in sessions], conds, chars)
                 t1 = time.perf_counter()
                 eng.timer.record("render", (t1 - t0) * 1e3)
                 t_rendered = time.monotonic_ns()
