@@ -23,6 +23,19 @@ def launch(playwright, user_dir: Path, y4m: Path, wav: Path):
         viewport={"width": 800, "height": 600})
 
 
+def studio_page(ctx, url: str, publishing: bool = True, timeout: float = 90, query: str = "preview=0"):
+    """A new tab on the service's studio at `url` (its own preview off: tests watch the avatar in
+    a viewer page). With `publishing`, returns once the studio's camera connection is up."""
+    from tests.server.harness import wait_until
+
+    page = ctx.new_page()
+    page.goto(f"{url}/studio?{query}" if query else f"{url}/studio")
+    if publishing:
+        wait_until(lambda: page.evaluate("window.__studio && window.__studio.publishing"), timeout,
+                   what="the studio's camera connection")
+    return page
+
+
 FRAMES_DECODED_JS = "async () => await LA.framesDecoded(window.__viewer.pc)"
 
 #: Pixels of the viewer canvas that are strongly red (rig2d's anger marks and forehead flush).
