@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 from pydantic import Field
@@ -18,6 +19,10 @@ from pydantic import Field
 from liveavatar.errors import UserError
 from liveavatar.server.api import _Body
 from liveavatar.types import ACTIONS, EventSource
+
+if TYPE_CHECKING:   # the engine imports this module
+    from liveavatar.server.engine import Engine
+    from liveavatar.server.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +53,21 @@ def character_actions_dir(character: str) -> Path | None:
     return None
 
 
-def use_character_actions(session: Any) -> None:
+def use_character_actions(session: Session) -> None:
     """Point the session's conditioner at its character's action set (blocking: file reads)."""
     reload = getattr(session.conditioner, "reload_actions", None)
     if reload is not None:
         reload(character_actions_dir(session.character))
 
 
-def _refresh_all(engine: Any) -> None:
+def _refresh_all(engine: Engine) -> None:
     for s in list(engine.sessions.values()):
         reload = getattr(s.conditioner, "reload_actions", None)
         if reload is not None:
             reload()
 
 
-def _listing(session: Any) -> dict[str, Any]:
+def _listing(session: Session) -> dict[str, Any]:
     from liveavatar.conditioning.action_files import actions_dir
     lib = getattr(session.conditioner, "library", None)
     imported = []
@@ -145,7 +150,7 @@ async def record_action(request: web.Request) -> web.Response:
                               "actions": _listing(s)["all"]})
 
 
-def openapi_paths(sid: dict, body: Any, ok: Any, errors: dict) -> dict:
+def openapi_paths(sid: dict, body: Callable[[str], dict], ok: Callable[..., dict], errors: dict) -> dict:
     name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "pattern": f"^{ACTION_NAME}$"}}
     return {
         "/api/actions": {"get": {"summary": "Actions the default (or ?session=) session plays: built-ins and imported",

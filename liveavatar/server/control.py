@@ -156,7 +156,7 @@ async def run_message(engine: Engine, s: Session, msg: dict[str, Any]) -> dict:
     """A control message from the events WebSocket, on its own session (a hotkey's `session`
     field is not used there). Returns the session's state after it."""
     kind = msg.get("type")
-    if kind not in COMMANDS:
+    if not isinstance(kind, str) or kind not in COMMANDS:   # (a list or dict is no table key)
         raise unknown_message(kind)
     command = api.parse_command(json.dumps({k: v for k, v in msg.items() if k != "id"}).encode())
     return await COMMANDS[kind].run(engine, s, command)

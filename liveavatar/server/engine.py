@@ -134,7 +134,7 @@ class Engine:
         finally:
             del self._creating[sid]
 
-    def _make_stages(self) -> Any:
+    def _make_stages(self) -> tuple[Any, Any]:   # (perception, conditioner)
         return self.stages.perception(), self.stages.conditioner()
 
     async def remove(self, sid: str) -> None:

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from liveavatar.clock import Ticker
 from liveavatar.errors import UserError
 from liveavatar.runtime import Worker
+from liveavatar.types import Conditioning
 
 if TYPE_CHECKING:
     from liveavatar.server.engine import Engine
@@ -30,7 +31,7 @@ class RenderLoop(Worker):
         eng = self.engine
         gen = eng.generator
         assert gen is not None   # started after the warm-up loaded it
-        conds: list[Any] = []
+        conds: list[Conditioning] = []
         chars: list[str] = []
         events: list[int] = []
         last_reload = time.monotonic()

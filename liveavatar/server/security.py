@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from liveavatar.errors import UserError
 from liveavatar.server.config import LOOPBACK_NAMES
@@ -28,7 +29,7 @@ def error_response(status: int, message: str, code: str | None = None, **extra: 
 
 
 @web.middleware
-async def errors_middleware(request: web.Request, handler: Any) -> Any:
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure leaves as JSON with one line; client mistakes are 4xx, never tracebacks."""
     try:
         return await handler(request)
@@ -62,7 +63,7 @@ def _own_origins(request: web.Request) -> set[str]:
 
 
 @web.middleware
-async def security_middleware(request: web.Request, handler: Any) -> Any:
+async def security_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     cfg = request.app[CONFIG]
     # DNS-rebinding guard: an open (token-less) loopback service only answers loopback names.
     if not cfg.auth_required:
@@ -75,6 +76,7 @@ async def security_middleware(request: web.Request, handler: Any) -> Any:
     if not allowed:
         return error_response(403, f"origin {origin!r} is not allowed (CORS is limited to this "
                                    "service's own pages; see --allow-origin)")
+    resp: web.StreamResponse
     if request.method == "OPTIONS":
         resp = web.Response(status=204)
         resp.headers["Accept-Post"] = "application/sdp"

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
+from aiortc import RTCPeerConnection
 
 from liveavatar.output.base import FrameSink
 from liveavatar.output.webrtc import AvatarTrack, FramePublisher, Packer, Published, SharedEncoder, VoiceTrack
@@ -23,7 +24,7 @@ from liveavatar.runtime import LatestSlot, StageTimer
 from liveavatar.server import timecode
 from liveavatar.server.file_ingest import FileDriver
 from liveavatar.sources.webrtc import InputPump
-from liveavatar.types import AudioChunk, CapturedFrame, ControlEvent, ControlKind, Cues, RenderedFrame
+from liveavatar.types import AudioChunk, CapturedFrame, Conditioning, ControlEvent, ControlKind, Cues, RenderedFrame
 
 if TYPE_CHECKING:
     from liveavatar.server.engine import Engine
@@ -86,12 +87,12 @@ class Session:
         self.rendered = RateMeter()
         self._last_capture_ns = 0
         self.latency_ms = 0.0         # capture -> rendered, smoothed
-        self.ingest: Any = None       # the RTCPeerConnection feeding us, if any
+        self.ingest: RTCPeerConnection | None = None   # the camera connection feeding us, if any
         self.ingest_kind = ""
         self.ever_had_camera = False
         self.file_driver: FileDriver | None = None
         self.viewers = 0
-        self.sinks: dict[str, Any] = {}
+        self.sinks: dict[str, FrameSink] = {}
         self.subscribers: set[asyncio.Queue] = set()
         self.cue_subscribers = 0
         self.last_used = time.monotonic()
@@ -102,7 +103,7 @@ class Session:
         self._seq = 0
         # Called on the render thread with each tick's Conditioning (e.g. interop.vmc's sender):
         # each must return at once (copy into a slot, never send or wait).
-        self.tick_taps: list[Callable[[Any], None]] = []
+        self.tick_taps: list[Callable[[Conditioning], None]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -158,7 +159,7 @@ class Session:
             return None
         return self.engine.wallclock.capture_ns_from_stamp(stamp[0], t_arrival_ns)
 
-    def attach_ingest(self, pc: Any, kind: str = "webrtc") -> None:
+    def attach_ingest(self, pc: RTCPeerConnection, kind: str = "webrtc") -> None:
         """A camera connection (WHIP) now feeds the session; it replaces the one before it and
         the demo / --source file. On the loop."""
         old = self.ingest
@@ -168,7 +169,7 @@ class Session:
             asyncio.ensure_future(old.close())
         self.publish_event({"type": "camera", "session": self.sid, "connected": True})
 
-    def detach_ingest(self, pc: Any) -> None:
+    def detach_ingest(self, pc: RTCPeerConnection) -> None:
         """`pc` went away: the avatar idles until a reconnect attaches a new ingest."""
         if self.ingest is pc:
             self.ingest, self.ingest_kind = None, ""
@@ -305,7 +306,7 @@ class Session:
             self.engine.loop.call_soon_threadsafe(self.voice.push_many, frames)
 
     # -- render thread ------------------------------------------------------------------------
-    def tick(self, t_ns: int) -> Any:
+    def tick(self, t_ns: int) -> tuple[Conditioning, int]:
         cues = self.cues.take_nowait()
         if cues is not None and cues.t_capture_ns:
             self.timer.record("capture_to_cues", (time.monotonic_ns() - cues.t_capture_ns) / 1e6)
@@ -325,7 +326,7 @@ class Session:
                 self.publish_event, {"type": "voice", "session": self.sid, "keywords": words})
         return cond, events
 
-    def publish(self, rgba: np.ndarray, cond: Any, events: int, t_rendered: int) -> None:
+    def publish(self, rgba: np.ndarray, cond: Conditioning, events: int, t_rendered: int) -> None:
         self._seq += 1
         frame = RenderedFrame(rgba.copy(), self._seq, int(cond.t_capture_ns), t_rendered)
         self.latest = frame
