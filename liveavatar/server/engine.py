@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from liveavatar.errors import NotFoundError, UserError
-from liveavatar.generation.protocol import Generator, live_generator
+from liveavatar.generation.protocol import LiveGenerator, live_generator
 from liveavatar.runtime import StageTimer
 from liveavatar.server import actions, timecode
 from liveavatar.server.config import ServerConfig
@@ -33,6 +33,8 @@ class AdmissionError(UserError):
 
 
 class Engine:
+    """The live sessions and the one generator that renders them all (on the render loop)."""
+
     def __init__(self, cfg: ServerConfig, stages: Stages, loop: asyncio.AbstractEventLoop | None,
                  flat_bg: tuple[int, int, int] = (0, 255, 0)) -> None:
         self.cfg = cfg
@@ -42,7 +44,7 @@ class Engine:
         self.flat_bg = flat_bg
         self.wallclock = timecode.WallClockMap()
         self.timer = StageTimer(window=600)
-        self.generator: Generator | None = None
+        self.generator: LiveGenerator | None = None
         self.ready = False
         self.warmup_error: str | None = None
         self.sessions: dict[str, Session] = {}
