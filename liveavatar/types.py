@@ -18,6 +18,9 @@ import numpy as np
 #: Landmark counts of the Part arrays in Cues: MediaPipe pose, face mesh with iris, one hand.
 N_POSE, N_FACE, N_HAND = 33, 478, 21
 
+#: Sample rate of live voice audio (WebRTC ingest resamples to it; the viewers' Opus voice is sent at it).
+VOICE_RATE = 48000
+
 #: Expression features derived from the face mesh, in `Cues.expression` order.
 #: Angles are radians (yaw: + = head turned to the subject's left as seen in the image... see
 #: perception docs); blink/mouth/smile/brow are 0..1; gaze is -1..1.

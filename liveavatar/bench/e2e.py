@@ -31,7 +31,7 @@ from liveavatar.bench import report
 from liveavatar.bench.serving import running_service
 from liveavatar.errors import UserError
 from liveavatar.paths import assets_dir
-from liveavatar.server.engine import VOICE_LEAD_MS
+from liveavatar.server.session import VOICE_LEAD_MS
 
 CHROMIUM = "/usr/bin/chromium"
 EMOTION_KEYS = ("4", "3", "5", "2")   # angry, sad, surprised, happy (studio keys 1-9)

@@ -189,7 +189,8 @@ async def _run(cfg: Any, feeds: Any, tokens_created: bool, ssl_context: Any = No
 
     from liveavatar.errors import UserError
     from liveavatar.server import config as config_mod
-    from liveavatar.server.app import ENGINE, STATE, create_app
+    from liveavatar.server.app import create_app
+    from liveavatar.server.state import ENGINE, SERVICE
 
     console = Console()
     app = create_app(cfg, feeds=feeds)
@@ -226,10 +227,12 @@ async def _run(cfg: Any, feeds: Any, tokens_created: bool, ssl_context: Any = No
             await asyncio.sleep(0.1)
         if engine.warmup_error:
             raise UserError(f"generator {cfg.generator!r} failed to start: {engine.warmup_error}")
-        await app[STATE]["outputs_ready"].wait()
-        if app[STATE]["startup_errors"]:  # an output the user asked for is missing: say so, stop
-            raise UserError(app[STATE]["startup_errors"][0])
-        console.print(f"  Ready: generator {engine.generator.name} on {engine.generator.device}, "
+        await app[SERVICE].outputs_ready.wait()
+        if app[SERVICE].startup_errors:  # an output the user asked for is missing: say so, stop
+            raise UserError(app[SERVICE].startup_errors[0])
+        gen = engine.generator
+        assert gen is not None   # the warm-up above finished without an error
+        console.print(f"  Ready: generator {gen.name} on {gen.device}, "
                       f"{cfg.size}x{cfg.size}. "
                       "Press Ctrl-C to stop.", highlight=False)
         await asyncio.Event().wait()   # serve until cancelled (Ctrl-C)

@@ -114,7 +114,7 @@ def attach(app: web.Application, engine: Any, cfg: Any) -> Interop:
 
 
 async def _approvals(request: web.Request) -> web.Response:
-    from liveavatar.server.app import CONTROL, require
+    from liveavatar.server.security import CONTROL, require
     require(request, CONTROL)
     vts = request.app[INTEROP].vts
     return web.json_response({"pending": vts.pending_list() if vts is not None else []})
@@ -122,7 +122,7 @@ async def _approvals(request: web.Request) -> web.Response:
 
 async def _decide(request: web.Request) -> web.Response:
     from liveavatar.errors import NotFoundError, UserError
-    from liveavatar.server.app import CONTROL, require
+    from liveavatar.server.security import CONTROL, require
     require(request, CONTROL)
     try:
         body = await request.json()

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 from pydantic import Field
@@ -18,6 +19,10 @@ from pydantic import Field
 from liveavatar.errors import UserError
 from liveavatar.server.api import _Body
 from liveavatar.types import ACTIONS, EventSource
+
+if TYPE_CHECKING:   # the engine imports this module
+    from liveavatar.server.engine import Engine
+    from liveavatar.server.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +53,21 @@ def character_actions_dir(character: str) -> Path | None:
     return None
 
 
-def use_character_actions(session: Any) -> None:
+def use_character_actions(session: Session) -> None:
     """Point the session's conditioner at its character's action set (blocking: file reads)."""
     reload = getattr(session.conditioner, "reload_actions", None)
     if reload is not None:
         reload(character_actions_dir(session.character))
 
 
-def _refresh_all(engine: Any) -> None:
+def _refresh_all(engine: Engine) -> None:
     for s in list(engine.sessions.values()):
         reload = getattr(s.conditioner, "reload_actions", None)
         if reload is not None:
             reload()
 
 
-def _listing(session: Any) -> dict[str, Any]:
+def _listing(session: Session) -> dict[str, Any]:
     from liveavatar.conditioning.action_files import actions_dir
     lib = getattr(session.conditioner, "library", None)
     imported = []
@@ -76,7 +81,9 @@ def _listing(session: Any) -> dict[str, Any]:
 
 
 async def list_actions(request: web.Request) -> web.Response:
-    from liveavatar.server.app import ENGINE, VIEW, require, session_id
+    from liveavatar.server.http_io import session_id
+    from liveavatar.server.security import VIEW, require
+    from liveavatar.server.state import ENGINE
     require(request, VIEW)
     s = request.app[ENGINE].get(session_id(request))
     return web.json_response(_listing(s))
@@ -84,7 +91,7 @@ async def list_actions(request: web.Request) -> web.Response:
 
 async def show_action(request: web.Request) -> web.Response:
     from liveavatar.conditioning import action_files as af
-    from liveavatar.server.app import VIEW, require
+    from liveavatar.server.security import VIEW, require
     require(request, VIEW)
     name = request.match_info["name"]
     loop = asyncio.get_running_loop()
@@ -94,7 +101,8 @@ async def show_action(request: web.Request) -> web.Response:
 
 async def remove_action(request: web.Request) -> web.Response:
     from liveavatar.conditioning import action_files as af
-    from liveavatar.server.app import CONTROL, ENGINE, require
+    from liveavatar.server.security import CONTROL, require
+    from liveavatar.server.state import ENGINE
     require(request, CONTROL)
     name = request.match_info["name"]
     loop = asyncio.get_running_loop()
@@ -106,7 +114,9 @@ async def remove_action(request: web.Request) -> web.Response:
 async def record_action(request: web.Request) -> web.Response:
     """Record `seconds` of the session's own motion (after `countdown_s`) as action `name`."""
     from liveavatar.conditioning import action_files as af
-    from liveavatar.server.app import CONTROL, ENGINE, json_body, require, session_id
+    from liveavatar.server.http_io import json_body, session_id
+    from liveavatar.server.security import CONTROL, require
+    from liveavatar.server.state import ENGINE
     require(request, CONTROL)
     engine = request.app[ENGINE]
     s = engine.get(session_id(request))
@@ -140,7 +150,7 @@ async def record_action(request: web.Request) -> web.Response:
                               "actions": _listing(s)["all"]})
 
 
-def openapi_paths(sid: dict, body: Any, ok: Any, errors: dict) -> dict:
+def openapi_paths(sid: dict, body: Callable[[str], dict], ok: Callable[..., dict], errors: dict) -> dict:
     name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "pattern": f"^{ACTION_NAME}$"}}
     return {
         "/api/actions": {"get": {"summary": "Actions the default (or ?session=) session plays: built-ins and imported",

@@ -1,9 +1,9 @@
 """Control API request models (pydantic) and the OpenAPI document built from them."""
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from liveavatar.errors import UserError
 from liveavatar.types import ACTIONS, ControlEvent, ControlKind, EventSource, TriggerMode
@@ -15,7 +15,15 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class EmotionRequest(_Body):
+# -- control commands: one model each, tagged by `type` (HTTP bodies may leave it out) ----------
+
+class CommandBody(_Body):
+    """A control command's body (control.COMMANDS pairs each with its route and handler)."""
+    type: str
+
+
+class EmotionRequest(CommandBody):
+    type: Literal["emotion"] = "emotion"
     name: str = Name
     mode: TriggerMode = TriggerMode.MOMENTARY
     hold_s: float = Field(3.0, gt=0, le=3600)
@@ -27,7 +35,8 @@ class EmotionRequest(_Body):
                             self.intensity)
 
 
-class ActionRequest(_Body):
+class ActionRequest(CommandBody):
+    type: Literal["action"] = "action"
     name: str = Name
     source: EventSource = EventSource.API
 
@@ -35,18 +44,29 @@ class ActionRequest(_Body):
         return ControlEvent(ControlKind.ACTION, self.name, self.source)
 
 
-class CharacterRequest(_Body):
+class CharacterRequest(CommandBody):
+    type: Literal["character"] = "character"
     name: str = Name
     source: EventSource = EventSource.API
 
 
-class CalibrateRequest(_Body):
+class CalibrateRequest(CommandBody):
+    type: Literal["calibrate"] = "calibrate"
     source: EventSource = EventSource.API
 
 
-class HotkeyRequest(_Body):
+class HotkeyRequest(CommandBody):
+    type: Literal["hotkey"] = "hotkey"
     name: str = Field(min_length=1, max_length=128, examples=["liveavatar.emotion.happy"])
     session: str = Field("default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+
+
+#: A control command as the events WebSocket receives it: {"type": "emotion", "name": ...}.
+ControlCommand = Annotated[EmotionRequest | ActionRequest | CharacterRequest | CalibrateRequest | HotkeyRequest,
+                           Field(discriminator="type")]
+CONTROL_COMMAND: TypeAdapter[ControlCommand] = TypeAdapter(ControlCommand)
+COMMAND_MODELS: dict[str, type[CommandBody]] = {
+    m.model_fields["type"].default: m for m in get_args(get_args(ControlCommand)[0])}
 
 
 class FeedRequest(_Body):
@@ -72,15 +92,28 @@ def parse(model: type[M], raw: bytes) -> M:
     try:
         return model.model_validate_json(raw or b"{}")
     except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"]
-        if err["type"] == "json_invalid":
-            raise UserError(f"request body is not valid JSON: {err.get('ctx', {}).get('error', msg)}") from None
-        got = where and "input" in err and not isinstance(err["input"], dict)
-        exc = UserError(f"{where or 'body'}: {msg}" + (f" (got {err['input']!r})" if got else ""))
-        exc.http_status = 422
-        raise exc from None
+        raise _one_line(e) from None
+
+
+def parse_command(raw: bytes) -> ControlCommand:
+    """Validate a tagged control command (its `type` is known to be one of the union's)."""
+    try:
+        return CONTROL_COMMAND.validate_json(raw)
+    except ValidationError as e:
+        raise _one_line(e, tagged=True) from None
+
+
+def _one_line(e: ValidationError, tagged: bool = False) -> UserError:
+    err = e.errors()[0]
+    loc = err["loc"][1:] if tagged and err["type"] != "json_invalid" else err["loc"]  # drop the union's tag
+    where = ".".join(str(p) for p in loc)
+    msg = err["msg"]
+    if err["type"] == "json_invalid":
+        return UserError(f"request body is not valid JSON: {err.get('ctx', {}).get('error', msg)}")
+    got = where and "input" in err and not isinstance(err["input"], dict)
+    exc = UserError(f"{where or 'body'}: {msg}" + (f" (got {err['input']!r})" if got else ""))
+    exc.http_status = 422
+    return exc
 
 
 def _schema(models: list[type[BaseModel]]) -> dict:
@@ -113,23 +146,13 @@ def openapi(version: str, actions: tuple[str, ...] | list[str] = ACTIONS) -> dic
     sid = {"name": "sid", "in": "path", "required": True, "schema": {"type": "string"},
            "description": "Session id; 'default' is the plain studio/viewer/OBS session."}
 
-    def control(summary: str, model: str) -> dict:
-        return {"post": {"summary": summary, "parameters": [sid], "requestBody": body(model),
-                         "responses": {"200": ok(), **errors}, "security": [{"bearer": []}]}}
-
     sdp = {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}}
     created = {"201": {"description": "SDP answer; Location names the resource to DELETE",
                        "content": {"application/sdp": {"schema": {"type": "string"}}}},
                "503": ok("At the session limit or warming up", "ErrorBody"), **errors}
+    from liveavatar.server import actions as action_routes
+    from liveavatar.server import control  # the command table: its routes, models and summaries
     paths = {
-        "/api/sessions/{sid}/emotion": control("Set an emotion (momentary, toggle or hold N s)", "EmotionRequest"),
-        "/api/sessions/{sid}/action": control("Trigger an action (dance, wave, ...)", "ActionRequest"),
-        "/api/sessions/{sid}/character": control("Switch the session's character", "CharacterRequest"),
-        "/api/sessions/{sid}/calibrate": control("Start the 3-second neutral calibration", "CalibrateRequest"),
-        "/api/hotkey": {"post": {"summary": "Resolve an OBS-style hotkey name (liveavatar.emotion.<name>, "
-                                            "liveavatar.action.<name>) into a control event",
-                                 "requestBody": body("HotkeyRequest"), "responses": {"200": ok(), **errors},
-                                 "security": [{"bearer": []}]}},
         "/api/sessions/{sid}/state": {"get": {"summary": "Conditioning state, character, controls and stats",
                                               "parameters": [sid], "responses": {"200": {"description": "state"},
                                                                                  **errors}}},
@@ -146,7 +169,7 @@ def openapi(version: str, actions: tuple[str, ...] | list[str] = ACTIONS) -> dic
                                                                         "content": {"image/png": {}}}, **errors}}},
         "/api/events": {"get": {"summary": "WebSocket event stream: control events, voice keywords, stats (1 Hz), "
                                            "cues on request. Clients may send "
-                                           "{type: emotion|action|character|calibrate|hotkey|subscribe, ...}.",
+                                           f"{{type: {'|'.join([*control.COMMANDS, 'subscribe'])}, ...}}.",
                                 "parameters": [{"name": "session", "in": "query", "schema": {"type": "string",
                                                                                              "default": "default"}}],
                                 "responses": {"101": {"description": "WebSocket upgrade"}}}},
@@ -160,10 +183,10 @@ def openapi(version: str, actions: tuple[str, ...] | list[str] = ACTIONS) -> dic
                                            "?layout=packed gives colour|alpha side by side (our viewer page).",
                                  "parameters": [sid], "requestBody": sdp, "responses": created}},
     }
-    from liveavatar.server import actions as action_routes
+    paths.update(control.openapi_paths(sid, body, ok, errors))
     paths.update(action_routes.openapi_paths(sid, body, ok, errors))
-    models: list[type[BaseModel]] = [EmotionRequest, ActionRequest, CharacterRequest, CalibrateRequest, HotkeyRequest,
-              FeedRequest, OkState, ErrorBody, *action_routes.MODELS]
+    models: list[type[BaseModel]] = [*(c.model for c in control.COMMANDS.values()),
+                                     FeedRequest, OkState, ErrorBody, *action_routes.MODELS]
     schemas = _schema(models)
     names = [a for a in actions if a != "none"]
     if names:   # built-in and imported actions alike, as the default session plays them

@@ -1,46 +1,25 @@
-"""The live engine: sessions, their input pumps, and the one render thread.
-
-Per session:  ingest (WebRTC / WHIP / file) -> InputPump thread (decode to RGB, read the camera
-timecode, feed audio to perception) -> LatestSlot[CapturedFrame] -> PerceptionWorker thread ->
-LatestSlot[Cues] -> Conditioner. One RenderLoop thread (the device worker) ticks every session's
-conditioner at the fixed output rate and renders all sessions in ONE generator call, then packs
-each session's frame for WebRTC and hands it to the asyncio side through a FramePublisher.
-The asyncio loop only does signalling and WebRTC; everything heavy is on these threads.
-"""
+"""The session table: the generator's lifecycle, admission (warm-up, the session limit),
+creating and closing sessions, and what the render loop and /health read from it."""
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import av
-import cv2
-import numpy as np
-
-from liveavatar.clock import Ticker
 from liveavatar.errors import NotFoundError, UserError
-from liveavatar.runtime import DropOldest, LatestSlot, LoopWakeup, StageTimer, Worker
+from liveavatar.generation.protocol import LiveGenerator, live_generator
+from liveavatar.runtime import StageTimer
 from liveavatar.server import actions, timecode
 from liveavatar.server.config import ServerConfig
-from liveavatar.types import AudioChunk, CapturedFrame, ControlEvent, ControlKind, Cues, EventSource, RenderedFrame
+from liveavatar.server.render_loop import RenderLoop
+from liveavatar.server.session import Session
+from liveavatar.server.stages import Stages
+from liveavatar.types import EventSource
 
 log = logging.getLogger("liveavatar.server")
-
-#: Rows of the timecode strip under the avatar in packed frames (viewers never show it).
-STRIP_ROWS = 16
-#: Perception gets at most this width; bigger cameras are scaled down in the input pump.
-MAX_INPUT_WIDTH = 640
-VOICE_RATE = 48000
-#: Viewers' browsers buffer audio longer than video (measured in Chromium against this service:
-#: ~45-55 ms of audio vs ~10 ms of video). The voice is sent this much earlier so both play
-#: together; the browser itself does not sync them (see app.whep), or the picture would wait.
-VOICE_LEAD_MS = 35.0
 
 
 class AdmissionError(UserError):
@@ -53,557 +32,9 @@ class AdmissionError(UserError):
         self.details = details
 
 
-# ---------------------------------------------------------------------------------------------
-# Stage factories: the only place the server names the stages. Tests swap in fakes.
-# ---------------------------------------------------------------------------------------------
-
-@dataclass
-class Stages:
-    generator: Callable[[], Any]                           # -> Generator (loaded, warmed up)
-    perception: Callable[[], Any]                          # -> Perception
-    worker: Callable[[Any, LatestSlot, LatestSlot], Any]   # -> PerceptionWorker
-    conditioner: Callable[[], Any]                         # -> Conditioner
-    iter_media: Callable[..., Any] | None = None           # sources.file.iter_media
-
-
-def real_stages(cfg: ServerConfig) -> Stages:
-    from liveavatar.conditioning import load_mapping
-    mapping = load_mapping(cfg.mapping)  # bad file: ConfigError naming it, before we bind
-    keywords = list(getattr(mapping, "keyword_words", lambda: cfg.keywords)())
-
-    def generator() -> Any:
-        if cfg.workers:   # the generator runs on Ray Serve replicas; this process sends conditionings
-            from liveavatar.interop.ray_workers import RayGenerator
-            remote = RayGenerator(cfg.workers, cfg.generator, cfg.device, cfg.size, replicas=cfg.worker_replicas,
-                                  max_sessions=cfg.max_sessions, fps=cfg.fps, render_threads=cfg.render_threads)
-            remote.load()
-            remote.warmup()
-            return remote
-        from liveavatar.generation import registry
-        gen = registry.create(cfg.generator, cfg.device, cfg.size)
-        if getattr(gen, "device", "cpu") == "cpu":
-            import torch
-            torch.set_num_threads(cfg.render_threads)
-        return gen
-
-    def perception() -> Any:
-        # Vision in a child process: MediaPipe's Python side off this process's GIL.
-        from liveavatar.perception.process import PerceptionProcess
-        return PerceptionProcess(keywords=keywords)
-
-    def worker(perception: Any, frames_in: Any, cues_out: Any) -> Any:
-        from liveavatar.perception import PerceptionWorker
-        return PerceptionWorker(perception, frames_in, cues_out)
-
-    def conditioner() -> Any:
-        from liveavatar.conditioning import Conditioner
-        return Conditioner(load_mapping(cfg.mapping), rate_hz=cfg.fps, mapping_path=cfg.mapping)
-
-    def iter_media(path: Any, realtime: Any = True, loop: Any = True) -> Any:
-        from liveavatar.sources.file import iter_media as f
-        return f(path, realtime=realtime, loop=loop, mark_audio_end=True)
-
-    return Stages(generator, perception, worker, conditioner, iter_media)
-
-
-# ---------------------------------------------------------------------------------------------
-# Frames handed from the render thread to the asyncio side
-# ---------------------------------------------------------------------------------------------
-
-@dataclass(slots=True)
-class Published:
-    seq: int
-    events: int                    # control events applied up to this frame's tick
-    frame: RenderedFrame
-    packed: av.VideoFrame | None   # colour|alpha side by side + timecode strip, yuv420p
-    flat: av.VideoFrame | None     # composited over the flat background, yuv420p
-
-
-class FramePublisher:
-    """Newest published frame plus wake-ups for coroutines waiting on the loop. `publish` is
-    called from the render thread; waiters never block the loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.latest: Published | None = None
-        self._wakeup = LoopWakeup(loop)
-
-    def publish(self, item: Published) -> None:
-        self.latest = item
-        self._wakeup.notify_threadsafe()
-
-    async def wait_newer(self, seq: int) -> Published:
-        while self.latest is None or self.latest.seq <= seq:
-            await self._wakeup.wait()
-        return self.latest
-
-
-class Packer:
-    """RGBA -> the two WebRTC layouts, into buffers allocated once per session. OpenCV's SIMD
-    premultiply and RGB -> I420 do in ~1 ms what numpy + swscale did in ~9 ms on the render
-    thread (same BT.601 limited-range matrix as swscale's default)."""
-
-    def __init__(self, size: int, flat_bg: tuple[int, int, int], flat_strip: bool) -> None:
-        self.size = size
-        self.packed = np.zeros((size + STRIP_ROWS, 2 * size, 3), np.uint8)
-        self.flat = np.zeros((size + (STRIP_ROWS if flat_strip else 0), size, 3), np.uint8)
-        self._premult = np.empty((size, size, 4), np.uint8)
-        self._rgb = np.empty((size, size, 3), np.uint8)
-        self._inv = np.empty((size, size, 3), np.uint8)
-        self._bg: Any = tuple(float(c) for c in flat_bg) + (0.0,)   # cv2 takes a scalar tuple
-        self.flat_strip = flat_strip
-
-    def _premultiply(self, rgba: np.ndarray) -> np.ndarray:
-        return cv2.cvtColor(np.ascontiguousarray(rgba), cv2.COLOR_RGBA2mRGBA, dst=self._premult)
-
-    @staticmethod
-    def _yuv420(rgb: np.ndarray) -> av.VideoFrame:
-        i420: np.ndarray = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
-        return av.VideoFrame.from_ndarray(i420, format="yuv420p")
-
-    def pack(self, rgba: np.ndarray, stamp: tuple[int, int, int]) -> av.VideoFrame:
-        s = self.size
-        # cv2 writes straight into the halves (numpy's strided copies took 1.5 ms each)
-        cv2.cvtColor(self._premultiply(rgba), cv2.COLOR_RGBA2RGB, dst=self.packed[:s, :s])
-        cv2.cvtColor(cv2.extractChannel(rgba, 3), cv2.COLOR_GRAY2RGB, dst=self.packed[:s, s:])
-        timecode.draw(self.packed[s:], stamp, timecode.AVATAR_FIELDS)
-        return self._yuv420(self.packed)
-
-    def compose_flat(self, rgba: np.ndarray, stamp: tuple[int, int, int]) -> av.VideoFrame:
-        s = self.size
-        m = cv2.cvtColor(self._premultiply(rgba), cv2.COLOR_RGBA2RGB, dst=self._rgb)
-        # premultiplied colour + (1 - alpha) x background
-        cv2.cvtColor(255 - cv2.extractChannel(rgba, 3), cv2.COLOR_GRAY2RGB, dst=self._inv)
-        cv2.add(m, cv2.multiply(self._inv, self._bg, scale=1 / 255.0), dst=self.flat[:s])
-        if self.flat_strip:
-            timecode.draw(self.flat[s:], stamp, timecode.AVATAR_FIELDS)
-        return self._yuv420(self.flat)
-
-
-# ---------------------------------------------------------------------------------------------
-# Session
-# ---------------------------------------------------------------------------------------------
-
-class RateMeter:
-    """Counts events; `rate()` gives events/s since the previous call (called at ~1 Hz)."""
-    __slots__ = ("count", "_last_count", "_last_t")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._last_count = 0
-        self._last_t = time.monotonic()
-
-    def rate(self) -> float:
-        now = time.monotonic()
-        dt = now - self._last_t
-        r = (self.count - self._last_count) / dt if dt > 0 else 0.0
-        self._last_count, self._last_t = self.count, now
-        return r
-
-
-class InputPump(Worker):
-    """Per-session input thread: raw video (av frames from WebRTC, or CapturedFrames from a file)
-    becomes RGB CapturedFrames for perception, latest wins; audio chunks go to perception in
-    order through a bounded buffer that drops the oldest (counted)."""
-
-    def __init__(self, session: Session) -> None:
-        super().__init__(f"input-{session.sid}")
-        self.session = session
-        self.raw_video: LatestSlot[tuple[Any, int]] = LatestSlot()
-        self.audio: DropOldest[AudioChunk] = DropOldest(50)
-        self.stamped_frames = 0
-        self._audio_ended = False      # the microphone track (or a file pass) ended
-        self._wake = threading.Event()
-        self._seq = 0
-
-    @property
-    def audio_dropped(self) -> int:
-        return self.audio.dropped
-
-    def put_video(self, frame: Any, t_arrival_ns: int) -> None:
-        self.raw_video.put((frame, t_arrival_ns))
-        self._wake.set()
-
-    def put_audio(self, chunk: AudioChunk) -> None:
-        self.audio.put(chunk)
-        self._wake.set()
-
-    def end_audio(self) -> None:
-        """The audio stopped (track ended, file pass over): decode the speech still pending, after
-        the chunks already queued, so the last word said is not lost."""
-        self._audio_ended = True
-        self._wake.set()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def run(self) -> None:
-        s = self.session
-        while not self.halted:
-            self._wake.wait(0.25)
-            self._wake.clear()
-            while not self.halted and (chunk := self.audio.pop()) is not None:
-                try:
-                    s.perception.process_audio(chunk)
-                except Exception:  # a bad chunk must not kill the session's input
-                    log.exception("session %s: audio analysis failed", s.sid)
-            if self._audio_ended and not self.audio:
-                self._audio_ended = False
-                flush = getattr(s.perception, "flush_audio", None)
-                if flush is not None:
-                    try:
-                        flush(2.0)
-                    except Exception:
-                        log.exception("session %s: decoding the last utterance failed", s.sid)
-            item = self.raw_video.take_nowait()
-            if item is None:
-                continue
-            raw, t_arrival = item
-            with s.timer.measure("decode"):
-                captured = self._to_captured(raw, t_arrival)
-            s.frames_in.put(captured)
-
-    def _to_captured(self, raw: Any, t_arrival: int) -> CapturedFrame:
-        if isinstance(raw, CapturedFrame):
-            return raw
-        frame: av.VideoFrame = raw
-        if frame.width > MAX_INPUT_WIDTH:
-            h = int(round(frame.height * MAX_INPUT_WIDTH / frame.width / 2)) * 2
-            image = frame.to_ndarray(format="rgb24", width=MAX_INPUT_WIDTH, height=h)
-        else:
-            image = frame.to_ndarray(format="rgb24")
-        t_capture = t_arrival
-        strip_h = timecode.camera_strip_height(image.shape[0])
-        stamp = timecode.read(image[-strip_h:], timecode.CAMERA_FIELDS)
-        if stamp is not None:
-            mapped = self.session.engine.wallclock.capture_ns_from_stamp(stamp[0], t_arrival)
-            if mapped is not None:
-                t_capture = mapped
-                self.stamped_frames += 1
-                ms = (t_arrival - mapped) / 1e6
-                self.session.timer.record("capture_to_ingest", ms)
-                self.session.ingest_ms += 0.1 * (ms - self.session.ingest_ms)
-        self._seq += 1
-        return CapturedFrame(image, self._seq, t_capture)
-
-
-class FileDriver(Worker):
-    """Feeds a session from a media file (real-time paced, looping): the demo / --source."""
-
-    def __init__(self, session: Session, path: Path, iter_media: Callable[..., Any]) -> None:
-        super().__init__(f"file-{session.sid}")
-        self.session, self.path, self._iter_media = session, path, iter_media
-        self.error: str | None = None
-
-    def run(self) -> None:
-        s = self.session
-        resampler = None
-        try:
-            for item in self._iter_media(self.path, realtime=True, loop=True):
-                if self.halted:
-                    break
-                if isinstance(item, CapturedFrame):
-                    s.input.put_video(item, item.t_capture_ns)
-                    s.frames_received.count += 1
-                elif isinstance(item, AudioChunk):
-                    s.input.put_audio(item)
-                    resampler = resampler or av.AudioResampler(format="s16", layout="mono", rate=VOICE_RATE)
-                    s.push_voice_threadsafe(chunk_to_voice_frames(item, resampler))
-                else:   # the end of one pass's audio (the file loops)
-                    s.input.end_audio()
-        except Exception as e:  # a broken demo file must not take the service down
-            self.error = f"{self.path}: {e}"
-            log.error("session %s: file source stopped: %s", s.sid, self.error)
-
-
-def chunk_to_voice_frames(chunk: AudioChunk, resampler: av.AudioResampler) -> list[av.AudioFrame]:
-    samples = chunk.samples if chunk.samples.ndim == 1 else chunk.samples.mean(axis=1)
-    pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)[None, :]
-    frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-    frame.sample_rate = chunk.sample_rate
-    return resampler.resample(frame)
-
-
-class Session:
-    """One streamer's pipeline. Created on the loop; its threads own the heavy work."""
-
-    def __init__(self, sid: str, engine: Engine, perception: Any, conditioner: Any,
-                 character: str) -> None:
-        self.sid = sid
-        self.engine = engine
-        self.perception = perception
-        self.conditioner = conditioner
-        self.character = character
-        self.frames_in: LatestSlot[CapturedFrame] = LatestSlot()
-        self.cues: LatestSlot[Cues] = LatestSlot()
-        self.worker = engine.stages.worker(perception, self.frames_in, self.cues)
-        self.input = InputPump(self)
-        # Guards the conditioner: control events arrive on the loop, ticks on the render thread.
-        self.lock = threading.Lock()
-        self.timer = StageTimer(window=600)
-        self.publisher = FramePublisher(engine.loop)
-        self.packer = Packer(engine.cfg.size, engine.flat_bg, engine.cfg.timecode)
-        self.want_packed = 0          # live packed / flat consumers (render thread packs only then)
-        self.want_flat = 0
-        self.latest: RenderedFrame | None = None
-        self.last_cues: Cues | None = None
-        self.events_applied = 0
-        self.frames_received = RateMeter()
-        self.cues_meter = RateMeter()
-        self.rendered = RateMeter()
-        self._last_capture_ns = 0
-        self.latency_ms = 0.0         # capture -> rendered, smoothed
-        self.ingest_ms = 0.0          # capture -> arrival here, smoothed (stamped cameras only)
-        self.ingest: Any = None       # the RTCPeerConnection feeding us, if any
-        self.ingest_kind = ""
-        self.ever_had_camera = False
-        self.file_driver: FileDriver | None = None
-        self.viewers = 0
-        self.sinks: dict[str, Any] = {}
-        self.subscribers: set[asyncio.Queue] = set()
-        self.cue_subscribers = 0
-        self.last_used = time.monotonic()
-        self.voice: Any = None        # media.VoiceTrack, set by the app
-        self.out_tracks: dict[str, Any] = {}   # layout -> media.AvatarTrack (relayed to viewers)
-        self.shared_encoder: Any = None        # media.SharedEncoder: one VP8 encode for our pages
-        self._t0_ns = 0
-        self._seq = 0
-        # Called on the render thread with each tick's Conditioning (e.g. interop.vmc's sender):
-        # each must return at once (copy into a slot, never send or wait).
-        self.tick_taps: list[Callable[[Any], None]] = []
-
-    # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> None:
-        self.input.start()
-        self.worker.start()
-
-    def close(self) -> None:
-        if self.file_driver:
-            self.file_driver.stop()
-        if self.shared_encoder is not None:
-            self.shared_encoder.stop()
-        self.input.stop()
-        self.frames_in.close()
-        try:
-            self.worker.stop()
-        finally:
-            for sink in self.sinks.values():
-                sink.stop()
-            self.sinks.clear()
-            if hasattr(self.perception, "close"):
-                self.perception.close()
-
-    @property
-    def busy(self) -> bool:
-        return bool(self.ingest or self.viewers or self.subscribers or self.file_driver or self.sinks)
-
-    # -- control (loop side) ------------------------------------------------------------------
-    def control(self, event: ControlEvent) -> int:
-        """Apply a control event (UserError for unknown names). Returns its number, for
-        `state_after`."""
-        event.t_ns = time.monotonic_ns()
-        if event.kind is ControlKind.CALIBRATE and hasattr(self.perception, "start_calibration"):
-            self.perception.start_calibration(3.0)
-        with self.lock:
-            self.conditioner.push_event(event)
-            self.events_applied += 1
-            number = self.events_applied
-        self.publish_event({"type": "control", "session": self.sid, "kind": event.kind.value,
-                            "name": event.name, "source": event.source.value,
-                            "mode": event.mode.value})
-        return number
-
-    async def state_after(self, event_number: int, timeout: float = 0.5) -> dict:
-        """The session's state once a frame reflecting event `event_number` is rendered
-        (or after `timeout` if rendering is stalled)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        pub = self.publisher.latest
-        while (pub is None or pub.events < event_number) and loop.time() < deadline:
-            try:
-                pub = await asyncio.wait_for(self.publisher.wait_newer(pub.seq if pub else 0),
-                                             deadline - loop.time())
-            except asyncio.TimeoutError:
-                break
-        return self.state()
-
-    def state(self) -> dict:
-        with self.lock:
-            cond_state = self.conditioner.state()
-        return {"session": self.sid, "character": self.character, "camera": bool(self.ingest),
-                "ingest": self.ingest_kind or ("file" if self.file_driver else ""),
-                "viewers": self.viewers, "conditioning": cond_state}
-
-    def publish_event(self, event: dict) -> None:
-        """Fan an event out to WebSocket subscribers (loop thread); a slow client loses its
-        oldest events, never blocks us."""
-        for q in self.subscribers:
-            if q.full():
-                q.get_nowait()
-            q.put_nowait(event)
-
-    def voice_delay_ms(self) -> float:
-        """How long to hold the voice so it meets the avatar frames showing the same moment: the
-        avatar's capture -> render time, less the trip to us that the voice made as well, less
-        the extra time a viewer's browser buffers audio over video (VOICE_LEAD_MS)."""
-        return max(0.0, self.latency_ms - self.ingest_ms - VOICE_LEAD_MS)
-
-    def push_voice_threadsafe(self, frames: list[av.AudioFrame]) -> None:
-        if self.voice is not None and frames:
-            self.engine.loop.call_soon_threadsafe(self.voice.push_many, frames)
-
-    # -- render thread ------------------------------------------------------------------------
-    def tick(self, t_ns: int) -> Any:
-        cues = self.cues.take_nowait()
-        if cues is not None and cues.t_capture_ns:
-            self.timer.record("capture_to_cues", (time.monotonic_ns() - cues.t_capture_ns) / 1e6)
-        with self.lock:
-            if cues is not None:
-                self.conditioner.push_cues(cues)
-                self.last_cues = cues
-                self.cues_meter.count += 1
-            with self.timer.measure("condition"):
-                cond = self.conditioner.tick(t_ns)
-            events = self.events_applied
-        for tap in self.tick_taps:
-            tap(cond)
-        if cues is not None and cues.keywords:
-            words = [k.word for k in cues.keywords]
-            self.engine.loop.call_soon_threadsafe(
-                self.publish_event, {"type": "voice", "session": self.sid, "keywords": words})
-        return cond, events
-
-    def publish(self, rgba: np.ndarray, cond: Any, events: int, t_rendered: int) -> None:
-        self._seq += 1
-        frame = RenderedFrame(rgba.copy(), self._seq, int(cond.t_capture_ns), t_rendered)
-        self.latest = frame
-        self.rendered.count += 1
-        if frame.t_capture_ns and frame.t_capture_ns != self._last_capture_ns:
-            self._last_capture_ns = frame.t_capture_ns
-            ms = (t_rendered - frame.t_capture_ns) / 1e6
-            if 0 <= ms < 5000:
-                self.timer.record("capture_to_render", ms)
-                self.latency_ms += 0.1 * (ms - self.latency_ms)
-        wc = self.engine.wallclock
-        stamp = (wc.to_wall_ms(frame.t_capture_ns) if frame.t_capture_ns else 0,
-                 wc.to_wall_ms(t_rendered), events & 0xFF)
-        packed = flat = None
-        with self.timer.measure("pack"):
-            if self.want_packed:
-                packed = self.packer.pack(frame.rgba, stamp)
-            if self.want_flat:
-                flat = self.packer.compose_flat(frame.rgba, stamp)
-        if packed is not None:
-            if not self._t0_ns:
-                self._t0_ns = t_rendered
-            packed.pts = (t_rendered - self._t0_ns) * 90_000 // 1_000_000_000
-            if self.shared_encoder is not None:
-                self.shared_encoder.submit(packed)
-        for sink in self.sinks.values():
-            sink.send(frame)
-        self.publisher.publish(Published(self._seq, events, frame, packed, flat))
-
-    # -- stats (loop, ~1 Hz) ------------------------------------------------------------------
-    def stats(self) -> dict:
-        timings = self.timer.summary()
-        pstats = {}
-        if hasattr(self.perception, "stats"):
-            try:
-                pstats = self.perception.stats()
-            except Exception:
-                pstats = {}
-        return {
-            "type": "stats", "session": self.sid,
-            "fps_in": round(self.frames_received.rate(), 1),
-            "fps_perceived": round(self.cues_meter.rate(), 1),
-            "fps_out": round(self.rendered.rate(), 1),
-            "ms": {k: round(v["median_ms"], 1) for k, v in timings.items()},
-            "ms_p95": {k: round(v["p95_ms"], 1) for k, v in timings.items()},
-            "render_ms": round(self.engine.render_ms(), 1),
-            "loop_lag_ms": self.engine.loop_lag_ms(),
-            "capture_to_render_ms": round(timings.get("capture_to_render", {}).get("median_ms", 0.0), 1),
-            "dropped": {"ingest": self.input.raw_video.dropped,
-                        "perception": self.frames_in.dropped,  # the worker reports this same slot's count
-                        "cues": self.cues.dropped,
-                        "audio": self.input.audio_dropped},
-            "render_skipped": self.engine.ticker_skipped(),
-            "camera": bool(self.ingest), "ingest": self.ingest_kind,
-            "viewers": self.viewers, "perception": pstats,
-        }
-
-
-# ---------------------------------------------------------------------------------------------
-# Engine: generator + render thread + session table
-# ---------------------------------------------------------------------------------------------
-
-class RenderLoop(Worker):
-    """The device worker: one generator call per output tick for all live sessions."""
-
-    def __init__(self, engine: Engine) -> None:
-        super().__init__("render")
-        self.engine = engine
-        self.ticker = Ticker(engine.cfg.fps)
-        self.frames = 0
-        self.errors = 0               # render ticks that raised (the frame is skipped, not retried)
-        self.error: str | None = None
-
-    def run(self) -> None:
-        eng = self.engine
-        gen = eng.generator
-        # a generator on remote workers takes the session ids too (one request in flight each)
-        by_session = getattr(gen, "render_sessions", None)
-        conds: list[Any] = []
-        chars: list[str] = []
-        events: list[int] = []
-        last_reload = time.monotonic()
-        last_error_log = 0.0
-        while not self.halted:
-            t = self.ticker.wait()
-            sessions = eng.live
-            if not sessions:
-                continue
-            conds.clear()
-            chars.clear()
-            events.clear()
-            t_tick = time.perf_counter()
-            try:
-                for s in sessions:
-                    cond, ev = s.tick(t)
-                    conds.append(cond)
-                    chars.append(s.character)
-                    events.append(ev)
-                t0 = time.perf_counter()
-                if by_session is not None:
-                    frames = by_session([s.sid for s in sessions], conds, chars)
-                else:
-                    frames = gen.render(conds, chars)
-                t1 = time.perf_counter()
-                eng.timer.record("render", (t1 - t0) * 1e3)
-                t_rendered = time.monotonic_ns()
-                for i, s in enumerate(sessions):
-                    s.publish(frames[i], conds[i], events[i], t_rendered)
-                self.frames += 1
-                eng.timer.record("publish", (time.perf_counter() - t1) * 1e3)
-                eng.timer.record("tick", (time.perf_counter() - t_tick) * 1e3)
-            except Exception as e:  # keep the clock running: the next tick renders again
-                self.errors += 1
-                self.error = f"{type(e).__name__}: {e}"
-                now = time.monotonic()
-                if now - last_error_log >= 1.0:  # a generator failing every tick logs once a second
-                    last_error_log = now
-                    log.exception("render tick failed (%d so far)", self.errors)
-            now = time.monotonic()
-            if now - last_reload > 1.0:
-                last_reload = now
-                for s in sessions:
-                    if hasattr(s.conditioner, "reload_if_changed"):
-                        try:
-                            with s.lock:
-                                s.conditioner.reload_if_changed()
-                        except UserError as e:
-                            log.error("session %s: %s", s.sid, e)
-
-
 class Engine:
+    """The live sessions and the one generator that renders them all (on the render loop)."""
+
     def __init__(self, cfg: ServerConfig, stages: Stages, loop: asyncio.AbstractEventLoop | None,
                  flat_bg: tuple[int, int, int] = (0, 255, 0)) -> None:
         self.cfg = cfg
@@ -613,7 +44,7 @@ class Engine:
         self.flat_bg = flat_bg
         self.wallclock = timecode.WallClockMap()
         self.timer = StageTimer(window=600)
-        self.generator: Any = None
+        self.generator: LiveGenerator | None = None
         self.ready = False
         self.warmup_error: str | None = None
         self.sessions: dict[str, Session] = {}
@@ -629,7 +60,8 @@ class Engine:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         try:
-            self.generator = await self.loop.run_in_executor(self.pool, self.stages.generator)
+            made = await self.loop.run_in_executor(self.pool, self.stages.generator)
+            self.generator = live_generator(made)
             if self.cfg.character:      # --character: new sessions start as it, so load it now
                 await self.loop.run_in_executor(self.pool, self.generator.prepare_character, self.cfg.character)
         except UserError as e:
@@ -647,9 +79,8 @@ class Engine:
             await self.loop.run_in_executor(None, self.render_loop.stop, 2.0)
         for s in list(self.sessions.values()):
             await self.remove(s.sid)
-        close = getattr(self.generator, "close", None)   # remote workers: delete the deployment
-        if close is not None:
-            await self.loop.run_in_executor(self.pool, close)
+        if self.generator is not None:   # remote workers: delete the deployment
+            await self.loop.run_in_executor(self.pool, self.generator.close)
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def characters(self) -> list[str]:
@@ -705,7 +136,7 @@ class Engine:
         finally:
             del self._creating[sid]
 
-    def _make_stages(self) -> Any:
+    def _make_stages(self) -> tuple[Any, Any]:   # (perception, conditioner)
         return self.stages.perception(), self.stages.conditioner()
 
     async def remove(self, sid: str) -> None:
@@ -713,9 +144,8 @@ class Engine:
         if s is None:
             return
         self.live = tuple(self.sessions.values())
-        forget = getattr(self.generator, "forget_session", None)
-        if forget is not None:
-            forget(sid)
+        if self.generator is not None:
+            self.generator.forget_session(sid)
         if s.ingest is not None:
             await s.ingest.close()
         await self.loop.run_in_executor(self.pool, s.close)
@@ -747,20 +177,15 @@ class Engine:
     def drive_from_file(self, s: Session, path: Path) -> None:
         if self.stages.iter_media is None:
             raise UserError("file sources are not available in this build (liveavatar.sources missing)")
-        if s.file_driver:
-            s.file_driver.stop()
-        s.file_driver = FileDriver(s, path, self.stages.iter_media)
-        s.file_driver.start()
+        s.drive_from_file(path, self.stages.iter_media)
 
     def stop_file(self, s: Session) -> None:
-        if s.file_driver:
-            s.file_driver.stop()
-            s.file_driver = None
+        s.stop_file()
 
     # -- character ----------------------------------------------------------------------------
     async def set_character(self, s: Session, name: str, source: EventSource) -> dict:
         known = self.characters()
-        if name not in known:
+        if self.generator is None or name not in known:   # no generator yet: it knows no characters
             raise NotFoundError(f"unknown character {name!r}; available: {', '.join(known)}")
         await self.loop.run_in_executor(self.pool, self.generator.prepare_character, name)
         s.character = name
@@ -781,51 +206,3 @@ class Engine:
 
     def ticker_skipped(self) -> int:
         return self.render_loop.ticker.skipped if self.render_loop else 0
-
-    def _perception_info(self) -> dict:
-        """What perception really runs on (MediaPipe's legacy solutions run on the CPU through
-        TFLite's XNNPACK delegate; voice activity through onnxruntime)."""
-        info: dict = {"device": "cpu"}
-        try:
-            import mediapipe
-            info["runtime"] = f"mediapipe {mediapipe.__version__} (TFLite, XNNPACK CPU delegate)"
-        except ImportError:
-            info["runtime"] = "unavailable"
-        for s in list(self.sessions.values()):
-            analyzer = getattr(s.perception, "voice_analyzer", None)
-            if analyzer is not None:
-                info["voice_vad_providers"] = list(analyzer.vad.providers)
-            if hasattr(s.perception, "stats"):
-                try:
-                    st = s.perception.stats()
-                    info["fps"] = st.get("fps")
-                    info["ms"] = st.get("ms")
-                except Exception:
-                    pass
-            break
-        return info
-
-    def health(self) -> dict:
-        info: dict = {}
-        if self.generator is not None:
-            try:
-                info = self.generator.info()
-            except Exception as e:
-                info = {"error": str(e)}
-        perception = self._perception_info()
-        render = self.render_loop
-        return {
-            "status": "ok" if self.ready else ("error" if self.warmup_error else "warming_up"),
-            "error": self.warmup_error or (render.error if render else None),
-            "generator": getattr(self.generator, "name", self.cfg.generator),
-            "device": getattr(self.generator, "device", None),
-            "generator_info": info,
-            "perception": perception,
-            "webrtc": {"library": "aiortc", "video_codec": "VP8 (software)", "audio_codec": "Opus"},
-            "sessions": len(self.sessions), "max_sessions": self.cfg.max_sessions,
-            "fps": self.cfg.fps, "size": self.cfg.size,
-            "render_fps_target": self.cfg.fps,
-            "uptime_s": round(time.monotonic() - self.started_at, 1),
-            "perception_worker_restarts": self.worker_restarts,
-            "render_errors": render.errors if render else 0,
-        }

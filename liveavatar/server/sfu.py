@@ -32,9 +32,11 @@ from liveavatar.interop.janus import (
     start_subscriber,
     subscriber_offer,
 )
+from liveavatar.output.webrtc import SharedVideoTrack, VoiceTrack
 from liveavatar.server.config import ServerConfig
-from liveavatar.server.engine import STRIP_ROWS, Engine, Session
-from liveavatar.server.media import SharedVideoTrack, VoiceTrack, new_peer_connection, shared_encoder_for
+from liveavatar.server.engine import Engine
+from liveavatar.server.session import Session
+from liveavatar.server.signalling import new_peer_connection
 
 log = logging.getLogger("liveavatar.server")
 
@@ -87,7 +89,7 @@ class SfuPublishing:
             if self.engine.sessions.get(s.sid) is not s:   # closed while the publisher waited to retry
                 raise JanusError(f"session {s.sid!r} is closed")
             # The same single encode our direct viewers share: Janus is one more reader of it.
-            video = SharedVideoTrack(shared_encoder_for(s, self.cfg, STRIP_ROWS))
+            video = SharedVideoTrack(s.shared_encoder_for_viewers())
             vt = pc.addTransceiver(video, direction="sendonly")
             vt.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
                                     if c.mimeType.lower() == "video/vp8"])
@@ -236,8 +238,8 @@ def attach(app: web.Application, engine: Engine, cfg: ServerConfig,
     publishing = app[SFU] = SfuPublishing(engine, cfg)
 
     async def on_startup(app: web.Application) -> None:
-        from liveavatar.server.app import STATE
-        publishing.start(app[STATE]["relay"])   # after the app's own startup made the relay
+        from liveavatar.server.state import SERVICE
+        publishing.start(app[SERVICE].relay)
 
     async def on_shutdown(app: web.Application) -> None:
         await publishing.stop()

@@ -21,7 +21,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory):
     from playwright.sync_api import sync_playwright
 
     from tests.media import path as media_path
-    from tests.server.browser import launch, make_y4m
+    from tests.server.browser import launch, make_y4m, studio_page
     tmp = tmp_path_factory.mktemp("editor")
     with user_data(tmp / "data") as chars:
         cfg = ServerConfig(port=free_port(), size=128, demo=False)
@@ -32,8 +32,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory):
             with sync_playwright() as pw:
                 ctx = launch(pw, tmp / "profile", y4m, media_path("speech_hello.wav"))
                 try:
-                    page = ctx.new_page()
-                    page.goto(server.url + "/studio?preview=0")
+                    page = studio_page(ctx, server.url, publishing=False)   # the editor needs no camera
                     yield server, page, chars
                 finally:
                     ctx.close()

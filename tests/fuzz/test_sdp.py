@@ -93,9 +93,9 @@ def check(server, kind: str, status: int, reply) -> None:
 
 
 def tidy(server) -> None:
-    from liveavatar.server.app import STATE
-    for _rid, closer in list(server.app[STATE]["closers"].items()):
-        server.call(closer())
+    from liveavatar.server.state import SERVICE
+    for peer in list(server.app[SERVICE].peers.values()):
+        server.call(peer.close())
 
 
 @pytest.mark.parametrize("kind", ["whip", "whep"])

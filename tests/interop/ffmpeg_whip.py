@@ -18,7 +18,7 @@ import numpy as np
 def publish(url: str, clip: Path, seconds: float, cert: str | None = None, key: str | None = None) -> int:
     options = {}
     if cert and key:
-        # See liveavatar/server/media.py (FFMPEG_WHIP_HINT): the muxer's own certificate is
+        # See liveavatar/server/signalling.py (FFMPEG_WHIP_HINT): the muxer's own certificate is
         # ECDSA P-224, which the service's OpenSSL no longer accepts in DTLS.
         options.update(cert_file=cert, key_file=key)
     out = av.open(url, "w", format="whip", options=options)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from liveavatar.server.config import ServerConfig
-from liveavatar.server.media import FFMPEG_WHIP_HINT
+from liveavatar.server.signalling import FFMPEG_WHIP_HINT
 from tests.media import path as media_path
 from tests.server.conftest import ServerThread, free_port, wait_until
 from tests.server.fakes import fake_perception_stages

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from liveavatar.interop.janus import BACKOFF_S, parse_sfu
-from liveavatar.server.engine import STRIP_ROWS
+from liveavatar.server.session import STRIP_ROWS
 from liveavatar.server.sfu import SFU
 from tests.interop.janus_clients import JanusViewer, local_janus, wait_published
 from tests.media import path as media_path

@@ -247,7 +247,7 @@ def test_the_engines_render_loop_idles_through_a_lost_replica(workers: RayGenera
 
     from liveavatar.interop.ray_router import SESSION_TTL_S
     from liveavatar.runtime import StageTimer
-    from liveavatar.server.engine import RenderLoop
+    from liveavatar.server.render_loop import RenderLoop
 
     time.sleep(SESSION_TTL_S + 0.5)     # the earlier tests' sessions no longer count as load
     sessions = [_Session(f"e{i}") for i in range(8)]

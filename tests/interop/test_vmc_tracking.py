@@ -13,7 +13,7 @@ from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import ThreadingOSCUDPServer
 
 from liveavatar.server.config import ServerConfig
-from liveavatar.server.engine import real_stages
+from liveavatar.server.stages import real_stages
 from tests.media import shared
 from tests.server.conftest import ServerThread, free_port, wait_until
 

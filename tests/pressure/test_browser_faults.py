@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.server.browser import served_browser
+from tests.server.browser import served_browser, studio_page
 from tests.server.harness import http, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -18,11 +18,7 @@ def browser_live(tmp_path_factory):
 
 
 def open_studio(server, ctx):
-    page = ctx.new_page()
-    page.goto(server.url + "/studio?preview=0")
-    wait_until(lambda: page.evaluate("window.__studio && window.__studio.publishing"), 90,
-               what="the studio's camera connection")
-    return page
+    return studio_page(ctx, server.url)
 
 
 def test_tab_closed_and_reopened(browser_live):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from liveavatar.server.config import ServerConfig
-from liveavatar.server.engine import real_stages
+from liveavatar.server.stages import real_stages
 from liveavatar.types import FACE_FEATURES, Cues, Part, VoiceFeatures
 from tests.media import path as media_path
 from tests.pressure.harness import CpuHog

@@ -23,7 +23,7 @@ import pytest
 
 from tests.media import path as media_path
 from tests.pressure.harness import ServeProcess, dump, load_average, metric, p95
-from tests.server.browser import launch, make_y4m
+from tests.server.browser import launch, make_y4m, studio_page
 from tests.server.harness import wait_until
 
 SOAK_S = float(os.environ.get("LIVEAVATAR_SOAK_SECONDS", "90"))
@@ -64,10 +64,7 @@ def soak_run(tmp_path_factory):
         with sync_playwright() as pw:
             ctx = launch(pw, tmp / "profile", y4m, media_path("speech_hello.wav"))
             try:
-                studio = ctx.new_page()
-                studio.goto(serve.url + "/studio?preview=0")
-                wait_until(lambda: studio.evaluate("window.__studio && window.__studio.publishing"), 90,
-                           what="the studio's camera connection")
+                studio_page(ctx, serve.url)   # publishing before the viewer opens
                 # The viewer tab opens in front of the publishing studio (the studio's camera
                 # must keep its full rate from a background tab; "kept streaming" checks that).
                 viewer = ctx.new_page()

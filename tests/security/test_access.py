@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from liveavatar.server import app as server_app
+from liveavatar.server import security as server_security
 from liveavatar.server.config import ServerConfig
 from tests.server.harness import http, running_server
 
@@ -142,7 +142,7 @@ def test_tokens_are_compared_in_constant_time(remote, monkeypatch):
     def spy(a, b):
         seen.append((a, b))
         return real(a, b)
-    monkeypatch.setattr(server_app.hmac, "compare_digest", spy)
+    monkeypatch.setattr(server_security.hmac, "compare_digest", spy)
     http(remote.url + "/api/sessions/default/state", headers=bearer("wrong-guess"))
     http(remote.url + "/api/sessions/default/state", headers=bearer(VIEWER))
     presented = {a for a, _ in seen}

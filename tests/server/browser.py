@@ -23,6 +23,19 @@ def launch(playwright, user_dir: Path, y4m: Path, wav: Path):
         viewport={"width": 800, "height": 600})
 
 
+def studio_page(ctx, url: str, publishing: bool = True, timeout: float = 90, query: str = "preview=0"):
+    """A new tab on the service's studio at `url` (its own preview off: tests watch the avatar in
+    a viewer page). With `publishing`, returns once the studio's camera connection is up."""
+    from tests.server.harness import wait_until
+
+    page = ctx.new_page()
+    page.goto(f"{url}/studio?{query}" if query else f"{url}/studio")
+    if publishing:
+        wait_until(lambda: page.evaluate("window.__studio && window.__studio.publishing"), timeout,
+                   what="the studio's camera connection")
+    return page
+
+
 FRAMES_DECODED_JS = "async () => await LA.framesDecoded(window.__viewer.pc)"
 
 #: Pixels of the viewer canvas that are strongly red (rig2d's anger marks and forehead flush).
@@ -71,7 +84,7 @@ def served_browser(tmp: Path, size: int):
     from playwright.sync_api import sync_playwright
 
     from liveavatar.server.config import ServerConfig
-    from liveavatar.server.engine import real_stages
+    from liveavatar.server.stages import real_stages
     from tests.media import path as media_path
     from tests.server.harness import ServerThread, free_port
 

@@ -61,7 +61,7 @@ class FakeWorker(threading.Thread):
 
 
 def fake_perception_stages(cfg):
-    from liveavatar.server.engine import real_stages
+    from liveavatar.server.stages import real_stages
     st = real_stages(cfg)
     st.perception = FakePerception
     st.worker = FakeWorker

@@ -43,7 +43,7 @@ class ServerThread:
 
     @property
     def engine(self):
-        from liveavatar.server.app import ENGINE
+        from liveavatar.server.state import ENGINE
         return self.app[ENGINE]
 
     def _run(self) -> None:

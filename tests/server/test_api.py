@@ -164,6 +164,33 @@ def test_metrics_are_prometheus_text(server):
     assert "liveavatar_dropped_frames" in fams and "liveavatar_stage_ms" in fams
 
 
+async def test_every_command_of_the_table_answers_over_http_and_the_websocket_alike(server):
+    """One table (control.COMMANDS) makes both: the same body fails the same way on either, and a
+    message whose type is no command (or not even a string) gets the one-line list of types."""
+    from liveavatar.server import control
+    assert set(control.COMMANDS) == {"emotion", "action", "character", "calibrate", "hotkey"}
+    bad = {"emotion": {"name": "x y"}, "action": {"name": ""}, "character": {"name": "nobody"},
+           "calibrate": {"source": "nowhere"}, "hotkey": {"name": "liveavatar.emotion.nope"}}
+    async with aiohttp.ClientSession() as c:
+        async with c.ws_connect(server.url.replace("http", "ws") + "/api/events?session=default") as ws:
+            assert (await ws.receive_json(timeout=10))["type"] == "hello"
+            for i, (kind, body) in enumerate(bad.items()):
+                path = control.COMMANDS[kind].path.replace("{sid}", "default")
+                status, reply = post(server, path, body)
+                assert 400 <= status < 500, (kind, status, reply)
+                await ws.send_json({"type": kind, **body, "id": i})
+                while (m := await ws.receive_json(timeout=10)).get("id") != i:
+                    pass
+                assert m == {"type": "error", "error": reply["error"], "id": i}, kind
+            for n, odd in enumerate(("dance", ["emotion"], None)):
+                await ws.send_json({"type": odd, "id": 100 + n})
+                while (m := await ws.receive_json(timeout=10)).get("id") != 100 + n:
+                    pass
+                assert m["type"] == "error" and m["error"] == (
+                    f"unknown message type {odd!r}; use emotion, action, character, calibrate, hotkey, "
+                    "subscribe or ping")
+
+
 async def test_event_stream_carries_control_events_and_accepts_commands(server):
     async with aiohttp.ClientSession() as c:
         async with c.ws_connect(server.url.replace("http", "ws") + "/api/events?session=default") as ws:

@@ -16,6 +16,7 @@ from tests.server.browser import (
     PICTURE_DIGEST_JS,
     RED_PIXELS_JS,
     served_browser,
+    studio_page,
 )
 from tests.server.harness import http, wait_until
 
@@ -25,8 +26,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     with served_browser(tmp_path_factory.mktemp("browser"), size=256) as (server, ctx):
-        studio = ctx.new_page()
-        studio.goto(server.url + "/studio?preview=0")  # the viewer page is the avatar stream here
+        studio = studio_page(ctx, server.url, publishing=False)  # the viewer page is the avatar stream here
         viewer = ctx.new_page()
         viewer.goto(server.url + "/viewer?transparent=1")
         yield server, studio, viewer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiortc.rtp import RtpPacket
 
-from liveavatar.server.media import LowLatencyJitterBuffer
+from liveavatar.sources.webrtc import LowLatencyJitterBuffer
 
 
 def _packet(seq: int, ts: int, payload: bytes, marker: bool = False) -> RtpPacket:

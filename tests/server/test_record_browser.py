@@ -8,7 +8,7 @@ import pytest
 
 from liveavatar.conditioning import action_files as af
 from liveavatar.paths import actions_dir
-from tests.server.browser import served_browser
+from tests.server.browser import served_browser, studio_page
 from tests.server.conftest import http, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -16,10 +16,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 def test_record_a_take_in_the_studio(tmp_path):
     with served_browser(tmp_path, size=128) as (server, ctx):
-        studio = ctx.new_page()
-        studio.goto(server.url + "/studio?preview=0")
-        wait_until(lambda: studio.evaluate("window.__studio && window.__studio.publishing"), 60,
-                   what="the studio's camera connection")
+        studio = studio_page(ctx, server.url, timeout=60)
         wait_until(lambda: server.engine.sessions["default"].conditioner.body_present > 0.9, 60,
                    what="perception tracking the person in the studio's camera")
         studio.fill("#record-name", "astro-take")

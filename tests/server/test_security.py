@@ -133,7 +133,7 @@ def test_tokens_are_generated_once_and_kept_private(tmp_path):
 
 
 def test_whip_answers_list_configured_ice_servers():
-    from liveavatar.server.app import ice_links
+    from liveavatar.server.signalling import ice_links
     cfg = ServerConfig(ice_servers=["stun:stun.example:3478", "turn:turn.example:3478"],
                        ice_username="mia", ice_credential="pw")
     links = ice_links(cfg)

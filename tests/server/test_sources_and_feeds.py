@@ -76,21 +76,18 @@ def test_mpegts_feed_endpoint_sends_the_avatar_over_udp(file_server):
 def test_the_last_word_before_the_microphone_stops_is_decoded(tmp_path):
     """"okay everyone, time to dance" and then the track ends (no silence after "dance"): the
     input pump decodes the pending utterance, and the keyword comes with the next frame's cues."""
-    import types
-
     import numpy as np
 
     from liveavatar.perception import Perception
-    from liveavatar.runtime import StageTimer
-    from liveavatar.server.engine import InputPump
+    from liveavatar.runtime import LatestSlot, StageTimer
+    from liveavatar.sources.webrtc import InputPump
     from liveavatar.types import AudioChunk, CapturedFrame
     from tests.media import read_wav, speak
 
     speech, rate = read_wav(speak("okay everyone, time to dance", tmp_path / "speech.wav"))
     perception = Perception(static=False, pose=False, hands=False, face=False, keywords=("dance",),
                             audio_queue=400)
-    session = types.SimpleNamespace(sid="t", perception=perception, timer=StageTimer())
-    pump = InputPump(session)
+    pump = InputPump("t", perception, LatestSlot(), StageTimer())
     pump.start()
     try:
         step = rate // 50
@@ -118,12 +115,13 @@ def test_health_reports_the_voice_vads_real_onnx_providers():
 
     from liveavatar.perception import Perception
     from liveavatar.server.engine import Engine
+    from liveavatar.server.health import service_health
 
     perception = Perception(static=False, pose=False, hands=False, face=False)
     try:
         engine = Engine(ServerConfig(port=free_port(), size=64), stages=None, loop=None)
         engine.sessions["default"] = types.SimpleNamespace(perception=perception)
-        providers = engine.health()["perception"]["voice_vad_providers"]
+        providers = service_health(engine)["perception"]["voice_vad_providers"]
     finally:
         perception.close()
     assert providers == perception.voice_analyzer.vad.providers and "CPUExecutionProvider" in providers

@@ -9,7 +9,7 @@ import time
 import av
 import numpy as np
 
-from liveavatar.server.media import VoiceTrack
+from liveavatar.output.webrtc import VoiceTrack
 
 RATE = 48000
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from liveavatar.server import timecode
-from liveavatar.server.engine import STRIP_ROWS
+from liveavatar.server.session import STRIP_ROWS
 from tests.media import path as media_path
 from tests.server.harness import http, running_server
 from tests.server.rtc_clients import Player, post_sdp, publish
@@ -197,7 +197,7 @@ async def test_whep_resource_delete_ends_the_viewer(server):
 
 
 def test_packer_layout_is_premultiplied_colour_beside_alpha():
-    from liveavatar.server.engine import Packer
+    from liveavatar.output.webrtc import Packer
     rgba = np.zeros((8, 8, 4), np.uint8)
     rgba[2:6, 2:6] = (200, 100, 50, 128)
     p = Packer(8, (0, 255, 0), flat_strip=False)
@@ -211,7 +211,7 @@ def test_packer_layout_is_premultiplied_colour_beside_alpha():
 
 
 async def test_packet_ring_keeps_encoded_packets_in_order_and_resyncs_slow_readers():
-    from liveavatar.server.media import EncodedPacket, PacketRing
+    from liveavatar.output.webrtc import EncodedPacket, PacketRing
     ring = PacketRing(asyncio.get_running_loop(), size=4)
     for seq in range(1, 7):  # seq 1..6; the ring keeps 3..6
         ring._append(EncodedPacket(seq, None, seq == 5))

@@ -1,125 +1,122 @@
-"""aiortc glue: ingest readers, the avatar and voice output tracks, SDP helpers."""
+"""WebRTC egress: the avatar video and the streamer's voice as aiortc tracks, and what feeds
+them from the render thread.
+
+The render thread packs each frame into the two layouts viewers use (Packer) and publishes it
+(FramePublisher); tracks await the next frame on the loop and never block it. Our own pages all
+share one VP8 encode per session (SharedEncoder -> SharedVideoTrack); other players get frames
+relayed and encoded per viewer (AvatarTrack). The voice is paced and Opus-encoded once for all
+viewers (VoiceTrack). Nothing here knows the server.
+"""
 from __future__ import annotations
 
 import asyncio
 import fractions
 import logging
-import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import av
+import cv2
 import numpy as np
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection
-from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc import MediaStreamTrack, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError
 
-from liveavatar.runtime import DropOldest, LatestSlot, LoopWakeup, Worker
-from liveavatar.server.config import ServerConfig
-from liveavatar.server.engine import VOICE_RATE, Session
-from liveavatar.types import AudioChunk
+from liveavatar.runtime import DropOldest, LatestSlot, LoopWakeup, StageTimer, Worker
+from liveavatar.types import VOICE_RATE, RenderedFrame
 
-log = logging.getLogger("liveavatar.server")
+log = logging.getLogger("liveavatar.output.webrtc")
 
 VIDEO_CLOCK = 90000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 #: Cap on how far the voice is held back to line up with the (slower) avatar video.
 MAX_VOICE_DELAY_MS = 400.0
 
-
-def new_peer_connection(cfg: ServerConfig) -> RTCPeerConnection:
-    """No ICE servers unless configured: aiortc's default public STUN server would stall
-    offline machines (see notes/webrtc-browser-tests.md)."""
-    servers = []
-    if cfg.ice_servers:
-        servers = [RTCIceServer(urls=cfg.ice_servers, username=cfg.ice_username,
-                                credential=cfg.ice_credential)]
-    return RTCPeerConnection(RTCConfiguration(iceServers=servers))
+#: Paints a stamp (capture ms, sent ms, events) into the strip rows under a packed frame.
+StampPainter = Callable[[np.ndarray, tuple[int, int, int]], None]
 
 
 # ---------------------------------------------------------------------------------------------
-# Ingest
+# Frames handed from the render thread to the asyncio side
 # ---------------------------------------------------------------------------------------------
 
-class LowLatencyJitterBuffer(JitterBuffer):
-    """aiortc's jitter buffer hands a frame on only when the first packet of the NEXT frame
-    arrives: one frame interval (33 ms at 30 fps) of camera latency, and 4 x 20 ms of audio
-    prefetch. This one hands a video frame on as soon as its last packet (the RTP marker bit,
-    RFC 7741 / RFC 6184) has arrived with every packet before it, and an audio packet (a whole
-    Opus frame) as soon as it is next in order."""
-
-    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
-        origin = self._origin
-        assert origin is not None     # aiortc calls this only once a packet has set the origin
-        if not self._is_video:
-            packet = self._packets[origin % self._capacity]
-            if packet is None:
-                return None
-            self.remove(1)
-            return JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
-        packets = []
-        timestamp = None
-        for count in range(self.capacity):
-            packet = self._packets[(origin + count) % self._capacity]
-            if packet is None or (timestamp is not None and packet.timestamp != timestamp):
-                break
-            timestamp = packet.timestamp
-            packets.append(packet)
-            if packet.marker:
-                self.remove(count + 1)
-                return JitterFrame(data=b"".join(p._data for p in packets),  # type: ignore[attr-defined]
-                                   timestamp=timestamp)
-        return super()._remove_frame(sequence_number)   # no marker seen: aiortc's rule
+@dataclass(slots=True)
+class Published:
+    seq: int
+    events: int                    # control events applied up to this frame's tick
+    frame: RenderedFrame
+    packed: av.VideoFrame | None   # colour|alpha side by side + timecode strip, yuv420p
+    flat: av.VideoFrame | None     # composited over the flat background, yuv420p
 
 
-def use_low_latency_jitter_buffers(pc: RTCPeerConnection) -> None:
-    """Swap the receivers' jitter buffers of a freshly negotiated ingest connection (before any
-    media arrives). aiortc exposes no option for this, hence the name-mangled attribute."""
-    for t in pc.getTransceivers():
-        r = t.receiver
-        if r is None or not hasattr(r, "_RTCRtpReceiver__jitter_buffer"):
-            continue
-        if t.kind == "video":
-            r._RTCRtpReceiver__jitter_buffer = LowLatencyJitterBuffer(capacity=512, is_video=True)
-        else:
-            r._RTCRtpReceiver__jitter_buffer = LowLatencyJitterBuffer(capacity=16)
+class FramePublisher:
+    """Newest published frame plus wake-ups for coroutines waiting on the loop. `publish` is
+    called from the render thread; waiters never block the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.latest: Published | None = None
+        self._wakeup = LoopWakeup(loop)
+
+    def publish(self, item: Published) -> None:
+        self.latest = item
+        self._wakeup.notify_threadsafe()
+
+    async def wait_newer(self, seq: int) -> Published:
+        while self.latest is None or self.latest.seq <= seq:
+            await self._wakeup.wait()
+        return self.latest
 
 
-async def drain_video(track: MediaStreamTrack, session: Session) -> None:
-    """Read the camera continuously: aiortc's receive queue is unbounded, so we never let it
-    fill; the newest frame goes to the session's input pump (latest wins, drops counted)."""
-    try:
-        while True:
-            frame = await track.recv()
-            session.frames_received.count += 1
-            session.input.put_video(frame, time.monotonic_ns())
-    except MediaStreamError:
-        pass
+class Packer:
+    """RGBA -> the two WebRTC layouts, into buffers allocated once per session. OpenCV's SIMD
+    premultiply and RGB -> I420 do in ~1 ms what numpy + swscale did in ~9 ms on the render
+    thread (same BT.601 limited-range matrix as swscale's default). The strip rows under the
+    packed picture carry a stamp from `paint_stamp` (left black without one)."""
 
+    def __init__(self, size: int, flat_bg: tuple[int, int, int], flat_strip: bool, strip_rows: int = 16,
+                 paint_stamp: StampPainter | None = None) -> None:
+        self.size = size
+        self.packed = np.zeros((size + strip_rows, 2 * size, 3), np.uint8)
+        self.flat = np.zeros((size + (strip_rows if flat_strip else 0), size, 3), np.uint8)
+        self._premult = np.empty((size, size, 4), np.uint8)
+        self._rgb = np.empty((size, size, 3), np.uint8)
+        self._inv = np.empty((size, size, 3), np.uint8)
+        self._bg: Any = tuple(float(c) for c in flat_bg) + (0.0,)   # cv2 takes a scalar tuple
+        self.flat_strip = flat_strip
+        self._paint_stamp = paint_stamp
 
-async def drain_audio(track: MediaStreamTrack, session: Session) -> None:
-    """Microphone: to perception (voice features, keywords) and on to viewers (the voice)."""
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=VOICE_RATE)
-    seq = 0
-    try:
-        while True:
-            frame = await track.recv()
-            t = time.monotonic_ns()
-            out = resampler.resample(frame)  # type: ignore[arg-type]  # an audio track yields AudioFrames
-            if session.voice is not None:
-                session.voice.push_many(out)
-            for f in out:
-                seq += 1
-                samples = f.to_ndarray().reshape(-1).astype(np.float32) * (1.0 / 32768.0)
-                session.input.put_audio(AudioChunk(samples, VOICE_RATE, seq, t))
-    except MediaStreamError:   # the microphone track ended: its last word still counts
-        session.input.end_audio()
+    def _premultiply(self, rgba: np.ndarray) -> np.ndarray:
+        return cv2.cvtColor(np.ascontiguousarray(rgba), cv2.COLOR_RGBA2mRGBA, dst=self._premult)
+
+    @staticmethod
+    def _yuv420(rgb: np.ndarray) -> av.VideoFrame:
+        i420: np.ndarray = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+        return av.VideoFrame.from_ndarray(i420, format="yuv420p")
+
+    def pack(self, rgba: np.ndarray, stamp: tuple[int, int, int]) -> av.VideoFrame:
+        s = self.size
+        # cv2 writes straight into the halves (numpy's strided copies took 1.5 ms each)
+        cv2.cvtColor(self._premultiply(rgba), cv2.COLOR_RGBA2RGB, dst=self.packed[:s, :s])
+        cv2.cvtColor(cv2.extractChannel(rgba, 3), cv2.COLOR_GRAY2RGB, dst=self.packed[:s, s:])
+        if self._paint_stamp is not None:
+            self._paint_stamp(self.packed[s:], stamp)
+        return self._yuv420(self.packed)
+
+    def compose_flat(self, rgba: np.ndarray, stamp: tuple[int, int, int]) -> av.VideoFrame:
+        s = self.size
+        m = cv2.cvtColor(self._premultiply(rgba), cv2.COLOR_RGBA2RGB, dst=self._rgb)
+        # premultiplied colour + (1 - alpha) x background
+        cv2.cvtColor(255 - cv2.extractChannel(rgba, 3), cv2.COLOR_GRAY2RGB, dst=self._inv)
+        cv2.add(m, cv2.multiply(self._inv, self._bg, scale=1 / 255.0), dst=self.flat[:s])
+        if self.flat_strip and self._paint_stamp is not None:
+            self._paint_stamp(self.flat[s:], stamp)
+        return self._yuv420(self.flat)
 
 
 # ---------------------------------------------------------------------------------------------
-# Output tracks (one source per session and layout, fanned out to viewers by MediaRelay)
+# Video tracks (one source per session and layout, fanned out to viewers by MediaRelay)
 # ---------------------------------------------------------------------------------------------
 
 class AvatarTrack(MediaStreamTrack):
@@ -129,9 +126,9 @@ class AvatarTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, session: Session, layout: str) -> None:
+    def __init__(self, publisher: FramePublisher, layout: str) -> None:
         super().__init__()
-        self.session = session
+        self.publisher = publisher
         self.layout = layout
         self._seq = 0
         self._t0: int | None = None
@@ -140,7 +137,7 @@ class AvatarTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         while True:
-            pub = await self.session.publisher.wait_newer(self._seq)
+            pub = await self.publisher.wait_newer(self._seq)
             self._seq = pub.seq
             vf = pub.packed if self.layout == "packed" else pub.flat
             if vf is not None:
@@ -192,16 +189,16 @@ class SharedEncoder(Worker):
     thread, fed latest-wins by the render thread. Keyframes every 2 s, and at once when a viewer
     joins or reports loss, since a shared stream cannot adapt to each viewer."""
 
-    def __init__(self, session: Session, width: int, height: int, fps: int,
-                 bitrate: int = 1_500_000) -> None:
-        super().__init__(f"encode-{session.sid}")
+    def __init__(self, name: str, loop: asyncio.AbstractEventLoop, timer: StageTimer, width: int, height: int,
+                 fps: int, bitrate: int = 1_500_000) -> None:
+        super().__init__(f"encode-{name}")
         self.frames: LatestSlot[av.VideoFrame] = LatestSlot()
-        self.packets = PacketRing(session.engine.loop)
+        self.packets = PacketRing(loop)
         self.width, self.height, self.fps, self.bitrate = width, height, fps, bitrate
         self._keyframe = threading.Event()
         self.encoded = 0
         self.keyframes = 0
-        self.timer = session.timer
+        self.timer = timer
 
     def submit(self, frame: av.VideoFrame) -> None:
         self.frames.put(frame)
@@ -259,14 +256,6 @@ class SharedEncoder(Worker):
                 self.packets.publish(EncodedPacket(seq, p, bool(p.is_keyframe)))
 
 
-def shared_encoder_for(session: Session, cfg: ServerConfig, strip_rows: int) -> SharedEncoder:
-    """The session's one VP8 encode of its packed frames, started on first use."""
-    if session.shared_encoder is None:
-        session.shared_encoder = SharedEncoder(session, 2 * cfg.size, cfg.size + strip_rows, cfg.fps)
-        session.shared_encoder.start()
-    return session.shared_encoder
-
-
 class SharedVideoTrack(MediaStreamTrack):
     """One viewer's view of a SharedEncoder: starts at a keyframe, then passes every packet."""
 
@@ -275,7 +264,7 @@ class SharedVideoTrack(MediaStreamTrack):
     def __init__(self, encoder: SharedEncoder) -> None:
         super().__init__()
         self.encoder = encoder
-        self.sender = None            # set after addTrack, to notice the viewer's loss reports
+        self.sender: RTCRtpSender | None = None   # set after addTrack, to notice the viewer's loss reports
         self._seq = 0
         self._started = False
 
@@ -288,7 +277,7 @@ class SharedVideoTrack(MediaStreamTrack):
             self.encoder.request_keyframe()
         elif self.sender is not None and getattr(self.sender, "_RTCRtpSender__force_keyframe", False):
             # aiortc records a viewer's PLI/FIR here; with a shared encode we honour it for all.
-            self.sender._RTCRtpSender__force_keyframe = False
+            self.sender._RTCRtpSender__force_keyframe = False  # type: ignore[attr-defined]
             self.encoder.request_keyframe()
         while True:
             item = await ring.next_after(self._seq)
@@ -303,14 +292,24 @@ class SharedVideoTrack(MediaStreamTrack):
                 return item.packet
 
 
+# ---------------------------------------------------------------------------------------------
+# The voice
+# ---------------------------------------------------------------------------------------------
+
+class VoiceTiming(Protocol):
+    """How long the voice must wait to meet the avatar frames of the same moment (a session)."""
+
+    def voice_delay_ms(self) -> float: ...
+
+
 class VoiceTrack(MediaStreamTrack):
     """The streamer's voice for viewers: held back so it stays in sync with the avatar's lips,
     sent on a steady 20 ms clock, and encoded to Opus here, once for every viewer.
 
-    Steady pacing keeps lips in sync: the delay (engine.VOICE_LEAD_MS) assumes a small, steady
-    audio buffer at the viewer. Voice forwarded as it arrived (bursty: the browser, aiortc's
-    receive buffer and a busy loop) made Chromium's audio buffer grow to ~175 ms. So frames
-    leave on a clock; the queue depth sets the delay and is steered towards the target by
+    Steady pacing keeps lips in sync: the delay (server.session.VOICE_LEAD_MS) assumes a small,
+    steady audio buffer at the viewer. Voice forwarded as it arrived (bursty: the browser,
+    aiortc's receive buffer and a busy loop) made Chromium's audio buffer grow to ~175 ms. So
+    frames leave on a clock; the queue depth sets the delay and is steered towards the target by
     dropping a frame (too late) or sending 20 ms of silence (too early). Encoding here, in ~0.3 ms
     on the loop, also spares each viewer's sender its round trip through aiortc's thread pool for every packet.
     Bounded: at most 2 s buffered."""
@@ -322,9 +321,9 @@ class VoiceTrack(MediaStreamTrack):
     LATE_SLACK_MS = 120.0
     EARLY_SLACK_MS = 40.0   # how much sooner than its target a frame may leave
 
-    def __init__(self, session: Session, bitrate: int = 48000) -> None:
+    def __init__(self, timing: VoiceTiming, bitrate: int = 48000) -> None:
         super().__init__()
-        self.session = session
+        self.timing = timing
         self._frames: DropOldest[tuple[av.AudioFrame, int]] = DropOldest(100)
         self._wake = asyncio.Event()
         self._samples = 0
@@ -348,7 +347,7 @@ class VoiceTrack(MediaStreamTrack):
         self._wake.set()
 
     def target_delay_ns(self) -> int:
-        return int(min(self.session.voice_delay_ms(), MAX_VOICE_DELAY_MS) * 1e6)
+        return int(min(self.timing.voice_delay_ms(), MAX_VOICE_DELAY_MS) * 1e6)
 
     def _silence(self) -> av.AudioFrame:
         frame = av.AudioFrame.from_ndarray(np.zeros((1, self.FRAME), np.int16), format="s16", layout="mono")
@@ -392,66 +391,3 @@ class VoiceTrack(MediaStreamTrack):
         while True:
             for packet in self._opus.encode(await self.next_frame()):
                 return packet     # libopus: one packet per 20 ms frame, at once
-
-
-# ---------------------------------------------------------------------------------------------
-# SDP
-# ---------------------------------------------------------------------------------------------
-
-_RTPMAP = re.compile(r"a=rtpmap:(\d+) (VP8|VP9|H264)/90000", re.I)
-_FMTP = re.compile(r"a=fmtp:(\d+) (.*)")
-
-
-def add_bitrate_hints(sdp: str, min_kbps: int = 800, start_kbps: int = 1000, max_kbps: int = 2500) -> str:
-    """Tell Chromium (the sender) to keep a usable bitrate: aiortc's REMB otherwise holds it at
-    300-700 kbps and the camera drops to 320x240, which hurts tracking."""
-    hint = f"x-google-min-bitrate={min_kbps};x-google-start-bitrate={start_kbps};x-google-max-bitrate={max_kbps}"
-    lines = sdp.replace("\r\n", "\n").split("\n")
-    video_pts = {m.group(1) for line in lines if (m := _RTPMAP.match(line))}
-    with_fmtp = set()
-    out = []
-    for line in lines:
-        m = _FMTP.match(line)
-        if m and m.group(1) in video_pts:
-            line = f"{line};{hint}"
-            with_fmtp.add(m.group(1))
-        out.append(line)
-    final = []
-    for line in out:
-        final.append(line)
-        m = _RTPMAP.match(line)
-        if m and m.group(1) not in with_fmtp:
-            final.append(f"a=fmtp:{m.group(1)} {hint}")
-    return "\r\n".join(final)
-
-
-def check_offer(sdp: str) -> None:
-    """Cheap structural checks before aiortc sees the offer, so garbage gets a clear 400."""
-    from liveavatar.errors import UserError
-    text = sdp.strip()
-    if not text.startswith("v=0"):
-        raise UserError("malformed SDP offer: it must start with 'v=0'")
-    if "\nm=" not in text.replace("\r\n", "\n"):
-        raise UserError("malformed SDP offer: no media section (m=audio / m=video)")
-    if "a=fingerprint:" not in text:
-        raise UserError("malformed SDP offer: no DTLS fingerprint (a=fingerprint)")
-    if "a=ice-ufrag:" not in text:
-        raise UserError("malformed SDP offer: no ICE credentials (a=ice-ufrag)")
-
-
-# FFmpeg's WHIP muxer (`-f whip`, FFmpeg 8) as built into the PyAV wheel (TLS via GnuTLS) makes
-# its own DTLS certificate on an ECDSA P-224 key (seen in its handshake). The OpenSSL that
-# aiortc runs on (the cryptography wheel's, 4.x) no longer knows P-224 as a TLS group, so the
-# handshake stops with illegal_parameter
-# (wrong curve) whichever side is the DTLS client: FFmpeg then reports "DTLS session failed"
-# with its default role and with whip_flags=dtls_active alike. ICE, the SDP and the SRTP
-# profiles are fine; nothing in the answer can change the muxer's key. A P-256 certificate
-# given to the muxer (its cert_file / key_file options) gets through and the camera reaches the
-# avatar (tests/interop/test_ffmpeg_whip.py).
-FFMPEG_WHIP_HINT = ("a WHIP publisher that looks like FFmpeg's muxer failed the DTLS handshake: its own "
-                    "certificate is ECDSA P-224, which this service's OpenSSL refuses; give it a P-256 "
-                    "certificate with -cert_file/-key_file (see the README, 'WHIP with FFmpeg')")
-
-
-def looks_like_ffmpeg_whip(offer_sdp: str) -> bool:
-    return "s=FFmpegPublishSession" in offer_sdp or "\no=FFmpeg " in offer_sdp.replace("\r\n", "\n")
