@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from liveavatar.server.engine import STRIP_ROWS
+from liveavatar.server.session import STRIP_ROWS
 from liveavatar.server.sfu import SFU
 from tests.interop.janus_clients import local_janus, wait_published
 from tests.media import path as media_path
