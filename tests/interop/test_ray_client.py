@@ -5,7 +5,6 @@ stays on, as a user's cluster has it: the service finds the token (~/.ray/auth_t
 `ray start` when there is none) and sends it."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -14,8 +13,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,18 +21,11 @@ import numpy as np
 import pytest
 
 from liveavatar.runtime.child import stop_process, stop_process_group
+from tests.interop.serve_workers import http_get, wait_for_replies
 from tests.server.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY = Path(sys.executable).parent / "ray"
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 def _listening(port: int) -> bool:
@@ -92,24 +82,12 @@ def test_serve_with_workers_ray_address_renders_on_the_clusters_replica(
                           "--worker-replicas", "1", "--size", "64", "--no-demo", "--port", str(port)],
                          stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
     try:
-        deadline = time.monotonic() + 300
-        health: dict = {}
-        while True:
-            assert p.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
-            try:
-                status, body = _get(f"http://127.0.0.1:{port}/health")
-                health = json.loads(body)
-                if status == 200 and health["generator_info"]["replies"] > 0:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, (health, (tmp_path / "serve.log").read_text()[-2000:])
-            time.sleep(1.0)
+        health = wait_for_replies(p, port, tmp_path / "serve.log")
         info = health["generator_info"]
         assert info["workers"] == f"ray://127.0.0.1:{client_port}" and info["replicas"] == 1
         assert info["gpus_per_replica"] == 1.0                     # the head's logical GPU holds the replica
         assert list(info["sessions_per_replica"].values()) == [1]  # the default session, placed
-        status, png = _get(f"http://127.0.0.1:{port}/api/sessions/default/frame.png")
+        status, png = http_get(f"http://127.0.0.1:{port}/api/sessions/default/frame.png")
         assert status == 200
         rgba = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
         assert rgba.shape == (64, 64, 4) and rgba[..., 3].any()

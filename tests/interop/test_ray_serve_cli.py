@@ -3,31 +3,20 @@ deploys the generator there and its default session renders on a replica (a sepa
 from test_ray_workers.py: this service starts its own cluster, which must not find that one's)."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from tests.interop.serve_workers import http_get, wait_for_replies
 from tests.server.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 @pytest.mark.slow
@@ -41,29 +30,17 @@ def test_serve_with_workers_auto_renders_the_default_session_on_a_replica(tmp_pa
                           "--size", "64", "--no-demo", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
                          text=True, env=env, cwd=ROOT)
     try:
-        deadline = time.monotonic() + 300
-        health: dict = {}
-        while True:
-            assert p.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
-            try:
-                status, body = _get(f"http://127.0.0.1:{port}/health")
-                health = json.loads(body)
-                if status == 200 and health["generator_info"]["replies"] > 0:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, (health, (tmp_path / "serve.log").read_text()[-2000:])
-            time.sleep(1.0)
+        health = wait_for_replies(p, port, tmp_path / "serve.log")
         info = health["generator_info"]
         assert health["generator"] == "ray:auto" and info["replicas"] == 1
         assert list(info["sessions_per_replica"].values()) == [1]      # the default session, placed
         assert info["replica_generator"]["generator"] == "auto"         # what the replica really runs
-        status, png = _get(f"http://127.0.0.1:{port}/api/sessions/default/frame.png")
+        status, png = http_get(f"http://127.0.0.1:{port}/api/sessions/default/frame.png")
         assert status == 200
         rgba = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
         assert rgba.shape == (64, 64, 4) and rgba[..., 3].any()
         assert "Ready: generator ray:auto" in (tmp_path / "serve.log").read_text()
-        status, metrics = _get(f"http://127.0.0.1:{port}/metrics")
+        status, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
         replies = [line for line in metrics.decode().splitlines()
                    if line.startswith('liveavatar_worker_frames_total{outcome="replies"}')]
         assert status == 200 and len(replies) == 1 and float(replies[0].split()[-1]) > 0
