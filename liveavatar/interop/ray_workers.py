@@ -74,6 +74,13 @@ def parse_workers(value: str) -> str:
                     "(a Ray cluster's client port, usually 10001)")
 
 
+def _last_words(cause: str, limit: int = 240) -> str:
+    """A Ray error cut to one readable line: its end when it carries a server's traceback."""
+    if len(cause) <= limit:
+        return cause
+    return "..." + cause[-limit:] if "Traceback" in cause else cause[:limit] + "..."
+
+
 def use_cluster_token() -> None:
     """Ray Client sends the cluster's token only under RAY_AUTH_MODE=token, which a `ray start`ed
     cluster (token authentication on by default since Ray 2.52) requires: without it the client
@@ -287,6 +294,29 @@ class RayGenerator:
         self.gpus_per_replica = 0.0
 
     # -- life cycle ---------------------------------------------------------------------------
+    def _join(self, address: str | None, env: dict | None, attempts: int = 3) -> None:
+        """ray.init, tried again when the cluster's Ray Client server could not start the per-client
+        server it forks for us ("Initialization failure from server"): that happens on a busy head
+        and passes. Any other failure is the user's to fix and is said at once."""
+        import ray
+
+        for attempt in range(1, attempts + 1):
+            try:
+                ray.init(address=address, runtime_env=env, include_dashboard=False, log_to_driver=False)
+                return
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                cause = " ".join(str(e).split())   # Ray may pass on a server's whole traceback
+                if "Initialization failure from server" in cause and attempt < attempts:
+                    log.warning("--workers %s: the cluster could not start a client server (try %d of %d); "
+                                "trying again", self.workers, attempt, attempts)
+                    time.sleep(2.0 * attempt)
+                    continue
+                hint = ("; a cluster with token authentication (Ray's default) needs its token here: "
+                        "~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN") if "timeout" in cause else ""
+                # the server's last line says why (its traceback's head does not)
+                raise UserError(f"--workers {self.workers}: cannot join the Ray cluster: "
+                                f"{_last_words(cause)}{hint}") from None
+
     def load(self) -> None:
         import ray
         from ray import serve
@@ -297,13 +327,7 @@ class RayGenerator:
             env = {"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}} if address is None else None
             if address is not None:
                 use_cluster_token()
-            try:
-                ray.init(address=address, runtime_env=env, include_dashboard=False, log_to_driver=False)
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                cause = " ".join(str(e).split())[:200]   # Ray may pass on a server's whole traceback
-                hint = ("; a cluster with token authentication (Ray's default) needs its token here: "
-                        "~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN") if "timeout" in cause else ""
-                raise UserError(f"--workers {self.workers}: cannot join the Ray cluster: {cause}{hint}") from None
+            self._join(address, env)
             self._started_ray = True
         resources = ray.cluster_resources()
         gpus, cpus = float(resources.get("GPU", 0.0)), float(resources.get("CPU", 0.0))

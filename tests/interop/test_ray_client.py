@@ -43,8 +43,9 @@ def _group_alive(pgid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def ray_head() -> Iterator[tuple[int, subprocess.Popen]]:
-    """(the Ray Client port, the `ray start` process) of a 2-CPU head with one logical GPU."""
+def ray_head() -> Iterator[tuple[int, subprocess.Popen, Path]]:
+    """(the Ray Client port, the `ray start` process, its temp dir) of a 2-CPU head with one
+    logical GPU."""
     pytest.importorskip("ray.serve")
     # a short temp dir: Ray's Unix socket paths must stay under 108 bytes
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
@@ -58,11 +59,13 @@ def ray_head() -> Iterator[tuple[int, subprocess.Popen]]:
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
-        while not _listening(client_port):
+        # `ray start` says "Ray runtime started" once every head process is up; the client port
+        # listens earlier, and a client let in then can find no server to fork for it
+        while not (_listening(client_port) and "Ray runtime started" in (Path(temp) / "ray-start.log").read_text()):
             assert proc.poll() is None, (Path(temp) / "ray-start.log").read_text()[-2000:]
             assert time.monotonic() < deadline, "the Ray Client server never listened"
             time.sleep(1.0)
-        yield client_port, proc
+        yield client_port, proc, Path(temp)
     finally:
         stop_process_group(proc, 40)
         log.close()
@@ -70,10 +73,16 @@ def ray_head() -> Iterator[tuple[int, subprocess.Popen]]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def _client_server_logs(temp: Path) -> str:
+    """The tails of the head's Ray Client server logs: why a client could not join."""
+    logs = sorted((temp / "session_latest" / "logs").glob("ray_client_server*.err"))
+    return "\n".join(f"== {f.name}\n{f.read_text(errors='replace')[-1500:]}" for f in logs)
+
+
 @pytest.mark.slow
 def test_serve_with_workers_ray_address_renders_on_the_clusters_replica(
-        ray_head: tuple[int, subprocess.Popen], tmp_path: Path) -> None:
-    client_port, head = ray_head
+        ray_head: tuple[int, subprocess.Popen, Path], tmp_path: Path) -> None:
+    client_port, head, temp = ray_head
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
     env.update(COLUMNS="250", LIVEAVATAR_CONFIG_DIR=str(tmp_path))
@@ -82,7 +91,10 @@ def test_serve_with_workers_ray_address_renders_on_the_clusters_replica(
                           "--worker-replicas", "1", "--size", "64", "--no-demo", "--port", str(port)],
                          stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
     try:
-        health = wait_for_replies(p, port, tmp_path / "serve.log")
+        try:
+            health = wait_for_replies(p, port, tmp_path / "serve.log")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{_client_server_logs(temp)}") from None
         info = health["generator_info"]
         assert info["workers"] == f"ray://127.0.0.1:{client_port}" and info["replicas"] == 1
         assert info["gpus_per_replica"] == 1.0                     # the head's logical GPU holds the replica

@@ -109,6 +109,42 @@ def test_conditioning_survives_the_wire_bit_exact() -> None:
             assert getattr(back, name) == getattr(c, name), name
 
 
+_SERVER_TRACE = ("Initialization failure from server: Traceback (most recent call last):\n  File \"proxier.py\", "
+                 "line 772, in Datapath\n" + "    frame\n" * 40 + "RuntimeError: Starting Ray client server failed.")
+
+
+def test_joining_a_cluster_tries_again_when_its_client_server_fails_to_start(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+    calls: list[str | None] = []
+
+    def init(address: str | None = None, **_: object) -> None:
+        calls.append(address)
+        if len(calls) < 3:
+            raise ConnectionError(_SERVER_TRACE)
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(time, "sleep", lambda _s: None)
+    RayGenerator("ray://h:1")._join("ray://h:1", None)
+    assert calls == ["ray://h:1"] * 3
+
+
+def test_a_cluster_that_cannot_be_joined_is_one_line_that_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    def init(**_: object) -> None:
+        raise ConnectionError(_SERVER_TRACE)
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(time, "sleep", lambda _s: None)
+    with pytest.raises(UserError) as e:
+        RayGenerator("ray://h:1")._join("ray://h:1", None)
+    message = str(e.value)
+    assert "\n" not in message and len(message) < 400
+    assert message.startswith("--workers ray://h:1: cannot join the Ray cluster")
+    assert message.endswith("Starting Ray client server failed.")     # the server's last words, kept
+
+
 # -- on the cluster -----------------------------------------------------------------------------
 
 @pytest.mark.slow
