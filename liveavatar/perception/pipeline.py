@@ -32,7 +32,7 @@ from liveavatar.perception.trackers import (
     PoseTracker,
     assign_hands_to_wrists,
 )
-from liveavatar.runtime import LatestSlot, StageTimer
+from liveavatar.runtime import LatestSlot, StageTimer, name_os_thread
 from liveavatar.types import (
     FACE_FEATURES,
     FF,
@@ -246,6 +246,7 @@ class Perception:
             self._voice_thread = threading.Thread(target=self._voice_loop, name="perception-voice",
                                                   daemon=True)
             self._voice_thread.start()
+            name_os_thread(self._voice_thread)
         self._inline_lock = threading.Lock()
         self._closed = False
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from liveavatar.runtime import LatestSlot, Worker
@@ -13,10 +15,15 @@ log = logging.getLogger(__name__)
 class PerceptionWorker:
     """Daemon thread: takes the newest frame from `frames_in` (older untaken ones were dropped by
     the slot and are counted there), runs `perception.process_video`, puts Cues in `cues_out`.
-    Exceptions from perception are counted and skipped; the thread keeps going."""
+    Exceptions from perception are counted and skipped; the thread keeps going.
+    `pace`: the least time between two frames' starts, asked before each (the service's
+    TrackingGovernor slows tracking when the avatar misses frames); frames that arrive meanwhile
+    are dropped by the slot, counted, and the newest is taken."""
 
-    def __init__(self, perception: Any, frames_in: LatestSlot[CapturedFrame], cues_out: LatestSlot[Cues]) -> None:
+    def __init__(self, perception: Any, frames_in: LatestSlot[CapturedFrame], cues_out: LatestSlot[Cues],
+                 pace: Callable[[], float] | None = None) -> None:
         self.perception = perception
+        self.pace = pace
         self.frames_in = frames_in
         self.cues_out = cues_out
         self.processed = 0
@@ -42,12 +49,18 @@ class PerceptionWorker:
             self._thread.stop(join_timeout=timeout)
 
     def _run(self, thread: Worker) -> None:
+        started = 0.0
         while not thread.halted:
+            if self.pace is not None:
+                rest = started + self.pace() - time.monotonic()
+                if rest > 0 and thread.halt.wait(min(rest, 1.0)):
+                    return
             frame = self.frames_in.take(timeout=0.1)
             if frame is None:
                 if self.frames_in.closed:
                     return
                 continue
+            started = time.monotonic()
             try:
                 cues = self.perception.process_video(frame)
             except Exception:

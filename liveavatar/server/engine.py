@@ -11,7 +11,7 @@ from typing import Any
 
 from liveavatar.errors import NotFoundError, UserError
 from liveavatar.generation.protocol import LiveGenerator, live_generator
-from liveavatar.runtime import StageTimer
+from liveavatar.runtime import StageTimer, TrackingGovernor
 from liveavatar.server import actions, timecode
 from liveavatar.server.config import ServerConfig
 from liveavatar.server.render_loop import RenderLoop
@@ -55,6 +55,8 @@ class Engine:
         self._creating: dict[str, asyncio.Future] = {}
         self.started_at = time.monotonic()
         self.worker_restarts = 0      # perception worker threads found dead and replaced
+        # the render loop reports its ticks; perception workers slow down when they run late
+        self.governor = TrackingGovernor(cfg.fps)
 
     # -- startup / shutdown -------------------------------------------------------------------
     async def start(self) -> None:
@@ -167,7 +169,7 @@ class Engine:
             if getattr(s.worker, "alive", True):
                 continue
             log.error("session %s: perception worker died; restarting it", s.sid)
-            s.worker = self.stages.worker(s.perception, s.frames_in, s.cues)
+            s.worker = self.stages.worker(s.perception, s.frames_in, s.cues, self.governor.min_interval_s)
             s.worker.start()
             self.worker_restarts += 1
             revived += 1

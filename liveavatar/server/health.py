@@ -56,4 +56,5 @@ def service_health(engine: Engine) -> dict:
         "uptime_s": round(time.monotonic() - engine.started_at, 1),
         "perception_worker_restarts": engine.worker_restarts,
         "render_errors": render.errors if render else 0,
+        **engine.governor.stats(),
     }

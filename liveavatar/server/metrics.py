@@ -34,6 +34,11 @@ class EngineCollector:
         yield CounterMetricFamily("liveavatar_render_ticks_skipped",
                                   "Output ticks skipped because rendering fell behind",
                                   value=eng.ticker_skipped())
+        cap = eng.governor.stats()["tracking_cap_fps"]
+        yield GaugeMetricFamily("liveavatar_tracking_cap_fps", "Tracking rate cap while the avatar runs late "
+                                "(0: uncapped)", value=cap or 0.0)
+        yield CounterMetricFamily("liveavatar_tracking_slowdowns", "Seconds in which tracking was slowed so "
+                                  "the avatar kept its frame rate", value=eng.governor.slowdowns)
         yield CounterMetricFamily("liveavatar_render_errors", "Output ticks whose render raised (frame skipped)",
                                   value=eng.render_loop.errors if eng.render_loop else 0)
         yield CounterMetricFamily("liveavatar_perception_worker_restarts",

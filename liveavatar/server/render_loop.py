@@ -37,10 +37,13 @@ class RenderLoop(Worker):
         last_reload = time.monotonic()
         last_error_log = 0.0
         while not self.halted:
+            skipped = self.ticker.skipped
             t = self.ticker.wait()
             sessions = eng.live
             if not sessions:
                 continue
+            # late: output ticks were skipped (frames lost) since the last one
+            late = self.ticker.skipped > skipped
             conds.clear()
             chars.clear()
             events.clear()
@@ -69,6 +72,7 @@ class RenderLoop(Worker):
                 if now - last_error_log >= 1.0:  # a generator failing every tick logs once a second
                     last_error_log = now
                     log.exception("render tick failed (%d so far)", self.errors)
+            eng.governor.tick(late)
             now = time.monotonic()
             if now - last_reload > 1.0:
                 last_reload = now

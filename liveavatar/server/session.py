@@ -70,7 +70,7 @@ class Session:
         self.character = character
         self.frames_in: LatestSlot[CapturedFrame] = LatestSlot()
         self.cues: LatestSlot[Cues] = LatestSlot()
-        self.worker = engine.stages.worker(perception, self.frames_in, self.cues)
+        self.worker = engine.stages.worker(perception, self.frames_in, self.cues, engine.governor.min_interval_s)
         self.timer = StageTimer(window=600)
         self.input = InputPump(sid, perception, self.frames_in, self.timer, self._camera_capture_ns)
         # Guards the conditioner: control events arrive on the loop, ticks on the render thread.
@@ -370,6 +370,10 @@ class Session:
             "fps_in": round(self.frames_received.rate(), 1),
             "fps_perceived": round(self.cues_meter.rate(), 1),
             "fps_out": round(self.rendered.rate(), 1),
+            # running totals, so a client can take rates over its own window (bench e2e does)
+            "frames": {"in": self.frames_received.count, "perceived": self.cues_meter.count,
+                       "out": self.rendered.count},
+            "t_s": round(time.monotonic(), 3),
             "ms": {k: round(v["median_ms"], 1) for k, v in timings.items()},
             "ms_p95": {k: round(v["p95_ms"], 1) for k, v in timings.items()},
             "render_ms": round(self.engine.render_ms(), 1),
@@ -380,6 +384,7 @@ class Session:
                         "cues": self.cues.dropped,
                         "audio": self.input.audio_dropped},
             "render_skipped": self.engine.ticker_skipped(),
+            **self.engine.governor.stats(),       # tracking slowed so the avatar keeps its rate
             "camera": bool(self.ingest), "ingest": self.ingest_kind,
             "viewers": self.viewers, "perception": pstats,
         }

@@ -5,7 +5,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from liveavatar.runtime import LatestSlot
 from liveavatar.server.config import ServerConfig
 
 
@@ -13,7 +12,7 @@ from liveavatar.server.config import ServerConfig
 class Stages:
     generator: Callable[[], Any]                           # -> Generator (loaded, warmed up)
     perception: Callable[[], Any]                          # -> Perception
-    worker: Callable[[Any, LatestSlot, LatestSlot], Any]   # -> PerceptionWorker
+    worker: Callable[..., Any]    # (perception, frames_in, cues_out, pace) -> PerceptionWorker
     conditioner: Callable[[], Any]                         # -> Conditioner
     iter_media: Callable[..., Any] | None = None           # sources.file.iter_media
 
@@ -43,9 +42,9 @@ def real_stages(cfg: ServerConfig) -> Stages:
         from liveavatar.perception.process import PerceptionProcess
         return PerceptionProcess(keywords=keywords)
 
-    def worker(perception: Any, frames_in: Any, cues_out: Any) -> Any:
+    def worker(perception: Any, frames_in: Any, cues_out: Any, pace: Any = None) -> Any:
         from liveavatar.perception import PerceptionWorker
-        return PerceptionWorker(perception, frames_in, cues_out)
+        return PerceptionWorker(perception, frames_in, cues_out, pace)
 
     def conditioner() -> Any:
         from liveavatar.conditioning import Conditioner

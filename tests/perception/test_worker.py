@@ -87,6 +87,25 @@ def test_worker_survives_exceptions_and_counts_drops():
     assert slow.processed + slow.dropped == 20
 
 
+def test_a_paced_worker_waits_between_frames_and_takes_the_newest():
+    """The service's governor asks for a gap between frames: frames put meanwhile are dropped
+    (counted) and the newest is the one taken."""
+    frames_in, cues_out = LatestSlot(), LatestSlot()
+    worker = PerceptionWorker(_Flaky(), frames_in, cues_out, pace=lambda: 0.3).start()
+    try:
+        frames_in.put(CapturedFrame(np.zeros((4, 4, 3), np.uint8), 0, 0))
+        assert wait_for(lambda: worker.processed == 1)
+        for seq in (2, 4, 6):              # all within the 0.3 s gap
+            frames_in.put(CapturedFrame(np.zeros((4, 4, 3), np.uint8), seq, seq))
+        time.sleep(0.1)
+        assert worker.processed == 1       # still waiting out its gap
+        assert wait_for(lambda: worker.processed == 2, 5)
+        assert cues_out.take(timeout=1) == 6 and frames_in.dropped == 2
+    finally:
+        worker.stop(timeout=2)
+    assert not worker.alive                # stop() cuts the gap short
+
+
 class _SlowPose:
     """A pose model slower than the frame rate, with both wrists out of view."""
 

@@ -34,7 +34,7 @@ class FakePerception:
 class FakeWorker(threading.Thread):
     """Turns each CapturedFrame into empty Cues (so capture times flow through)."""
 
-    def __init__(self, perception, frames_in: LatestSlot, cues_out: LatestSlot) -> None:
+    def __init__(self, perception, frames_in: LatestSlot, cues_out: LatestSlot, pace=None) -> None:
         super().__init__(daemon=True)
         self.frames_in, self.cues_out = frames_in, cues_out
         self.processed = 0
