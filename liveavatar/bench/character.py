@@ -189,7 +189,7 @@ def _pose_row(who: str, pf: dict) -> dict:
 
 
 def _drawing_fidelity(picture: Path, root: Path, by_clip: dict[str, list]) -> dict:
-    """pose_fidelity of a drawing imported by the authoring code into a temporary user folder."""
+    """pose_fidelity of a picture imported by the authoring code into a temporary user folder."""
     import os
 
     from liveavatar.authoring.importer import import_character
@@ -294,6 +294,12 @@ def run(frames: int = 60, imports: int = 3) -> dict:
                         if have_importer and (drawing / f"char{k}_texture.png").is_file():
                             rows.append(_pose_row(f"children's drawing {k} (imported)",
                                                   _drawing_fidelity(drawing / f"char{k}_texture.png", root, by_clip)))
+                    # a real person's full-body photo (the test media's footballer, cut out by
+                    # selfie segmentation): art that MediaPipe Pose reads as a person
+                    photo = Path(__file__).resolve().parents[2] / "tests" / "media" / ".cache" / "messi5.jpg"
+                    if have_importer and photo.is_file():
+                        rows.append(_pose_row("full-body photo messi5.jpg (imported)",
+                                              _drawing_fidelity(photo, root, by_clip)))
                     rows.append(_pose_row("baseline rig2d nova", pose_fidelity(base, "nova", by_clip)))
             info[f"size_{size}"] = gen.info()
     return report.result("character", rows, **info)
