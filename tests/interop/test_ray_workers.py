@@ -16,6 +16,7 @@ import pytest
 from liveavatar.bench.generator import sample_conditionings
 from liveavatar.errors import UserError
 from liveavatar.interop.ray_workers import IDLE_FRAMES, IDLE_PERIOD_S, FrameRequest, RayGenerator, parse_workers
+from liveavatar.runtime import TrackingGovernor
 from liveavatar.types import Conditioning
 from tests.server.conftest import free_port
 from tests.server.test_cli import serve
@@ -288,7 +289,8 @@ def test_the_engines_render_loop_idles_through_a_lost_replica(workers: RayGenera
     time.sleep(SESSION_TTL_S + 0.5)     # the earlier tests' sessions no longer count as load
     sessions = [_Session(f"e{i}") for i in range(8)]
     sids = [s.sid for s in sessions]
-    engine = SimpleNamespace(cfg=SimpleNamespace(fps=FPS), generator=workers, live=tuple(sessions),
+    engine = SimpleNamespace(cfg=SimpleNamespace(fps=FPS), generator=workers, governor=TrackingGovernor(FPS),
+                             live=tuple(sessions),
                              timer=StageTimer())
     loop = RenderLoop(engine)   # type: ignore[arg-type]
     loop.start()
