@@ -91,11 +91,12 @@ def test_a_paced_worker_waits_between_frames_and_takes_the_newest():
     """The service's governor asks for a gap between frames: frames put meanwhile are dropped
     (counted) and the newest is the one taken."""
     frames_in, cues_out = LatestSlot(), LatestSlot()
-    worker = PerceptionWorker(_Flaky(), frames_in, cues_out, pace=lambda: 0.3).start()
+    # a long gap, so that a stalled CI machine still puts the three frames inside it
+    worker = PerceptionWorker(_Flaky(), frames_in, cues_out, pace=lambda: 2.0).start()
     try:
         frames_in.put(CapturedFrame(np.zeros((4, 4, 3), np.uint8), 0, 0))
         assert wait_for(lambda: worker.processed == 1)
-        for seq in (2, 4, 6):              # all within the 0.3 s gap
+        for seq in (2, 4, 6):              # all within the 2 s gap
             frames_in.put(CapturedFrame(np.zeros((4, 4, 3), np.uint8), seq, seq))
         time.sleep(0.1)
         assert worker.processed == 1       # still waiting out its gap
