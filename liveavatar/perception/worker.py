@@ -53,7 +53,7 @@ class PerceptionWorker:
         while not thread.halted:
             if self.pace is not None:
                 rest = started + self.pace() - time.monotonic()
-                if rest > 0 and thread.halt.wait(min(rest, 1.0)):
+                if rest > 0 and thread.halt.wait(rest):    # stop() sets halt: the gap ends at once
                     return
             frame = self.frames_in.take(timeout=0.1)
             if frame is None:
