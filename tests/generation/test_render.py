@@ -215,3 +215,30 @@ def test_generator_benchmark_reports_every_batch_size():
     a, b = bench.sample_conditionings(2, 0), bench.sample_conditionings(2, 1)
     assert not np.allclose(a[0].bone_angles, a[1].bone_angles)
     assert not np.allclose(a[0].bone_angles, b[0].bone_angles)
+
+
+def test_a_nod_up_or_down_moves_the_brows_with_the_eyes(rig):
+    """The head turn's parallax warp moves the face's centre more than its edge, so it used to
+    carry the eyes farther than the brows: looking up pulled the brows 4 px nearer the eyes than
+    looking down did, and Face Mesh read nods as brow raises. Up and down must now leave the same
+    brow-to-eye gap (a nod foreshortens it alike both ways)."""
+    def render(pitch: float, **face: float) -> np.ndarray:
+        c = cond()
+        c.face_present = 1.0
+        c.head = np.array([0.0, pitch, 0.0], np.float32)
+        for k, v in face.items():
+            c.face[FP[k]] = v
+        return rig.render([c], ["nova"])[0].astype(int)
+
+    def changed_row(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.nonzero(np.abs(a - b).sum(-1) > 30)[0].mean())
+
+    gaps, eyes = [], []
+    for pitch in (-0.4, 0.4):
+        still = render(pitch)
+        eye = changed_row(still, render(pitch, blink_left=1.0, blink_right=1.0))
+        brow = changed_row(still, render(pitch, brow_raise_left=1.0, brow_raise_right=1.0))
+        gaps.append(eye - brow)
+        eyes.append(eye)
+    assert eyes[1] - eyes[0] > 10, eyes           # the nod does move the face (~26 px here)
+    assert abs(gaps[0] - gaps[1]) < 1.5, gaps     # 4.1 px apart before the brows followed the eyes

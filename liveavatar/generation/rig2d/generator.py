@@ -138,6 +138,10 @@ class _Character:
         # (a happy ^ ^ eye is already closed).
         neutral = pack.expressions["neutral"]
         self.lid_line = torch.from_numpy(_lid_lines(neutral.eyes, neutral.eye_mask)).to(device)
+        # how much less of the head turn's shift the brows take than the eyes (see Rig2DGenerator._face)
+        turn = parallax_weight(f.canvas, *f.pivot)
+        self.brow_lag = (_mean_in_box(turn, neutral.eye_mask[0], f.eyes_box)
+                         - _mean_in_box(turn, neutral.brows[3], f.brows_box))
         area = np.array([float(e.eye_mask.sum()) for e in ex], np.float32)
         self.eye_area = np.clip(area / max(float(neutral.eye_mask.sum()), 1e-6), 0.0, 1.0)
         self.mouth_closed = stack([e.mouth["closed"] for e in ex])
@@ -541,7 +545,12 @@ class Rig2DGenerator:
         raise_ = torch.where(xs_b[None, None, :] < bw / 2, T(face[:, FP["brow_raise_right"]])[:, None, None],
                              T(face[:, FP["brow_raise_left"]])[:, None, None])
         furrow = T(face[:, FP["brow_furrow"]])[:, None, None]
-        gy_b = ys_b[None, :, None] + BROW_RAISE_PX * raise_ - BROW_FURROW_PX * furrow
+        # The turn's parallax warp moves the brows less than the eyes (they sit farther from the
+        # face's centre): shifting them by the difference first keeps them riding with the eyes, so a
+        # nod does not read as a brow raise (a +-0.4 rad nod read as 3x a full raise on Face Mesh).
+        # Up and down only: the same sideways with yaw made MediaPipe Pose lose nova mid-wave.
+        lag_y = T(shy * c.brow_lag)[:, None, None]
+        gy_b = ys_b[None, :, None] + BROW_RAISE_PX * raise_ - BROW_FURROW_PX * furrow - lag_y
         # Furrowing draws the brows together as well as down.
         gx_b = (bw / 2 + (xs_b[None, None, :] - bw / 2) * (1.0 + 0.12 * furrow)).expand(n, bh, bw)
         grid_b = torch.stack([gx_b, gy_b.expand(n, bh, bw)], -1) * torch.tensor([2.0 / bw, 2.0 / bh], device=dev) - 1.0
@@ -597,15 +606,31 @@ class Rig2DGenerator:
         px, py = float(c.face_pivot[0]), float(c.face_pivot[1])
         w = self._parallax.get((Fc, px, py))
         if w is None:
-            xs, ys = self._face_base(f"c{Fc}", Fc, Fc)
-            r2 = ((xs[None, :] - px) / (0.30 * Fc)) ** 2 + ((ys[:, None] - py) / (0.34 * Fc)) ** 2
-            w = self._parallax[(Fc, px, py)] = torch.clamp(1.0 - r2, min=0.0) ** 1.5   # (F, F)
+            w = self._parallax[(Fc, px, py)] = torch.from_numpy(parallax_weight(Fc, px, py)).to(dev)
         xs, ys = self._face_base(f"c{Fc}", Fc, Fc)
         T = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(dev)  # noqa: E731
         gx = xs[None, None, :] - T(shx)[:, None, None] * w[None]
         gy = ys[None, :, None] - T(shy)[:, None, None] * w[None]
         grid = torch.stack([gx, gy], -1) * (2.0 / Fc) - 1.0
         return F.grid_sample(fc, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def parallax_weight(size: int, px: float, py: float) -> np.ndarray:
+    """(size, size) share of the head turn's shift each face-canvas pixel takes: 1 at the face's
+    centre (px, py), falling to 0 at the outline, which stays put."""
+    c = np.arange(size, dtype=np.float32) + 0.5
+    r2 = ((c[None, :] - px) / (0.30 * size)) ** 2 + ((c[:, None] - py) / (0.34 * size)) ** 2
+    return (np.clip(1.0 - r2, 0.0, None) ** 1.5).astype(np.float32)
+
+
+def _mean_in_box(w: np.ndarray, alpha: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    """Mean of w over a layer's drawn pixels (its alpha), the layer placed at box (x, y, w, h)."""
+    x, y, bw, bh = box
+    a = alpha[:bh, :bw]
+    region = w[y:y + a.shape[0], x:x + a.shape[1]]
+    a = a[:region.shape[0], :region.shape[1]]
+    return float((region * a).sum() / a.sum()) if a.sum() > 0 else 0.0
+
 
 def _lid_lines(eyes: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Premultiplied (4, H, W) closed-eye lines for an eyes box: one gentle downward arc across
