@@ -593,12 +593,16 @@ class Conditioner:
         # closed stay closed (a generator reads 1 - rest as a jaw drop).
         amount = max(opening, 0.3 * purse * _unit(opening / 0.08))
         wide_open = _unit(opening / 0.5)
+        parted = _unit(opening / 0.12)
         fv = self._vis_face
-        # Shapes: a wide-open mouth is mostly A whatever the lips do (a shout, a grimace).
-        fv[1] = max(0.0, 1.0 - purse - stretch) + 0.6 * stretch * wide_open   # A
-        fv[2] = stretch * (1.0 - wide_open)                                   # I
+        # Shapes: stretched lips barely apart are I (a grimace, teeth together); once they part
+        # the opening is A, which generators widen by mouth_width: the speech shapes I and E are
+        # drawn nearly shut, and cross-fading them in read as a closed mouth on a wide-open smile
+        # (nova: an open smile with 40 % E measured 0.02 instead of A's 0.06). No E from the face.
+        fv[1] = max(0.0, 1.0 - purse - stretch) + stretch * parted            # A
+        fv[2] = stretch * (1.0 - parted)                                      # I
         fv[3] = purse * (1.0 - wide_open)                                     # U
-        fv[4] = 0.4 * stretch * wide_open                                     # E
+        fv[4] = 0.0                                                           # E
         fv[5] = purse * wide_open                                             # O
         fv[1:] *= amount / max(float(fv[1:].sum()), 1e-6)
         fv[0] = 1.0 - amount

@@ -19,6 +19,8 @@ from liveavatar.types import FF, EventSource, TriggerMode, VoiceFeatures
 
 from .mapping import Mapping, trigger_rank
 
+EYES_SHUT = 0.6      # both eyes' blink above this: the face is not read as angry or sad
+
 MAX_TRIGGERS = 8            # bounded: older triggers are dropped first
 LAUGH_WINDOW = 32           # loudness samples (about 1 s at 30 fps) for laughter detection
 
@@ -143,10 +145,13 @@ class EmotionEngine:
         self._set(m, "surprised", min(brows - f.surprise_brow,
                                       max(mouth - f.surprise_mouth, wide - f.surprise_eyes),
                                       f.smile_happy - smile))
+        # Shut eyes pull the brows down and the face long: a person resting their eyes read as
+        # angry or sad (d9: 0.5-0.6 of either while the eyes were closed), so neither counts then.
+        open_ = EYES_SHUT - min(expr[FF["blink_left"]], expr[FF["blink_right"]])
         self._set(m, "angry", min(furrow - f.furrow_angry, f.smile_happy - smile,
-                                  f.surprise_brow - brows))
+                                  f.surprise_brow - brows, open_))
         self._set(m, "sad", min(max(min(brows - f.sad_brow, furrow - 0.5 * f.furrow_angry), frown - f.sad_frown),
-                                f.sad_mouth - mouth, f.sad_mouth - smile, f.surprise_eyes - wide))
+                                f.sad_mouth - mouth, f.sad_mouth - smile, f.surprise_eyes - wide, open_))
         self._set(m, "shy", min(gaze_down - f.shy_gaze_down, smile - 0.5 * f.smile_happy))
         return m
 

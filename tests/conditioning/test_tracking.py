@@ -418,6 +418,14 @@ def test_the_face_shapes_the_mouth_and_speech_takes_over_when_talking(drive):
     assert silent_open.visemes[V["closed"]] < 0.3 and np.argmax(silent_open.visemes) == V["A"]
     pursed = settled(drive, lambda t: cues(t, person(), expression(mouth_open=0.1, mouth_width=0.05)))
     assert pursed.visemes[V["U"]] + pursed.visemes[V["O"]] > 0.2 > pursed.visemes[V["A"]]
+    # Stretched lips: a grimace with the teeth together is I; once the lips part (an open smile,
+    # d0) it is A, widened by mouth_width, never the nearly shut speech shapes I and E.
+    grimace = settled(drive, lambda t: cues(t, person(), expression(mouth_open=0.03, mouth_width=1.0)))
+    assert np.argmax(grimace.visemes[1:]) + 1 == V["I"]
+    open_smile = settled(drive, lambda t: cues(t, person(), expression(mouth_open=0.5, mouth_width=1.0,
+                                                                       smile=0.7)))
+    assert open_smile.visemes[V["A"]] > 0.4 and open_smile.visemes[V["I"]] + open_smile.visemes[V["E"]] < 0.02
+    assert open_smile.face[FP["mouth_width"]] > 0.8
     talking = settled(drive, lambda t: cues(t, person(), expression(mouth_open=0.3, mouth_width=0.5),
                                             voice=speaking()))
     assert np.allclose(talking.visemes, speaking().visemes, atol=0.1)
@@ -435,3 +443,17 @@ def test_a_blink_shows_on_the_tick_it_arrives_while_other_channels_are_smoothed(
     # Mirrored: the subject's left eye is the character's right.
     assert shut[0].face[FP["blink_right"]] > 0.95, shut[0].face
     assert shut[0].face[FP["mouth_open"]] < 0.95, shut[0].face     # the mouth is still smoothed
+
+
+def test_shut_eyes_are_not_read_as_angry_or_sad(drive):
+    """Brows drawn down and corners pulled down read as angry / sad while the eyes are open; the
+    same with both eyes shut is someone resting their eyes (d9 read 0.5-0.6 angry or sad then)."""
+    E = {e: i for i, e in enumerate(EMOTIONS)}
+    scowl = settled(drive, lambda t: cues(t, person(), expression(brow_furrow=0.8)))
+    assert scowl.emotion[E["angry"]] > 0.3
+    frown = settled(drive, lambda t: cues(t, person(), expression(frown=0.8)))
+    assert frown.emotion[E["sad"]] > 0.3
+    for shut in (expression(brow_furrow=0.8, blink_left=1.0, blink_right=1.0),
+                 expression(frown=0.8, blink_left=1.0, blink_right=1.0)):
+        c = settled(drive, lambda t, shut=shut: cues(t, person(), shut), seconds=3.0)
+        assert c.emotion[E["angry"]] < 0.05 and c.emotion[E["sad"]] < 0.05, c.emotion

@@ -183,28 +183,41 @@ def test_emotions_read_differently_on_the_face_mesh(rig, face_model):
     assert happy[1] > neutral[1] > sad[1]          # corners up when happy, down when sad
 
 
+def _read_face(rig, face_model, emotion: dict[str, float] | None = None, tracked: bool = True,
+               **face: float) -> np.ndarray:
+    """`liveavatar bench fidelity`'s face measures of one nova frame (head pitch as `pitch`)."""
+    import cv2
+
+    from liveavatar.bench.fidelity import face_measures
+    from liveavatar.types import EMOTIONS
+    c = Conditioning.neutral()
+    c.face_present = c.body_present = 1.0 if tracked else 0.0
+    for k, v in face.items():
+        if k == "pitch":
+            c.head[1] = v
+        else:
+            c.face[FP[k]] = v
+    if emotion:
+        c.emotion[:] = 0.0
+        for k, v in emotion.items():
+            c.emotion[EMOTIONS.index(k)] = v
+        c.emotion_intensity = 1.0 - c.emotion[0]
+    crop = cv2.resize(_face_crop(rig.render([c], ["nova"])[0]), (384, 384))
+    res = face_model.process(np.ascontiguousarray(crop))
+    assert res.multi_face_landmarks, f"no face found on nova with {face} {emotion}"
+    lm = np.array([[q.x, q.y, q.z] for q in res.multi_face_landmarks[0].landmark])
+    return face_measures(lm, 384, 384)
+
+
 def test_closed_eyes_a_nod_and_brows_read_on_the_face_mesh(rig, face_model):
     """What issue 14's bench measures on the avatar, on single frames: shut eyes read as shut
     (nova's closed eyes used to read as open, or lost the face), looking down and up read as a
     nod in that order, a raised brow higher and a furrowed one lower than at rest. The measures
     are `liveavatar bench fidelity`'s own (brows and pitch in the head's frame)."""
-    import cv2
-
-    from liveavatar.bench.fidelity import FACE_MEASURES, face_measures
+    from liveavatar.bench.fidelity import FACE_MEASURES
 
     def read(**face: float) -> np.ndarray:
-        c = Conditioning.neutral()
-        c.face_present = c.body_present = 1.0
-        for k, v in face.items():
-            if k == "pitch":
-                c.head[1] = v
-            else:
-                c.face[FP[k]] = v
-        crop = cv2.resize(_face_crop(rig.render([c], ["nova"])[0]), (384, 384))
-        res = face_model.process(np.ascontiguousarray(crop))
-        assert res.multi_face_landmarks, f"no face found on nova with {face}"
-        lm = np.array([[q.x, q.y, q.z] for q in res.multi_face_landmarks[0].landmark])
-        return face_measures(lm, 384, 384)
+        return _read_face(rig, face_model, **face)
 
     eye, brow, pitch = (FACE_MEASURES.index(m) for m in ("eye_open", "brow_raise", "head_pitch"))
     rest = read()
@@ -216,3 +229,23 @@ def test_closed_eyes_a_nod_and_brows_read_on_the_face_mesh(rig, face_model):
     furrowed = read(brow_furrow=1.0)
     assert raised[brow] > rest[brow] + 0.015 and furrowed[brow] < rest[brow] - 0.015, \
         (furrowed[brow], rest[brow], raised[brow])
+
+
+def test_a_tracked_face_keeps_the_emotions_from_opening_the_mouth_or_lifting_the_brows(rig, face_model):
+    """While a face is tracked its own mouth and brows rule (issue 14, d0 and d9): two emotions'
+    closed mouths cross-faded drew two lip lines that read as an open mouth (half sad: 0.074,
+    more than a wide-open A), surprised's drawn-open "o" opened a closed mouth, and happy's
+    raised brows read as the person raising theirs. With nobody tracked the emotion's own
+    mouth and brows still show."""
+    from liveavatar.bench.fidelity import FACE_MEASURES
+    mouth, brow = FACE_MEASURES.index("mouth_open"), FACE_MEASURES.index("brow_raise")
+    rest = _read_face(rig, face_model)
+    for mix in ({"neutral": 0.45, "sad": 0.55}, {"neutral": 0.55, "angry": 0.45}, {"surprised": 1.0}):
+        assert _read_face(rig, face_model, emotion=mix)[mouth] < 0.02, mix
+    assert _read_face(rig, face_model, emotion={"surprised": 1.0}, tracked=False)[mouth] > 0.04
+    opened = _read_face(rig, face_model, emotion={"surprised": 1.0}, mouth_open=0.6)
+    assert opened[mouth] > 0.04                                     # the person's open mouth shows
+    happy = _read_face(rig, face_model, emotion={"happy": 1.0})
+    assert happy[brow] < rest[brow] + 0.035, (rest[brow], happy[brow])       # it was +0.066
+    raised = _read_face(rig, face_model, emotion={"surprised": 1.0}, brow_raise_left=0.8, brow_raise_right=0.8)
+    assert raised[brow] > rest[brow] + 0.015, (rest[brow], raised[brow])

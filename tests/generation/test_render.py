@@ -117,10 +117,12 @@ def test_nobody_tracked_still_breathes_and_blinks(rig):
     frames = np.concatenate([rig.render([cond(present=0.0, t_ns=int(s * 1e9)) for s in chunk],
                                         ["nova"] * len(chunk)) for chunk in np.array_split(t, 4)])
     assert min(diff(frames[0], f) for f in frames[5::5]) > 0.02            # never frozen
-    # A blink happens within 4 s: the dark pupils vanish from the eye region for a moment.
+    # A blink happens within 4 s: the dark pupils vanish from the eye region for a moment (against
+    # the frames 130 ms either side: the idle sway moves the head through the fixed window).
     eyes = frames[:, 128:158, 220:292].astype(int)
     dark = ((eyes[..., :3].sum(-1) < 250) & (eyes[..., 3] == 255)).sum((1, 2))
-    assert np.median(dark) > 150 and dark.min() < 0.35 * np.median(dark)
+    dip = min(dark[i] / max(min(dark[i - 2], dark[i + 2]), 1) for i in range(2, len(dark) - 2))
+    assert np.median(dark) > 150 and dip < 0.7, dark
 
 
 @pytest.mark.parametrize("action", [a for a in ACTIONS if a != "none"])

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from numba import njit
 
 from liveavatar.generation.mesh.raster import bilinear_zeros
+from liveavatar.generation.rig2d.motion import auto_blink
 from liveavatar.types import EMOTIONS, FP, VISEMES, Conditioning
 
 Box = tuple[float, float, float, float]
@@ -67,7 +68,6 @@ BASES = ("brow_l", "brow_r", "brow_inner_l", "brow_inner_r", "furrow", "eye_open
 BI = {n: i for i, n in enumerate(BASES)}
 
 EMO = {name: i for i, name in enumerate(EMOTIONS)}
-AUTO_BLINK_PERIOD_S, AUTO_BLINK_S = 3.7, 0.15
 
 
 @dataclass(frozen=True)
@@ -563,8 +563,7 @@ class FaceAnimator:
         tracked = ["blink_left", "blink_right", "gaze_x", "gaze_y", "mouth_open", "brow_raise_left",
                    "brow_raise_right", "brow_furrow"]
         face_seen |= np.abs(raw_face[:, [FP[k] for k in tracked]]).sum(1) > 1e-4
-        ph = np.mod(_finite(t), AUTO_BLINK_PERIOD_S)
-        auto = np.clip(1.0 - np.abs(ph - AUTO_BLINK_S / 2) / (AUTO_BLINK_S / 2), 0, 1) * (1.0 - present)
+        auto = auto_blink(_finite(t)) * (1.0 - present)
         auto = auto * ~face_seen
         smile = np.clip(face[:, FP["smile"]] + 0.8 * happy + 0.9 * exc + 0.2 * shy
                         - 0.8 * sad - 0.55 * angry - opt(FROWN_NAMES), -1, 1)

@@ -45,6 +45,7 @@ BROW_RAISE_PX, BROW_FURROW_PX = 4.5, 4.0
 LID_FROM = 0.55                        # eye opening below which the closed-lid line fades in
 EYE_SHUT = 0.12                        # the opening of a closed eye (a sliver under the lid line)
 EYE_WIDE = 0.35                        # extra eye opening at eye_wide 1 (a surprised stare)
+MOUTH_MIX_SHARPNESS = 12.0             # power on the emotions' mouth weights (see _face)
 GAZE_X, GAZE_Y = 5.0, 3.0              # pupil travel (px) at gaze +-1
 
 
@@ -142,9 +143,19 @@ class _Character:
         turn = parallax_weight(f.canvas, *f.pivot)
         self.brow_lag = (_mean_in_box(turn, neutral.eye_mask[0], f.eyes_box)
                          - _mean_in_box(turn, neutral.brows[3], f.brows_box))
+        # How far each emotion's brows are drawn above neutral's (px, + = lower): while a face is
+        # tracked the person's raise sets their height, so this offset is taken back out (nova's
+        # happy brows sit 3 px up, surprised 6: a smiling person read as raising their brows, and
+        # a surprised one's raised brows went past where Face Mesh follows them).
+        heights = np.array([_alpha_centre_y(e.brows) for e in ex], np.float32)
+        self.brow_dy = heights - heights[0]
         area = np.array([float(e.eye_mask.sum()) for e in ex], np.float32)
         self.eye_area = np.clip(area / max(float(neutral.eye_mask.sum()), 1e-6), 0.0, 1.0)
         self.mouth_closed = stack([e.mouth["closed"] for e in ex])
+        # Resting mouths drawn open (nova's excited grin, surprised "o": a dark interior) give way
+        # to the neutral one while a face is tracked: the person's own mouth rules then.
+        dark = np.array([_dark_share(e.mouth["closed"]) for e in ex], np.float32)
+        self.rest_mouth_open = (dark > dark[0] + 0.1).astype(np.float32)
         self.mouth_open = stack([e.mouth[v] for e in ex for v in VISEMES[1:]])   # (E*5, ...)
         # Head + extras per emotion, precomposited: "over" is linear in the emotion weights, so the
         # face base of any emotion mix is one matmul.
@@ -550,7 +561,8 @@ class Rig2DGenerator:
         # nod does not read as a brow raise (a +-0.4 rad nod read as 3x a full raise on Face Mesh).
         # Up and down only: the same sideways with yaw made MediaPipe Pose lose nova mid-wave.
         lag_y = T(shy * c.brow_lag)[:, None, None]
-        gy_b = ys_b[None, :, None] + BROW_RAISE_PX * raise_ - BROW_FURROW_PX * furrow - lag_y
+        tracked_y = T(g["face_present"] * (g["emo"] @ c.brow_dy))[:, None, None]
+        gy_b = ys_b[None, :, None] + BROW_RAISE_PX * raise_ - BROW_FURROW_PX * furrow - lag_y + tracked_y
         # Furrowing draws the brows together as well as down.
         gx_b = (bw / 2 + (xs_b[None, None, :] - bw / 2) * (1.0 + 0.12 * furrow)).expand(n, bh, bw)
         grid_b = torch.stack([gx_b, gy_b.expand(n, bh, bw)], -1) * torch.tensor([2.0 / bw, 2.0 / bh], device=dev) - 1.0
@@ -566,12 +578,18 @@ class Rig2DGenerator:
         frown = face[:, FP["frown"]][:, None] * (1.0 - smile)
         emo_m = (g["emo"] * (1.0 - smile - frown) + smile * np.eye(N_E, dtype=np.float32)[HAPPY]
                  + frown * np.eye(N_E, dtype=np.float32)[SAD])
+        yielded = emo_m * (g["face_present"][:, None] * c.rest_mouth_open[None]).astype(np.float32)
+        emo_closed = emo_m - yielded
+        emo_closed[:, 0] += yielded.sum(1)
+        # Two mouths cross-faded draw two lip lines, which Face Mesh reads as parted lips (nova half
+        # neutral, half sad: 0.074, a wide-open A is 0.064); sharpen the mix so one mouth leads.
+        emo_m, emo_closed = (_sharpen(w) for w in (emo_m, emo_closed))
         jaw = np.clip(np.maximum(face[:, FP["mouth_open"]], 1.0 - vis[:, 0]), 0.0, 1.0)
         shapes = vis[:, 1:]
         ssum = shapes.sum(1, keepdims=True)
         shapes = np.where(ssum > 1e-4, shapes / np.maximum(ssum, 1e-4), np.eye(N_V - 1, dtype=np.float32)[0])
         w_open = (emo_m[:, :, None] * shapes[:, None, :]).reshape(n, -1)
-        closed = (T(emo_m) @ c.mouth_closed).view(n, 4, mh, mw)
+        closed = (T(emo_closed) @ c.mouth_closed).view(n, 4, mh, mw)
         opened = (T(w_open) @ c.mouth_open).view(n, 4, mh, mw)
         # The opening grows from a slit at once (no dead zone: a slightly parted mouth shows).
         jaw_t = T(0.15 + 0.85 * jaw)[:, None, None]
@@ -613,6 +631,26 @@ class Rig2DGenerator:
         gy = ys[None, :, None] - T(shy)[:, None, None] * w[None]
         grid = torch.stack([gx, gy], -1) * (2.0 / Fc) - 1.0
         return F.grid_sample(fc, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _sharpen(weights: np.ndarray) -> np.ndarray:
+    """Mix weights (n, k) raised to MOUTH_MIX_SHARPNESS and renormalised: the largest leads."""
+    w = weights ** MOUTH_MIX_SHARPNESS
+    return w / np.maximum(w.sum(1, keepdims=True), 1e-12)
+
+
+def _alpha_centre_y(layer: np.ndarray) -> float:
+    """Alpha-weighted mean row of an RGBA (4, H, W) layer."""
+    alpha = layer[3].astype(np.float64)
+    return float((alpha.sum(1) * np.arange(alpha.shape[0])).sum() / max(alpha.sum(), 1e-6))
+
+
+def _dark_share(layer: np.ndarray) -> float:
+    """Share of a premultiplied RGBA layer's opaque pixels that are dark (a drawn mouth interior)."""
+    alpha = layer[3]
+    solid = alpha > 0.5
+    dark = solid & (layer[:3].mean(0) < 0.35 * alpha)
+    return float(dark.sum()) / max(float(solid.sum()), 1.0)
 
 
 def parallax_weight(size: int, px: float, py: float) -> np.ndarray:

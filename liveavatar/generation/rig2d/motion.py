@@ -59,10 +59,14 @@ def breathing(t_s: np.ndarray) -> np.ndarray:
     return d
 
 
+AUTO_BLINK_PERIOD_S, AUTO_BLINK_S = 3.7, 0.15
+AUTO_BLINK_FIRST_S = 2.0     # not at t = 0: a stream or a render then opened on a blink before tracking
+
+
 def auto_blink(t_s: np.ndarray) -> np.ndarray:
-    """0..1 blink amount: a 150 ms blink every 3.7 s (used when nobody is tracked)."""
-    ph = np.mod(t_s, 3.7)
-    return np.clip(1.0 - np.abs(ph - 0.075) / 0.075, 0.0, 1.0).astype(np.float32)
+    """0..1 blink amount: a 150 ms blink every 3.7 s from 2 s on (used when nobody is tracked)."""
+    ph = np.mod(np.asarray(t_s, np.float64) - AUTO_BLINK_FIRST_S, AUTO_BLINK_PERIOD_S)
+    return np.clip(1.0 - np.abs(ph - AUTO_BLINK_S / 2) / (AUTO_BLINK_S / 2), 0.0, 1.0).astype(np.float32)
 
 
 def clip_channels(action: np.ndarray, phase: np.ndarray) -> np.ndarray:

@@ -435,7 +435,9 @@ def test_auto_blink_only_without_tracking(photos):
     s = photos[0]
     c_idle = cond()
     c_idle.body_present = 0.0
-    c_idle.t_tick_ns = int(3.7e9 + 0.075e9)       # the middle of an automatic blink
+    from liveavatar.generation.rig2d.motion import AUTO_BLINK_FIRST_S, AUTO_BLINK_PERIOD_S, AUTO_BLINK_S
+    # the middle of the second automatic blink
+    c_idle.t_tick_ns = int((AUTO_BLINK_FIRST_S + AUTO_BLINK_PERIOD_S + AUTO_BLINK_S / 2) * 1e9)
     c_live = cond()
     c_live.t_tick_ns = c_idle.t_tick_ns
     idle, live = s.fa.animate([c_idle, c_live]).patch
