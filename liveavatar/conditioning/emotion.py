@@ -147,7 +147,7 @@ class EmotionEngine:
                                       f.smile_happy - smile))
         # Shut eyes pull the brows down and the face long: a person resting their eyes read as
         # angry or sad (d9: 0.5-0.6 of either while the eyes were closed), so neither counts then.
-        open_ = EYES_SHUT - min(expr[FF["blink_left"]], expr[FF["blink_right"]])
+        open_ = EYES_SHUT - max(expr[FF["blink_left"]], expr[FF["blink_right"]])
         self._set(m, "angry", min(furrow - f.furrow_angry, f.smile_happy - smile,
                                   f.surprise_brow - brows, open_))
         self._set(m, "sad", min(max(min(brows - f.sad_brow, furrow - 0.5 * f.furrow_angry), frown - f.sad_frown),
