@@ -590,8 +590,9 @@ class Conditioner:
         purse = _unit((0.4 - width) / 0.3)
         stretch = _unit((width - 0.6) / 0.3)
         # Pursed lips with a gap between them read as a small round U/O; pursed lips that are
-        # closed stay closed (a generator reads 1 - rest as a jaw drop).
-        amount = max(opening, 0.3 * purse * _unit(opening / 0.08))
+        # closed stay closed (a generator reads 1 - rest as a jaw drop): a pout's opening of
+        # 0.05 (lips touching, d9) drew an open "o" at 0.19.
+        amount = max(opening, 0.3 * purse * _unit((opening - 0.04) / 0.06))
         wide_open = _unit(opening / 0.5)
         parted = _unit(opening / 0.12)
         fv = self._vis_face
