@@ -19,7 +19,7 @@ from liveavatar.types import FF, EventSource, TriggerMode, VoiceFeatures
 
 from .mapping import Mapping, trigger_rank
 
-EYES_SHUT = 0.6      # both eyes' blink above this: the face is not read as angry or sad
+EYES_SHUT = 0.6      # either eye's blink above this (a wink too): the face is not read as angry or sad
 
 MAX_TRIGGERS = 8            # bounded: older triggers are dropped first
 LAUGH_WINDOW = 32           # loudness samples (about 1 s at 30 fps) for laughter detection

@@ -447,7 +447,7 @@ def test_a_blink_shows_on_the_tick_it_arrives_while_other_channels_are_smoothed(
 
 def test_shut_eyes_are_not_read_as_angry_or_sad(drive):
     """Brows drawn down and corners pulled down read as angry / sad while the eyes are open; the
-    same with both eyes shut is someone resting their eyes (d9 read 0.5-0.6 angry or sad then)."""
+    same with the eyes shut is someone resting their eyes (d9 read 0.5-0.6 angry or sad then)."""
     E = {e: i for i, e in enumerate(EMOTIONS)}
     scowl = settled(drive, lambda t: cues(t, person(), expression(brow_furrow=0.8)))
     assert scowl.emotion[E["angry"]] > 0.3
