@@ -132,7 +132,9 @@ def assert_shows(shot: np.ndarray, ref: np.ndarray) -> None:
     # OBS shows the character where the service's frame has it, keyed-out background elsewhere.
     assert shot[..., 3][opaque].mean() > 230
     assert shot[..., 3][clear].mean() < 25
-    assert np.abs(shot[..., :3][opaque].astype(int) - ref[..., :3][opaque]).mean() < 20
+    # A wrong or frozen picture differs by far more; the idle avatar's own motion between the
+    # nearest service frame and OBS's shot reached 20.03 on a busy CI machine (3.2 when quiet).
+    assert np.abs(shot[..., :3][opaque].astype(int) - ref[..., :3][opaque]).mean() < 28
 
 
 def test_setup_against_serve_shows_the_services_avatar(set_up, obs_live, service):
